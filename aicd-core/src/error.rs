@@ -1,0 +1,74 @@
+//! The one error type of the core, and its `Result` alias.
+
+use crate::jobs::JobState;
+use crate::tenancy::Permission;
+
+/// Everything a core operation can fail with, in domain words.
+///
+/// Callers map these to their own surface (HTTP status, exception class) in one place. `NotFound`
+/// is also what another tenant's resource looks like, so ids cannot be probed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The resource does not exist, or belongs to an organization the actor cannot see.
+    #[error("{kind} not found")]
+    NotFound {
+        /// What was looked for ("job", "repository", ...).
+        kind: &'static str,
+    },
+    /// The actor is a member of the organization but its role does not grant the permission.
+    #[error("permission denied: {permission} requires a higher role")]
+    Forbidden {
+        /// The permission that was required.
+        permission: Permission,
+    },
+    /// The credentials are missing, malformed, revoked or expired.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The input is invalid; the message says which field and why.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The operation conflicts with the current state (a duplicate name, the last admin, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The job state machine does not allow this transition.
+    #[error("illegal transition from {from} to {to}")]
+    IllegalTransition {
+        /// The state the job is in.
+        from: JobState,
+        /// The state that was requested.
+        to: JobState,
+    },
+    /// A compare-and-set on a job lost: its state or lease epoch changed underneath the caller
+    /// (another worker owns it now, or it was cancelled).
+    #[error("job {job_id} changed underneath this worker (lease lost or state moved on)")]
+    LeaseLost {
+        /// The job that could not be written.
+        job_id: crate::JobId,
+    },
+    /// The database refused to start safely (for example, row-level security is not enforced).
+    #[error("unsafe database configuration: {0}")]
+    UnsafeDatabase(String),
+    /// A database error that is not the caller's fault.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Stored data could not be decoded (a corrupted row or an incompatible schema).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    pub(crate) fn not_found(kind: &'static str) -> Self {
+        Self::NotFound { kind }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput(message.into())
+    }
+}
+
+/// The result of a core operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

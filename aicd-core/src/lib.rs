@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod deliveries;
+mod error;
+mod ids;
+pub mod jobs;
+pub mod repos;
+mod service;
+pub mod store;
+pub mod tenancy;
+
+pub use error::{Error, Result};
+pub use ids::{ApiKeyId, JobId, OrgId, RepoId, UsageId, UserId};
+pub use service::{Core, CoreOptions};

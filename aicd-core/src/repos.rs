@@ -1,0 +1,206 @@
+//! Repositories registered with an organization: a GitHub repository reached through an App
+//! installation, or a git repository on the local disk (the embedded default's forge).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, OrgId, RepoId, Result};
+
+/// Where a repository lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RepoSource {
+    /// A GitHub repository reached through an App installation.
+    Github {
+        /// The App installation that grants access.
+        installation_id: i64,
+        /// GitHub's numeric repository id (stable across renames).
+        repo_id: i64,
+    },
+    /// A git repository on this machine's disk.
+    Local {
+        /// Absolute path of the repository.
+        path: String,
+    },
+}
+
+impl RepoSource {
+    /// `github` or `local`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RepoSource::Github { .. } => "github",
+            RepoSource::Local { .. } => "local",
+        }
+    }
+}
+
+/// A repository registered with an organization.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Repository {
+    /// Its identifier.
+    pub id: RepoId,
+    /// The organization it belongs to.
+    pub org_id: OrgId,
+    /// `owner/name` on GitHub; a chosen name for local repositories. Unique within the org.
+    pub full_name: String,
+    /// Where it lives.
+    pub source: RepoSource,
+    /// The branch pull requests target.
+    pub default_branch: String,
+    /// Policy and trigger settings (a JSON object).
+    pub settings: serde_json::Value,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What is needed to register a repository.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewRepo {
+    /// `owner/name` (1 to 200 characters).
+    pub full_name: String,
+    /// Where it lives.
+    pub source: RepoSource,
+    /// The branch pull requests target (default `main`).
+    pub default_branch: Option<String>,
+    /// Policy and trigger settings; must be a JSON object (default `{}`).
+    pub settings: Option<serde_json::Value>,
+}
+
+/// A change to a repository; absent fields are left as they are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RepoPatch {
+    /// A new target branch.
+    pub default_branch: Option<String>,
+    /// New settings, replacing the old (a JSON object).
+    pub settings: Option<serde_json::Value>,
+}
+
+impl NewRepo {
+    /// Checks every field and fills in defaults.
+    pub fn validate(mut self) -> Result<Self> {
+        self.full_name = validate_full_name(&self.full_name)?;
+        if let RepoSource::Local { path } = &self.source
+            && (!path.starts_with('/') || path.split('/').any(|c| c == "..") || path.contains('\0'))
+        {
+            return Err(Error::invalid(
+                "source.path must be an absolute path without `..`",
+            ));
+        }
+        self.default_branch = Some(validate_branch(
+            self.default_branch.as_deref().unwrap_or("main"),
+        )?);
+        self.settings = Some(validate_settings(self.settings.take())?);
+        Ok(self)
+    }
+}
+
+impl RepoPatch {
+    /// Checks the fields that are present.
+    pub fn validate(self) -> Result<Self> {
+        Ok(Self {
+            default_branch: self
+                .default_branch
+                .as_deref()
+                .map(validate_branch)
+                .transpose()?,
+            settings: self
+                .settings
+                .map(|s| validate_settings(Some(s)))
+                .transpose()?,
+        })
+    }
+}
+
+fn validate_full_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && !name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(Error::invalid(
+            "full_name must look like `owner/name` (letters, digits, `-`, `_`, `.`)",
+        ))
+    }
+}
+
+fn validate_branch(branch: &str) -> Result<String> {
+    let ok = !branch.is_empty()
+        && branch.len() <= 255
+        && !branch.starts_with(['-', '/'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.contains("..")
+        && !branch.contains("@{")
+        && !branch
+            .chars()
+            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+    if ok {
+        Ok(branch.to_owned())
+    } else {
+        Err(Error::invalid(format!(
+            "`{branch}` is not a valid branch name"
+        )))
+    }
+}
+
+fn validate_settings(settings: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    match settings {
+        None => Ok(serde_json::json!({})),
+        Some(v @ serde_json::Value::Object(_)) if v.to_string().len() <= 64 * 1024 => Ok(v),
+        Some(serde_json::Value::Object(_)) => {
+            Err(Error::invalid("settings must be at most 64 KiB"))
+        }
+        Some(_) => Err(Error::invalid("settings must be a JSON object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(name: &str) -> NewRepo {
+        NewRepo {
+            full_name: name.into(),
+            source: RepoSource::Github {
+                installation_id: 1,
+                repo_id: 2,
+            },
+            default_branch: None,
+            settings: None,
+        }
+    }
+
+    #[test]
+    fn accepts_owner_slash_name_and_fills_defaults() {
+        let r = repo(" octo/hello-world.rs ").validate().unwrap();
+        assert_eq!(r.full_name, "octo/hello-world.rs");
+        assert_eq!(r.default_branch.as_deref(), Some("main"));
+        assert_eq!(r.settings, Some(serde_json::json!({})));
+    }
+
+    #[test]
+    fn rejects_bad_names_branches_paths_and_settings() {
+        for bad in ["", "/", "a//b", "../x", "a b", "a/..", &"x".repeat(201)] {
+            assert!(repo(bad).validate().is_err(), "{bad:?}");
+        }
+        let mut r = repo("a/b");
+        r.default_branch = Some("bad..branch".into());
+        assert!(r.validate().is_err());
+        let mut r = repo("a/b");
+        r.settings = Some(serde_json::json!([1]));
+        assert!(r.validate().is_err());
+        let mut r = repo("a/b");
+        r.source = RepoSource::Local {
+            path: "relative/path".into(),
+        };
+        assert!(r.validate().is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! [`Core`]: the services the shells call. Every tenant-scoped operation takes the [`Actor`]
+//! authenticated at the edge, checks its permission against the role table, and only then touches
+//! the store, scoped to the organization.
+
+mod jobs;
+mod repos;
+mod tenancy;
+
+use std::sync::Arc;
+
+use crate::store::Store;
+use crate::tenancy::{Actor, Permission, authorize};
+use crate::{OrgId, Result};
+
+/// Settings of the core services.
+#[derive(Clone, Debug, Default)]
+pub struct CoreOptions {
+    /// Whether repositories on the local disk may be registered. The embedded default allows them;
+    /// a shared deployment must not (they would let a tenant read the server's disk).
+    pub allow_local_repos: bool,
+}
+
+/// The core services over a [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    store: Arc<dyn Store>,
+    options: CoreOptions,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Core services over `store`.
+    pub fn new(store: Arc<dyn Store>, options: CoreOptions) -> Self {
+        Self { store, options }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn authorize(&self, actor: &Actor, org: OrgId, permission: Permission) -> Result<()> {
+        let result = authorize(actor, org, permission);
+        if let Err(err) = &result {
+            tracing::debug!(actor = %actor.principal.label(), %org, %permission, %err, "denied");
+        }
+        result
+    }
+}

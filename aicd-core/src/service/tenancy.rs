@@ -1,0 +1,173 @@
+//! Organizations, members, API keys, and turning credentials into an [`Actor`].
+
+use crate::store::{ApiKeyRecord, now};
+use crate::tenancy::{
+    Actor, ApiKey, ApiKeySecret, GeneratedKey, Membership, NewApiKey, NewOrg, NewUser, Org,
+    OrgPatch, ParsedKey, Permission, Role, User, validate_name,
+};
+use crate::{ApiKeyId, Core, Error, OrgId, Result, UserId};
+
+impl Core {
+    /// Turns a presented API key into the actor it stands for. Malformed, unknown, revoked and
+    /// expired keys are all [`Error::Unauthenticated`] (the reason is not revealed to the caller).
+    /// Records the key's last use.
+    pub async fn authenticate_api_key(&self, presented: &ApiKeySecret) -> Result<Actor> {
+        let parsed =
+            ParsedKey::parse(presented).ok_or(Error::Unauthenticated("invalid API key"))?;
+        let candidates = self.store.find_api_keys_by_prefix(&parsed.prefix).await?;
+        let at = now();
+        let stored = candidates
+            .into_iter()
+            .find(|c| parsed.matches(&c.hash))
+            .ok_or(Error::Unauthenticated("invalid API key"))?;
+        if !stored.key.is_usable(at) {
+            return Err(Error::Unauthenticated("invalid API key"));
+        }
+        self.store.touch_api_key(&stored.key, at).await?;
+        Ok(Actor::api_key(
+            stored.key.id,
+            stored.key.org_id,
+            stored.key.role,
+        ))
+    }
+
+    /// Returns the user for an identity provider subject, creating it on first sight.
+    pub async fn sign_in(&self, user: NewUser) -> Result<User> {
+        self.store.upsert_user(user).await
+    }
+
+    /// The actor for `user` acting in `org`; [`Error::NotFound`] if the user is not a member.
+    pub async fn user_actor(&self, user: UserId, org: OrgId) -> Result<Actor> {
+        let membership = self
+            .store
+            .get_membership(org, user)
+            .await?
+            .ok_or(Error::not_found("organization"))?;
+        Ok(Actor::user(user, org, membership.role))
+    }
+
+    /// Creates an organization whose first org_admin is `creator`.
+    pub async fn create_org(&self, creator: UserId, org: NewOrg) -> Result<Org> {
+        self.store.create_org(org, Some(creator)).await
+    }
+
+    /// Creates an organization with a first org_admin API key, for a self-hoster without an
+    /// identity provider. The secret is returned once and never stored.
+    pub async fn bootstrap_org(&self, org: NewOrg) -> Result<(Org, ApiKey, ApiKeySecret)> {
+        let org = self.store.create_org(org, None).await?;
+        let generated = GeneratedKey::generate()?;
+        let record = ApiKeyRecord {
+            name: "bootstrap".into(),
+            role: Role::OrgAdmin,
+            prefix: generated.prefix,
+            hash: generated.hash.to_vec(),
+            created_by: None,
+            expires_at: None,
+        };
+        let key = self.store.insert_api_key(org.id, record).await?;
+        Ok((org, key, generated.secret))
+    }
+
+    /// The organizations `user` belongs to, with its role in each.
+    pub async fn list_orgs(&self, user: UserId) -> Result<Vec<(Org, Role)>> {
+        self.store.list_orgs_of_user(user).await
+    }
+
+    /// Reads an organization.
+    pub async fn get_org(&self, actor: &Actor, org: OrgId) -> Result<Org> {
+        self.authorize(actor, org, Permission::OrgRead)?;
+        self.store.get_org(org).await
+    }
+
+    /// Changes an organization's settings.
+    pub async fn update_org(&self, actor: &Actor, org: OrgId, patch: OrgPatch) -> Result<Org> {
+        self.authorize(actor, org, Permission::OrgUpdate)?;
+        self.store.update_org(org, patch).await
+    }
+
+    /// Deletes an organization and everything in it.
+    pub async fn delete_org(&self, actor: &Actor, org: OrgId) -> Result<()> {
+        self.authorize(actor, org, Permission::OrgDelete)?;
+        self.store.delete_org(org).await
+    }
+
+    /// Lists an organization's members.
+    pub async fn list_members(&self, actor: &Actor, org: OrgId) -> Result<Vec<Membership>> {
+        self.authorize(actor, org, Permission::MemberRead)?;
+        self.store.list_members(org).await
+    }
+
+    /// Adds an existing user as a member.
+    pub async fn add_member(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Membership> {
+        self.authorize(actor, org, Permission::MemberManage)?;
+        self.store.add_member(org, user, role).await
+    }
+
+    /// Changes a member's role (the last org_admin cannot be demoted).
+    pub async fn set_member_role(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Membership> {
+        self.authorize(actor, org, Permission::MemberManage)?;
+        self.store.set_member_role(org, user, role).await
+    }
+
+    /// Removes a member (the last org_admin cannot be removed).
+    pub async fn remove_member(&self, actor: &Actor, org: OrgId, user: UserId) -> Result<()> {
+        self.authorize(actor, org, Permission::MemberManage)?;
+        self.store.remove_member(org, user).await
+    }
+
+    /// Creates an API key carrying at most the actor's own role. The secret is returned once and
+    /// never stored; only its hash is.
+    pub async fn create_api_key(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        key: NewApiKey,
+    ) -> Result<(ApiKey, ApiKeySecret)> {
+        self.authorize(actor, org, Permission::ApiKeyManage)?;
+        let name = validate_name("API key name", &key.name)?;
+        if key.role > actor.role {
+            return Err(Error::invalid(format!(
+                "an API key cannot carry a role above your own ({})",
+                actor.role
+            )));
+        }
+        if key.expires_at.is_some_and(|at| at <= now()) {
+            return Err(Error::invalid("expires_at must be in the future"));
+        }
+        let generated = GeneratedKey::generate()?;
+        let record = ApiKeyRecord {
+            name,
+            role: key.role,
+            prefix: generated.prefix,
+            hash: generated.hash.to_vec(),
+            created_by: actor.principal.user_id(),
+            expires_at: key.expires_at,
+        };
+        let stored = self.store.insert_api_key(org, record).await?;
+        Ok((stored, generated.secret))
+    }
+
+    /// Lists an organization's API keys (never their secrets).
+    pub async fn list_api_keys(&self, actor: &Actor, org: OrgId) -> Result<Vec<ApiKey>> {
+        self.authorize(actor, org, Permission::ApiKeyRead)?;
+        self.store.list_api_keys(org).await
+    }
+
+    /// Revokes an API key; it stops authenticating at once.
+    pub async fn revoke_api_key(&self, actor: &Actor, org: OrgId, key: ApiKeyId) -> Result<ApiKey> {
+        self.authorize(actor, org, Permission::ApiKeyManage)?;
+        self.store.revoke_api_key(org, key).await
+    }
+}

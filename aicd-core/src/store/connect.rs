@@ -1,0 +1,218 @@
+//! Opening a [`SqlStore`]: migrations, connection options and the PostgreSQL safety check.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::sql::{One, Pool, Tx, q};
+use crate::{Error, OrgId, Result, UserId};
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Every table holding tenant rows; each must have row-level security enabled and forced.
+pub(crate) const TENANT_TABLES: &[&str] = &[
+    "orgs",
+    "memberships",
+    "repositories",
+    "api_keys",
+    "jobs",
+    "job_events",
+    "usage_records",
+];
+
+/// The [`super::Store`] over PostgreSQL (production) or SQLite (the embedded default).
+///
+/// On PostgreSQL it connects as the application role, which must own no table and can neither
+/// bypass row-level security nor be a superuser; [`SqlStore::postgres`] checks this and that every
+/// tenant table has RLS enabled and forced, and refuses to start otherwise. Each tenant-scoped
+/// operation runs in a transaction that first sets `app.org_id`, so the database itself hides
+/// other organizations' rows even from a query that forgot its `WHERE org_id`.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pub(crate) pool: Pool,
+}
+
+/// Pool settings for PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// Most connections the pool opens (default 10).
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing (default 5 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whose rows a transaction may see on PostgreSQL (SQLite ignores it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scope<'a> {
+    /// One organization's rows.
+    Org(OrgId),
+    /// A user's own memberships and their organizations, across orgs.
+    User(UserId),
+    /// API keys with this lookup prefix, across orgs.
+    KeyPrefix(&'a str),
+    /// No tenant rows (users, webhook deliveries).
+    Global,
+}
+
+impl SqlStore {
+    /// Applies the PostgreSQL migrations, connecting with `owner_url` (the role that owns the
+    /// schema; it also creates the `aicd_app` group role if missing). Safe to run repeatedly and
+    /// from several processes at once.
+    pub async fn migrate_postgres(owner_url: &str) -> Result<()> {
+        let options = PgConnectOptions::from_str(owner_url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        pool.close().await;
+        Ok(())
+    }
+
+    /// Connects to PostgreSQL as the application role, after checking it is safe to (see the type
+    /// docs). [`Error::UnsafeDatabase`] names what is wrong.
+    pub async fn postgres(app_url: &str, options: PostgresOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(app_url)?.application_name("aicd");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        let store = Self {
+            pool: Pool::Postgres(pool),
+        };
+        store.verify_postgres_isolation().await?;
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) a SQLite database file and applies its migrations. SQLite has a
+    /// single writer, so the store keeps a single connection.
+    pub async fn sqlite(path: impl AsRef<Path>) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Whether the database answers a trivial query (for readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        let mut tx = self.begin(Scope::Global).await?;
+        tx.fetch_one::<One<i32>>(q("SELECT 1")).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Opens a transaction that sees `scope`'s rows.
+    pub(crate) async fn begin(&self, scope: Scope<'_>) -> Result<Tx> {
+        match &self.pool {
+            Pool::Sqlite(pool) => Ok(Tx::Sqlite(pool.begin().await?)),
+            Pool::Postgres(pool) => {
+                let mut tx = Tx::Postgres(pool.begin().await?);
+                let (name, value) = match scope {
+                    Scope::Org(org) => ("app.org_id", org.to_string()),
+                    Scope::User(user) => ("app.user_id", user.to_string()),
+                    Scope::KeyPrefix(prefix) => ("app.key_prefix", prefix.to_owned()),
+                    Scope::Global => return Ok(tx),
+                };
+                tx.execute(q("SELECT set_config($1, $2, true)").arg(name).arg(value))
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    async fn verify_postgres_isolation(&self) -> Result<()> {
+        let mut tx = self.begin(Scope::Global).await?;
+        let (superuser, bypass): (bool, bool) = tx
+            .fetch_one::<(bool, bool)>(q(
+                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            ))
+            .await?;
+        let mut problems = Vec::new();
+        if superuser {
+            problems.push("the application role is a superuser".to_owned());
+        }
+        if bypass {
+            problems.push("the application role has BYPASSRLS".to_owned());
+        }
+        let owned: Vec<One<String>> = tx
+            .fetch_all(q(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+                          AND tableowner = current_user ORDER BY 1",
+            ))
+            .await?;
+        if !owned.is_empty() {
+            let names: Vec<_> = owned.into_iter().map(|t| t.0).collect();
+            problems.push(format!(
+                "the application role owns tables ({})",
+                names.join(", ")
+            ));
+        }
+        for table in TENANT_TABLES {
+            let row: Option<(bool, bool)> = tx
+                .fetch_optional(
+                    q(
+                        "SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
+                       JOIN pg_namespace n ON n.oid = c.relnamespace \
+                       WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind = 'r'",
+                    )
+                    .arg(*table),
+                )
+                .await?;
+            match row {
+                None => problems.push(format!("table {table} is missing (run the migrations)")),
+                Some((false, _)) => {
+                    problems.push(format!("row-level security is not enabled on {table}"))
+                }
+                Some((true, false)) => {
+                    problems.push(format!("row-level security is not forced on {table}"))
+                }
+                Some((true, true)) => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnsafeDatabase(problems.join("; ")))
+        }
+    }
+}

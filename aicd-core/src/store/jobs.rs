@@ -1,0 +1,363 @@
+//! [`JobStore`] for [`SqlStore`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::connect::Scope;
+use super::rows::{EventRow, JobRow, UsageRow, event_columns, job_columns, usage_columns};
+use super::sql::{One, Tx, constraint_error, int, q};
+use super::{JobStore, NewUsage, SqlStore, now};
+use crate::jobs::{
+    Budget, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, StepAttempts,
+    UsageRecord, UsageTotals,
+};
+use crate::{Error, JobId, OrgId, Result, UsageId};
+
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job> {
+        let issue = job.issue.validate()?;
+        let max_tokens = job.max_tokens.unwrap_or(Budget::DEFAULT_MAX_TOKENS);
+        let max_cost = job
+            .max_cost_micros
+            .unwrap_or(Budget::DEFAULT_MAX_COST_MICROS);
+        if max_tokens == 0
+            || max_cost == 0
+            || max_tokens > i64::MAX as u64
+            || max_cost > i64::MAX as u64
+        {
+            return Err(Error::invalid("budgets must be positive"));
+        }
+        let duplicate = match issue.number {
+            Some(n) => format!("issue #{n} already has an active job"),
+            None => "this job already exists".to_owned(),
+        };
+        let id = JobId::new();
+        let at = now();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: JobRow = tx
+            .fetch_one(
+                q(concat!(
+                    "INSERT INTO jobs (id, org_id, repo_id, issue_number, issue_title, issue_body, issue_url, \
+                     issue_author, trigger, state, attempts, budget_tokens, budget_cost_micros, run_after, \
+                     created_by, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12, $13, $14, $13, $13) \
+                     RETURNING ",
+                    job_columns!()
+                ))
+                .arg(id)
+                .arg(org)
+                .arg(job.repo_id)
+                .arg(issue.number.map(|n| n as i64))
+                .arg(issue.title)
+                .arg(issue.body)
+                .arg(issue.url)
+                .arg(issue.author)
+                .arg(job.trigger.as_str())
+                .arg(serde_json::to_value(StepAttempts::default()).unwrap_or_default())
+                .arg(int(max_tokens))
+                .arg(int(max_cost))
+                .arg(at)
+                .arg(created_by),
+            )
+            .await
+            .map_err(|e| constraint_error(e, &duplicate, "repository"))?;
+        insert_event(
+            &mut tx,
+            org,
+            id,
+            NewEvent::new(created_by, EventKind::Created, "job queued"),
+        )
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn get_job(&self, org: OrgId, job: JobId) -> Result<Job> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        fetch_job(&mut tx, org, job).await
+    }
+
+    async fn list_jobs(&self, org: OrgId, filter: JobFilter) -> Result<Page<Job>> {
+        let limit = filter.limit()?;
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let rows: Vec<JobRow> = tx
+            .fetch_all(
+                q(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE org_id = $1 AND ($2 IS NULL OR state = $2) \
+                     AND ($3 IS NULL OR repo_id = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+                ))
+                .arg(org)
+                .arg(filter.state.map(JobState::as_str))
+                .arg(filter.repo_id)
+                .arg(filter.before)
+                .arg(int(limit + 1)),
+            )
+            .await?;
+        let mut items = rows
+            .into_iter()
+            .map(Job::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<Job> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let current = lock_job(&mut tx, org, job).await?;
+        current.state.check_transition(JobState::Cancelled)?;
+        let at = now();
+        if current.lease.is_some() {
+            if !current.cancel_requested {
+                tx.execute(
+                    q("UPDATE jobs SET cancel_requested = $3, updated_at = $4 WHERE org_id = $1 AND id = $2")
+                        .arg(org)
+                        .arg(job)
+                        .arg(true)
+                        .arg(at),
+                )
+                .await?;
+                let event = NewEvent::new(
+                    actor,
+                    EventKind::CancelRequested,
+                    "cancellation requested; the worker stops at its next checkpoint",
+                );
+                insert_event(&mut tx, org, job, event).await?;
+            }
+        } else {
+            // Bumping the epoch fences off any worker that still believes it holds the job.
+            tx.execute(
+                q("UPDATE jobs SET state = 'cancelled', epoch = epoch + 1, finished_at = $3, updated_at = $3 \
+                   WHERE org_id = $1 AND id = $2")
+                .arg(org)
+                .arg(job)
+                .arg(at),
+            )
+            .await?;
+            insert_event(
+                &mut tx,
+                org,
+                job,
+                NewEvent::state_changed(actor, current.state, JobState::Cancelled),
+            )
+            .await?;
+        }
+        let job = fetch_job(&mut tx, org, job).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let current = lock_job(&mut tx, org, job).await?;
+        if !current.state.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "the job is {}; only finished jobs can be deleted (cancel it first)",
+                current.state
+            )));
+        }
+        tx.execute(
+            q("DELETE FROM jobs WHERE org_id = $1 AND id = $2")
+                .arg(org)
+                .arg(job),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn append_event(&self, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let event = insert_event(&mut tx, org, job, event)
+            .await
+            .map_err(|e| constraint_error(e, "duplicate event", "job"))?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn list_events(
+        &self,
+        org: OrgId,
+        job: JobId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        ensure_job(&mut tx, org, job).await?;
+        let rows: Vec<EventRow> = tx
+            .fetch_all(
+                q(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM job_events WHERE org_id = $1 AND job_id = $2 AND id > $3 ORDER BY id LIMIT $4"
+                ))
+                .arg(org)
+                .arg(job)
+                .arg(after.unwrap_or(0))
+                .arg(int(limit.clamp(1, 1000))),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn record_usage(&self, org: OrgId, usage: NewUsage) -> Result<UsageRecord> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let repo_id = match usage.job_id {
+            Some(job) => Some(ensure_job(&mut tx, org, job).await?),
+            None => None,
+        };
+        let row: UsageRow = tx
+            .fetch_one(
+                q(concat!(
+                    "INSERT INTO usage_records (id, org_id, job_id, repo_id, step, model, input_tokens, \
+                     output_tokens, cost_micros, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+                    usage_columns!()
+                ))
+                .arg(UsageId::new())
+                .arg(org)
+                .arg(usage.job_id)
+                .arg(repo_id)
+                .arg(usage.step)
+                .arg(usage.model)
+                .arg(int(usage.input_tokens))
+                .arg(int(usage.output_tokens))
+                .arg(int(usage.cost_micros))
+                .arg(now()),
+            )
+            .await?;
+        if let Some(job) = usage.job_id {
+            tx.execute(
+                q("UPDATE jobs SET spent_tokens = spent_tokens + $3, spent_cost_micros = spent_cost_micros + $4 \
+                   WHERE org_id = $1 AND id = $2")
+                .arg(org)
+                .arg(job)
+                .arg(int(usage.input_tokens.saturating_add(usage.output_tokens)))
+                .arg(int(usage.cost_micros)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn list_usage(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRecord>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let rows: Vec<UsageRow> = tx
+            .fetch_all(
+                q(concat!(
+                    "SELECT ",
+                    usage_columns!(),
+                    " FROM usage_records WHERE org_id = $1 AND at >= $2 AND at < $3 ORDER BY at, id"
+                ))
+                .arg(org)
+                .arg(from)
+                .arg(to),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn usage_totals(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<UsageTotals> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let (input, output, cost, calls): (i64, i64, i64, i64) = tx
+            .fetch_one(
+                q("SELECT CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
+                   CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), \
+                   CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT), COUNT(*) \
+                   FROM usage_records WHERE org_id = $1 AND at >= $2 AND at < $3")
+                .arg(org)
+                .arg(from)
+                .arg(to),
+            )
+            .await?;
+        let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(UsageTotals {
+            input_tokens: non_negative(input),
+            output_tokens: non_negative(output),
+            cost_micros: non_negative(cost),
+            calls: non_negative(calls),
+        })
+    }
+}
+
+async fn fetch_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
+    let row: Option<JobRow> = tx
+        .fetch_optional(
+            q(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE org_id = $1 AND id = $2"
+            ))
+            .arg(org)
+            .arg(job),
+        )
+        .await?;
+    row.ok_or(Error::not_found("job"))?.try_into()
+}
+
+/// Reads a job after taking its row lock (PostgreSQL) or the write lock (SQLite), so the caller's
+/// decision and update are not raced by another writer.
+async fn lock_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
+    tx.execute(
+        q("UPDATE jobs SET updated_at = updated_at WHERE org_id = $1 AND id = $2")
+            .arg(org)
+            .arg(job),
+    )
+    .await?;
+    fetch_job(tx, org, job).await
+}
+
+/// Checks the job is the org's and returns its repository.
+async fn ensure_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<crate::RepoId> {
+    let repo: Option<One<uuid::Uuid>> = tx
+        .fetch_optional(
+            q("SELECT repo_id FROM jobs WHERE org_id = $1 AND id = $2")
+                .arg(org)
+                .arg(job),
+        )
+        .await?;
+    repo.map(|r| r.0.into()).ok_or(Error::not_found("job"))
+}
+
+pub(crate) async fn insert_event(
+    tx: &mut Tx,
+    org: OrgId,
+    job: JobId,
+    event: NewEvent,
+) -> Result<JobEvent> {
+    let row: EventRow = tx
+        .fetch_one(
+            q(concat!(
+                "INSERT INTO job_events (org_id, job_id, at, actor, kind, from_state, to_state, message, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+                event_columns!()
+            ))
+            .arg(org)
+            .arg(job)
+            .arg(now())
+            .arg(event.actor)
+            .arg(event.kind.as_str())
+            .arg(event.from_state.map(JobState::as_str))
+            .arg(event.to_state.map(JobState::as_str))
+            .arg(event.message)
+            .arg(event.data),
+        )
+        .await?;
+    row.try_into()
+}

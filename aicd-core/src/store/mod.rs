@@ -1,0 +1,203 @@
+//! The storage port and its SQL implementation for PostgreSQL and SQLite.
+//!
+//! Every method that touches tenant data takes the [`OrgId`] it is scoped to and never sees
+//! another organization's rows: an id from another org reads as [`Error::NotFound`]. On
+//! PostgreSQL, row-level security enforces the same scope a second time (see [`SqlStore`]).
+
+mod connect;
+mod deliveries;
+mod jobs;
+mod repos;
+mod rows;
+mod sql;
+mod tenancy;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use connect::{PostgresOptions, SqlStore};
+
+use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
+use crate::jobs::{Job, JobEvent, JobFilter, NewEvent, NewJob, Page, UsageRecord, UsageTotals};
+use crate::repos::{NewRepo, RepoPatch, Repository};
+use crate::tenancy::{ApiKey, Membership, NewOrg, NewUser, Org, OrgPatch, Role, User};
+use crate::{ApiKeyId, JobId, OrgId, RepoId, Result, UserId};
+
+/// An API key as stored, with its hash, for authentication.
+#[derive(Clone, Debug)]
+pub struct StoredApiKey {
+    /// The key's listing.
+    pub key: ApiKey,
+    /// SHA-256 of the whole key.
+    pub hash: Vec<u8>,
+}
+
+/// An API key to insert (its secret already generated and hashed).
+#[derive(Clone, Debug)]
+pub struct ApiKeyRecord {
+    /// Its name.
+    pub name: String,
+    /// The role it carries.
+    pub role: Role,
+    /// The lookup prefix.
+    pub prefix: String,
+    /// SHA-256 of the whole key.
+    pub hash: Vec<u8>,
+    /// The user who created it.
+    pub created_by: Option<UserId>,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A usage record to insert.
+#[derive(Clone, Debug)]
+pub struct NewUsage {
+    /// The job it was spent on.
+    pub job_id: Option<JobId>,
+    /// The step (`planning`, `coding`, `reviewing`).
+    pub step: String,
+    /// The model that was called.
+    pub model: String,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in micro-units of currency.
+    pub cost_micros: u64,
+}
+
+/// Organizations, users, memberships and API keys.
+#[async_trait]
+pub trait TenancyStore: Send + Sync {
+    /// Creates an organization; if `admin` is given, that user becomes its first org_admin in the
+    /// same transaction.
+    async fn create_org(&self, org: NewOrg, admin: Option<UserId>) -> Result<Org>;
+    /// Reads an organization.
+    async fn get_org(&self, org: OrgId) -> Result<Org>;
+    /// Changes an organization's settings.
+    async fn update_org(&self, org: OrgId, patch: OrgPatch) -> Result<Org>;
+    /// Deletes an organization and everything it owns.
+    async fn delete_org(&self, org: OrgId) -> Result<()>;
+    /// The organizations a user belongs to, with the user's role in each, oldest first.
+    async fn list_orgs_of_user(&self, user: UserId) -> Result<Vec<(Org, Role)>>;
+
+    /// Returns the user with this subject, creating it on first sight (and refreshing its e-mail
+    /// and name otherwise).
+    async fn upsert_user(&self, user: NewUser) -> Result<User>;
+    /// Reads a user.
+    async fn get_user(&self, user: UserId) -> Result<User>;
+
+    /// Adds a member; [`crate::Error::Conflict`] if it already is one.
+    async fn add_member(&self, org: OrgId, user: UserId, role: Role) -> Result<Membership>;
+    /// A user's membership in an organization, if any.
+    async fn get_membership(&self, org: OrgId, user: UserId) -> Result<Option<Membership>>;
+    /// An organization's members, oldest first.
+    async fn list_members(&self, org: OrgId) -> Result<Vec<Membership>>;
+    /// Changes a member's role; refuses to demote the last org_admin.
+    async fn set_member_role(&self, org: OrgId, user: UserId, role: Role) -> Result<Membership>;
+    /// Removes a member; refuses to remove the last org_admin.
+    async fn remove_member(&self, org: OrgId, user: UserId) -> Result<()>;
+
+    /// Stores a new API key.
+    async fn insert_api_key(&self, org: OrgId, key: ApiKeyRecord) -> Result<ApiKey>;
+    /// An organization's API keys (revoked ones included), oldest first.
+    async fn list_api_keys(&self, org: OrgId) -> Result<Vec<ApiKey>>;
+    /// Revokes a key; revoking a revoked key changes nothing and succeeds.
+    async fn revoke_api_key(&self, org: OrgId, key: ApiKeyId) -> Result<ApiKey>;
+    /// Keys whose lookup prefix is `prefix`, from any organization (for authentication).
+    async fn find_api_keys_by_prefix(&self, prefix: &str) -> Result<Vec<StoredApiKey>>;
+    /// Records that a key was used at `at`.
+    async fn touch_api_key(&self, key: &ApiKey, at: DateTime<Utc>) -> Result<()>;
+}
+
+/// Repositories.
+#[async_trait]
+pub trait RepoStore: Send + Sync {
+    /// Registers a repository (already validated); [`crate::Error::Conflict`] on a duplicate name.
+    async fn create_repo(&self, org: OrgId, repo: NewRepo) -> Result<Repository>;
+    /// Reads a repository.
+    async fn get_repo(&self, org: OrgId, repo: RepoId) -> Result<Repository>;
+    /// An organization's repositories by name.
+    async fn list_repos(&self, org: OrgId) -> Result<Vec<Repository>>;
+    /// Changes a repository's settings.
+    async fn update_repo(&self, org: OrgId, repo: RepoId, patch: RepoPatch) -> Result<Repository>;
+    /// Removes a repository and its jobs.
+    async fn delete_repo(&self, org: OrgId, repo: RepoId) -> Result<()>;
+}
+
+/// Jobs, their events and usage.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates a job in QUEUED with its `created` event, in one transaction: the insert is the
+    /// enqueue. [`crate::Error::NotFound`] if the repository is not the org's;
+    /// [`crate::Error::Conflict`] if the issue already has an active job.
+    async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job>;
+    /// Reads a job.
+    async fn get_job(&self, org: OrgId, job: JobId) -> Result<Job>;
+    /// An organization's jobs, newest first, one page at a time.
+    async fn list_jobs(&self, org: OrgId, filter: JobFilter) -> Result<Page<Job>>;
+    /// Cancels a job: a queued (or unheld) job moves to CANCELLED at once; a job a worker holds is
+    /// marked, and the worker stops at its next checkpoint. Both append an event.
+    /// [`crate::Error::IllegalTransition`] if the job is past cancelling.
+    async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<Job>;
+    /// Deletes a finished job and its events; [`crate::Error::Conflict`] if it is still active.
+    async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()>;
+    /// Appends an event to a job's timeline.
+    async fn append_event(&self, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent>;
+    /// A job's events after `after` (exclusive), oldest first, at most `limit`.
+    async fn list_events(
+        &self,
+        org: OrgId,
+        job: JobId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>>;
+    /// Records one agent call's usage against the org (and the job, if given).
+    async fn record_usage(&self, org: OrgId, usage: NewUsage) -> Result<UsageRecord>;
+    /// Usage records of an organization in `[from, to)`, oldest first.
+    async fn list_usage(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRecord>>;
+    /// Usage of an organization added up over `[from, to)`.
+    async fn usage_totals(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<UsageTotals>;
+}
+
+/// Webhook deliveries (not tenant data: they arrive before their org is known).
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records a received delivery and says whether to process it: first sight, a failed one, or
+    /// one stuck in processing for longer than `stale_after` is processed (again); anything else
+    /// is a duplicate.
+    async fn begin_delivery(
+        &self,
+        delivery: NewDelivery,
+        stale_after: chrono::Duration,
+    ) -> Result<DeliveryClaim>;
+    /// Records how processing ended.
+    async fn finish_delivery(
+        &self,
+        delivery_id: &str,
+        status: DeliveryStatus,
+        error: Option<&str>,
+    ) -> Result<()>;
+    /// Reads a delivery.
+    async fn get_delivery(&self, delivery_id: &str) -> Result<WebhookDelivery>;
+}
+
+/// The whole storage port.
+pub trait Store: TenancyStore + RepoStore + JobStore + DeliveryStore {}
+impl<T: TenancyStore + RepoStore + JobStore + DeliveryStore> Store for T {}
+
+/// Now, at the microsecond precision both databases keep, so values read back compare equal.
+pub(crate) fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}

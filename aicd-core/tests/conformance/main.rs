@@ -1,0 +1,64 @@
+//! The store conformance suite: every behaviour of the storage port, run against PostgreSQL and
+//! SQLite alike.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod deliveries;
+mod isolation;
+mod jobs;
+mod tenancy;
+
+mod tenancy_tests {
+    crate::conformance!(tenancy:
+        an_empty_database_takes_a_job_and_returns_it,
+        orgs_are_created_read_updated_and_deleted,
+        invalid_org_input_is_rejected,
+        users_are_upserted_by_subject,
+        members_are_added_changed_and_removed,
+        the_last_org_admin_cannot_be_demoted_or_removed,
+        a_user_lists_only_the_orgs_it_belongs_to,
+        an_api_key_is_shown_once_and_authenticates,
+        only_the_hash_of_an_api_key_is_stored,
+        a_revoked_api_key_no_longer_authenticates,
+        an_expired_api_key_does_not_authenticate,
+        malformed_and_unknown_api_keys_do_not_authenticate,
+        an_api_key_cannot_carry_a_role_above_its_creator,
+        bootstrap_creates_an_org_with_an_admin_key,
+    );
+}
+
+mod jobs_tests {
+    crate::conformance!(jobs:
+        repositories_are_registered_listed_changed_and_removed,
+        local_repositories_need_to_be_allowed,
+        a_new_job_is_queued_with_defaults_and_a_created_event,
+        jobs_are_listed_newest_first_with_filters_and_cursor,
+        an_issue_has_at_most_one_active_job,
+        a_job_for_an_unknown_repository_is_not_found,
+        invalid_job_input_is_rejected,
+        a_queued_job_is_cancelled_at_once,
+        a_finished_job_cannot_be_cancelled,
+        only_finished_jobs_can_be_deleted,
+        events_are_appended_in_order_and_resume_after_an_id,
+        usage_is_recorded_against_the_org_and_the_job,
+        deleting_an_org_removes_everything_it_owns,
+    );
+}
+
+mod deliveries_tests {
+    crate::conformance!(deliveries:
+        a_delivery_is_processed_once,
+        a_failed_delivery_is_processed_again_on_redelivery,
+        a_delivery_abandoned_mid_processing_is_taken_again_after_a_while,
+    );
+}
+
+mod isolation_tests {
+    crate::conformance!(isolation:
+        org_a_cannot_read_or_list_org_b_resources,
+        org_a_cannot_update_cancel_or_delete_org_b_resources,
+        the_store_scopes_every_query_by_org,
+        every_role_gets_exactly_its_permissions,
+    );
+}
