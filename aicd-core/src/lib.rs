@@ -4,6 +4,7 @@ pub mod deliveries;
 mod error;
 mod ids;
 pub mod jobs;
+pub mod policy;
 pub mod repos;
 mod service;
 pub mod store;

@@ -187,7 +187,18 @@ impl SqlStore {
                 names.join(", ")
             ));
         }
-        for table in TENANT_TABLES {
+        // The known tenant tables, and any other table that carries an org_id.
+        let with_org: Vec<One<String>> = tx
+            .fetch_all(q("SELECT DISTINCT c.relname::text FROM pg_attribute a \
+                          JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                          WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attname = 'org_id' \
+                          AND NOT a.attisdropped"))
+            .await?;
+        let mut tables: Vec<String> = TENANT_TABLES.iter().map(|t| (*t).to_owned()).collect();
+        tables.extend(with_org.into_iter().map(|t| t.0));
+        tables.sort();
+        tables.dedup();
+        for table in &tables {
             let row: Option<(bool, bool)> = tx
                 .fetch_optional(
                     q(
@@ -195,7 +206,7 @@ impl SqlStore {
                        JOIN pg_namespace n ON n.oid = c.relnamespace \
                        WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind = 'r'",
                     )
-                    .arg(*table),
+                    .arg(table.as_str()),
                 )
                 .await?;
             match row {

@@ -1,0 +1,195 @@
+//! The `secret` rule: scan added lines with the built-in and configured detectors.
+
+use regex::bytes::{Captures, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use super::error::PolicyError;
+use super::lines::{added_flags, line_number, split_lines};
+use super::secret_rules::{BUILTIN_RULES, Validate, accept};
+use super::violation::{RuleId, Violation, show_path};
+use super::{FileDiff, Policy};
+
+/// Compile-size limit for one configured pattern (bounds work done on untrusted config).
+const CUSTOM_SIZE_LIMIT: usize = 1 << 20;
+/// Compile-size limit for the combined prefilter set.
+const SET_SIZE_LIMIT: usize = 32 << 20;
+/// Secrets listed per file before the rest are summarised in one violation.
+const MAX_PER_FILE: usize = 20;
+/// Characters of a secret that a message may reveal (only for values of at least 12 chars).
+const REVEALED_CHARS: usize = 4;
+
+/// All secret detectors, compiled, plus a [`RegexSet`] prefilter that finds candidate lines in
+/// one pass.
+#[derive(Debug, Clone)]
+pub(super) struct SecretScanner {
+    set: RegexSet,
+    rules: Vec<Detector>,
+}
+
+#[derive(Debug, Clone)]
+struct Detector {
+    label: String,
+    regex: Regex,
+    validate: Validate,
+}
+
+/// A secret candidate that passed its rule's check.
+struct Finding<'t> {
+    label: &'t str,
+    value: &'t [u8],
+}
+
+impl SecretScanner {
+    /// Compiles the built-in detectors plus `custom` patterns (reported as
+    /// [`PolicyError::InvalidRegex`] when they do not compile).
+    pub(super) fn build<'p>(
+        custom: impl IntoIterator<Item = &'p str>,
+    ) -> Result<Self, PolicyError> {
+        let mut rules = Vec::new();
+        for rule in BUILTIN_RULES {
+            rules.push(Detector {
+                label: rule.label.to_owned(),
+                regex: compile(rule.pattern, usize::MAX)?,
+                validate: rule.validate,
+            });
+        }
+        for pattern in custom {
+            if rules
+                .iter()
+                .any(|r| r.validate == Validate::Custom && r.regex.as_str() == pattern)
+            {
+                continue;
+            }
+            rules.push(Detector {
+                label: format!("secret (custom pattern `{}`)", show_path(pattern)),
+                regex: compile(pattern, CUSTOM_SIZE_LIMIT)?,
+                validate: Validate::Custom,
+            });
+        }
+        let set = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+            .size_limit(SET_SIZE_LIMIT)
+            .build()
+            .map_err(|e| PolicyError::InvalidRegex {
+                pattern: "(all secret patterns combined)".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self { set, rules })
+    }
+
+    /// Secrets on `lines[index]`, at most one per distinct span (earlier rules win overlaps).
+    fn scan_line<'t>(&'t self, lines: &[&'t [u8]], index: usize) -> Vec<Finding<'t>> {
+        let Some(line) = lines.get(index) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(usize, usize, Finding<'t>)> = Vec::new();
+        for rule_index in self.set.matches(line).iter() {
+            let Some(rule) = self.rules.get(rule_index) else {
+                continue;
+            };
+            for caps in rule.regex.captures_iter(line) {
+                let (Some(whole), Some(value)) = (caps.get(0), secret_group(&caps)) else {
+                    continue;
+                };
+                let (start, end) = (value.start(), value.end());
+                if found.iter().any(|(s, e, _)| start < *e && *s < end) {
+                    continue;
+                }
+                if accept(rule.validate, value.as_bytes(), lines, index, whole.end()) {
+                    let finding = Finding {
+                        label: &rule.label,
+                        value: value.as_bytes(),
+                    };
+                    found.push((start, end, finding));
+                }
+            }
+        }
+        found.into_iter().map(|(_, _, f)| f).collect()
+    }
+}
+
+fn compile(pattern: &str, size_limit: usize) -> Result<Regex, PolicyError> {
+    RegexBuilder::new(pattern)
+        .size_limit(size_limit)
+        .build()
+        .map_err(|e| PolicyError::InvalidRegex {
+            pattern: pattern.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// The group holding the secret: `value` if named, else group 1, else the whole match.
+fn secret_group<'h>(caps: &Captures<'h>) -> Option<regex::bytes::Match<'h>> {
+    caps.name("value")
+        .or_else(|| caps.get(1))
+        .or_else(|| caps.get(0))
+}
+
+/// Adds `secret` violations for lines that `diff` adds, unless the path is allowlisted.
+pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violation>) {
+    let Some(after) = diff.after else { return };
+    if policy.secret_allow.is_match(diff.path) {
+        return;
+    }
+    let lines = split_lines(after);
+    let added = added_flags(diff.before, &lines);
+    let path = show_path(diff.path);
+    let mut listed = 0usize;
+    let mut unlisted = 0usize;
+    for (index, is_added) in added.iter().enumerate() {
+        if !is_added {
+            continue;
+        }
+        for finding in policy.secrets.scan_line(&lines, index) {
+            if listed == MAX_PER_FILE {
+                unlisted += 1;
+                continue;
+            }
+            listed += 1;
+            let line = line_number(index);
+            let message = format!(
+                "`{path}` line {line}: possible {} ({}); remove it from the change and read the \
+                 value from the environment or a secret store instead",
+                finding.label,
+                redact(finding.value)
+            );
+            out.push(Violation::new(
+                RuleId::Secret,
+                Some(diff.path),
+                Some(line),
+                message,
+            ));
+        }
+    }
+    if unlisted > 0 {
+        let message = format!("`{path}`: {unlisted} more possible secrets not listed");
+        out.push(Violation::new(
+            RuleId::Secret,
+            Some(diff.path),
+            None,
+            message,
+        ));
+    }
+}
+
+/// A safe description of a secret: at most its first 4 characters, then `…` and its length.
+pub(super) fn redact(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(value);
+    let len = text.chars().count();
+    let shown: String = if len >= 12 {
+        text.chars()
+            .take(REVEALED_CHARS)
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '`' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect()
+    } else {
+        String::new()
+    };
+    format!("`{shown}…`, {len} chars")
+}
+
+#[cfg(test)]
+mod tests;
