@@ -8,7 +8,7 @@ use aicd_core::Error;
 use aicd_core::jobs::{IssueRef, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::{JobStore, PostgresOptions, RepoStore, SqlStore, TenancyStore};
-use aicd_core::tenancy::{NewApiKey, NewOrg, Role};
+use aicd_core::tenancy::{NewApiKey, Role};
 use aicd_core::{JobId, OrgId};
 use sqlx::{Connection, PgConnection, Row};
 

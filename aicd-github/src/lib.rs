@@ -1,1 +1,6 @@
-//! github
+#![doc = include_str!("../README.md")]
+
+mod error;
+pub mod webhooks;
+
+pub use error::{Error, Result};

@@ -21,7 +21,16 @@ impl TestPostgres {
     ///
     /// Panics with instructions if no server can be reached.
     pub async fn new() -> Self {
-        let server_url = server_url().await;
+        let configured =
+            std::env::var("AICD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        Self::on_server(&configured).await
+    }
+
+    /// Creates a database with a unique name on the server at `server_url`.
+    ///
+    /// Panics with instructions if no server can be reached there.
+    pub async fn on_server(server_url: &str) -> Self {
+        let server_url = server_url_or_fallback(server_url).await;
         let name = format!("aicd_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = connect(&server_url).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
@@ -111,10 +120,8 @@ fn redact(url: &url::Url) -> String {
 
 /// The server to create databases on: `AICD_TEST_DATABASE_URL`, or a container when that is
 /// unreachable and the `docker` feature is on.
-async fn server_url() -> url::Url {
-    let configured =
-        std::env::var("AICD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let url = url::Url::parse(&configured)
+async fn server_url_or_fallback(configured: &str) -> url::Url {
+    let url = url::Url::parse(configured)
         .unwrap_or_else(|e| panic!("AICD_TEST_DATABASE_URL is not a valid URL: {e}"));
     let reachable = async {
         let options = PgConnectOptions::from_str(url.as_str())?;
