@@ -1,0 +1,1 @@
+//! Runnable examples of embedding AI-CD; see the `examples` targets.
