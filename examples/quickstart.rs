@@ -23,12 +23,16 @@ async fn main() -> anyhow::Result<()> {
     println!("org {} ({}) with an org_admin key {}…", org.name, org.id, &secret.expose()[..12]);
 
     let repo = core
-        .create_repo(&admin, org.id, NewRepo {
-            full_name: "acme/widgets".into(),
-            source: RepoSource::Local { path: "/srv/git/widgets".into() },
-            default_branch: None,
-            settings: None,
-        })
+        .create_repo(
+            &admin,
+            org.id,
+            NewRepo {
+                full_name: "acme/widgets".into(),
+                source: RepoSource::Local { path: "/srv/git/widgets".into() },
+                default_branch: None,
+                settings: None,
+            },
+        )
         .await?;
     let issue = IssueRef {
         number: Some(1),
@@ -38,12 +42,17 @@ async fn main() -> anyhow::Result<()> {
         author: Some("octocat".into()),
     };
     let job = core
-        .create_job(&admin, org.id, NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None })
+        .create_job(
+            &admin,
+            org.id,
+            NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None },
+        )
         .await?;
     println!("job {} is {}", job.id, job.state);
 
-    let (_, viewer_secret) =
-        core.create_api_key(&admin, org.id, NewApiKey { name: "dashboard".into(), role: Role::Viewer, expires_at: None }).await?;
+    let (_, viewer_secret) = core
+        .create_api_key(&admin, org.id, NewApiKey { name: "dashboard".into(), role: Role::Viewer, expires_at: None })
+        .await?;
     let viewer = core.authenticate_api_key(&viewer_secret).await?;
     let page = core.list_jobs(&viewer, org.id, JobFilter::default()).await?;
     println!("a viewer sees {} job(s)", page.items.len());
@@ -52,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("a viewer cancelled a job: {other:?}"),
     }
 
-    let (other, _, other_secret) = core.bootstrap_org(NewOrg { name: "Globex".into(), max_concurrent_jobs: None }).await?;
+    let (other, _, other_secret) =
+        core.bootstrap_org(NewOrg { name: "Globex".into(), max_concurrent_jobs: None }).await?;
     let outsider = core.authenticate_api_key(&other_secret).await?;
     match core.get_job(&outsider, org.id, job.id).await {
         Err(Error::NotFound { .. }) => println!("{} cannot see {}'s job: not found", other.name, org.name),

@@ -23,10 +23,7 @@ impl<T> Output<T> {
 
     /// The same usage with the value transformed by `f`.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Output<U> {
-        Output {
-            value: f(self.value),
-            usage: self.usage,
-        }
+        Output { value: f(self.value), usage: self.usage }
     }
 
     /// The value and the usage.
@@ -58,20 +55,10 @@ pub trait Agent: Send + Sync {
 
     /// Produces the changes that carry out `plan`. On rounds after the
     /// first, `feedback` holds what the critic or policy engine asked to fix.
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>>;
+    async fn code(&self, ctx: &TaskContext, plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>>;
 
     /// Reviews `changeset` against `plan` and the issue.
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>>;
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>>;
 }
 
 macro_rules! forward_agent {
@@ -96,12 +83,7 @@ macro_rules! forward_agent {
                 (**self).code(ctx, plan, feedback).await
             }
 
-            async fn review(
-                &self,
-                ctx: &TaskContext,
-                plan: &Plan,
-                changeset: &Changeset,
-            ) -> Result<Output<Review>> {
+            async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
                 (**self).review(ctx, plan, changeset).await
             }
         }

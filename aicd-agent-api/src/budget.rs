@@ -25,12 +25,7 @@ pub struct Budget {
 impl Budget {
     /// A fresh budget with the given limits and nothing spent.
     pub const fn new(max_tokens: u64, max_cost_micros: u64) -> Self {
-        Self {
-            max_tokens,
-            max_cost_micros,
-            spent_tokens: 0,
-            spent_cost_micros: 0,
-        }
+        Self { max_tokens, max_cost_micros, spent_tokens: 0, spent_cost_micros: 0 }
     }
 
     /// A budget with no effective limit (both limits are `u64::MAX`).
@@ -56,8 +51,7 @@ impl Budget {
     /// True when spending `usage` on top of what is spent would pass either
     /// limit. Spending exactly up to a limit does not exceed it.
     pub fn would_exceed(&self, usage: &Usage) -> bool {
-        usage.total_tokens() > self.remaining_tokens()
-            || usage.cost_micros > self.remaining_cost_micros()
+        usage.total_tokens() > self.remaining_tokens() || usage.cost_micros > self.remaining_cost_micros()
     }
 
     /// Records `usage` as spent. It is always recorded, even past the
@@ -102,12 +96,7 @@ mod tests {
 
     #[test]
     fn would_exceed_is_strict() {
-        let b = Budget {
-            max_tokens: 100,
-            max_cost_micros: 50,
-            spent_tokens: 90,
-            spent_cost_micros: 40,
-        };
+        let b = Budget { max_tokens: 100, max_cost_micros: 50, spent_tokens: 90, spent_cost_micros: 40 };
         assert!(!b.would_exceed(&Usage::new("m", 5, 5, 10)));
         assert!(b.would_exceed(&Usage::new("m", 5, 6, 0)));
         assert!(b.would_exceed(&Usage::new("m", 0, 0, 11)));

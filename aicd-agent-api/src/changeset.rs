@@ -20,10 +20,7 @@ pub struct Changeset {
 impl Changeset {
     /// A changeset with a summary and changes.
     pub fn new(summary: impl Into<String>, changes: Vec<FileChange>) -> Self {
-        Self {
-            summary: summary.into(),
-            changes,
-        }
+        Self { summary: summary.into(), changes }
     }
 
     /// The paths the changeset touches, in order.
@@ -39,11 +36,7 @@ impl Changeset {
     /// The sum of the sizes of all written contents, in bytes (deletes
     /// count zero).
     pub fn total_bytes(&self) -> usize {
-        self.changes
-            .iter()
-            .filter_map(|c| c.content())
-            .map(<[u8]>::len)
-            .sum()
+        self.changes.iter().filter_map(|c| c.content()).map(<[u8]>::len).sum()
     }
 }
 
@@ -60,20 +53,12 @@ pub struct FileChange {
 impl FileChange {
     /// A change that writes `content` to `path`, creating or replacing it.
     pub fn write(path: impl Into<String>, content: impl Into<Vec<u8>>) -> Self {
-        Self {
-            path: path.into(),
-            op: ChangeOp::Write {
-                content: content.into(),
-            },
-        }
+        Self { path: path.into(), op: ChangeOp::Write { content: content.into() } }
     }
 
     /// A change that deletes the file at `path`.
     pub fn delete(path: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            op: ChangeOp::Delete,
-        }
+        Self { path: path.into(), op: ChangeOp::Delete }
     }
 
     /// The written content, or `None` for a delete.
@@ -135,18 +120,9 @@ mod tests {
     fn json_round_trip_with_non_utf8() {
         let c = sample();
         let json = serde_json::to_value(&c).unwrap();
-        assert_eq!(
-            json["changes"][0]["op"],
-            serde_json::json!({"kind": "write", "content": {"text": "héllo\n"}})
-        );
-        assert_eq!(
-            json["changes"][1]["op"],
-            serde_json::json!({"kind": "write", "content": {"hex": "ff00fe61"}})
-        );
-        assert_eq!(
-            json["changes"][2]["op"],
-            serde_json::json!({"kind": "delete"})
-        );
+        assert_eq!(json["changes"][0]["op"], serde_json::json!({"kind": "write", "content": {"text": "héllo\n"}}));
+        assert_eq!(json["changes"][1]["op"], serde_json::json!({"kind": "write", "content": {"hex": "ff00fe61"}}));
+        assert_eq!(json["changes"][2]["op"], serde_json::json!({"kind": "delete"}));
         let back: Changeset = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
         let text = serde_json::to_string(&c).unwrap();
@@ -155,14 +131,8 @@ mod tests {
 
     #[test]
     fn hex_is_accepted_for_text_and_uppercase() {
-        let op: ChangeOp =
-            serde_json::from_str(r#"{"kind":"write","content":{"hex":"4869FF"}}"#).unwrap();
-        assert_eq!(
-            op,
-            ChangeOp::Write {
-                content: vec![b'H', b'i', 0xff]
-            }
-        );
+        let op: ChangeOp = serde_json::from_str(r#"{"kind":"write","content":{"hex":"4869FF"}}"#).unwrap();
+        assert_eq!(op, ChangeOp::Write { content: vec![b'H', b'i', 0xff] });
     }
 
     #[test]

@@ -29,13 +29,7 @@ pub struct Issue {
 impl Issue {
     /// An issue with a title and body and no number, link or author.
     pub fn new(title: impl Into<String>, body: impl Into<String>) -> Self {
-        Self {
-            number: None,
-            title: title.into(),
-            body: body.into(),
-            url: None,
-            author: None,
-        }
+        Self { number: None, title: title.into(), body: body.into(), url: None, author: None }
     }
 
     /// Sets the issue number.
@@ -72,10 +66,7 @@ pub struct RepoRef {
 impl RepoRef {
     /// A repository reference from its full name and default branch.
     pub fn new(full_name: impl Into<String>, default_branch: impl Into<String>) -> Self {
-        Self {
-            full_name: full_name.into(),
-            default_branch: default_branch.into(),
-        }
+        Self { full_name: full_name.into(), default_branch: default_branch.into() }
     }
 }
 
@@ -103,13 +94,7 @@ impl TaskContext {
         budget: Budget,
         repo_view: Arc<dyn RepoView>,
     ) -> Self {
-        Self {
-            job_id: Arc::from(job_id.into()),
-            issue: Arc::new(issue),
-            repo: Arc::new(repo),
-            budget,
-            repo_view,
-        }
+        Self { job_id: Arc::from(job_id.into()), issue: Arc::new(issue), repo: Arc::new(repo), budget, repo_view }
     }
 
     /// The job's identifier, for logs and correlation.
@@ -169,10 +154,7 @@ mod tests {
 
     #[test]
     fn clones_share_data_and_budget_is_replaceable() {
-        let issue = Issue::new("t", "b")
-            .with_number(7)
-            .with_url("https://example.invalid/7")
-            .with_author("octo");
+        let issue = Issue::new("t", "b").with_number(7).with_url("https://example.invalid/7").with_author("octo");
         let ctx = TaskContext::new(
             "job-1",
             issue.clone(),

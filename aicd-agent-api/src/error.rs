@@ -42,32 +42,22 @@ pub enum AgentError {
 impl AgentError {
     /// A transient error with no retry hint.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self::Transient {
-            message: message.into(),
-            retry_after: None,
-        }
+        Self::Transient { message: message.into(), retry_after: None }
     }
 
     /// A transient error asking the caller to wait `retry_after` first.
     pub fn transient_after(message: impl Into<String>, retry_after: Duration) -> Self {
-        Self::Transient {
-            message: message.into(),
-            retry_after: Some(retry_after),
-        }
+        Self::Transient { message: message.into(), retry_after: Some(retry_after) }
     }
 
     /// A permanent error with a reason a person can read.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self::Permanent {
-            message: message.into(),
-        }
+        Self::Permanent { message: message.into() }
     }
 
     /// A budget-exhausted error.
     pub fn budget_exhausted(message: impl Into<String>) -> Self {
-        Self::BudgetExhausted {
-            message: message.into(),
-        }
+        Self::BudgetExhausted { message: message.into() }
     }
 
     /// True for [`AgentError::Transient`]: the call may be retried.
@@ -89,9 +79,9 @@ impl AgentError {
     /// The message, without the classification prefix `Display` adds.
     pub fn message(&self) -> &str {
         match self {
-            Self::Transient { message, .. }
-            | Self::Permanent { message }
-            | Self::BudgetExhausted { message } => message,
+            Self::Transient { message, .. } | Self::Permanent { message } | Self::BudgetExhausted { message } => {
+                message
+            }
         }
     }
 
@@ -108,11 +98,7 @@ impl From<RepoViewError> for AgentError {
     /// [`RepoViewError::Unavailable`] becomes transient; every other repo
     /// view error is permanent, with the error's text as message.
     fn from(err: RepoViewError) -> Self {
-        if err.is_transient() {
-            Self::transient(err.to_string())
-        } else {
-            Self::permanent(err.to_string())
-        }
+        if err.is_transient() { Self::transient(err.to_string()) } else { Self::permanent(err.to_string()) }
     }
 }
 
@@ -141,11 +127,7 @@ mod tests {
         assert!(e.message().contains("git timeout"));
         let e: AgentError = RepoViewError::TooManyFiles { count: 2, limit: 1 }.into();
         assert!(e.is_permanent());
-        let e: AgentError = RepoViewError::InvalidPath {
-            path: "/x".into(),
-            reason: "absolute".into(),
-        }
-        .into();
+        let e: AgentError = RepoViewError::InvalidPath { path: "/x".into(), reason: "absolute".into() }.into();
         assert!(e.is_permanent());
         assert!(e.message().contains("/x"));
     }

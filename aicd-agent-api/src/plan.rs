@@ -15,10 +15,7 @@ pub struct Plan {
 impl Plan {
     /// A plan with a summary and steps.
     pub fn new(summary: impl Into<String>, steps: Vec<PlanStep>) -> Self {
-        Self {
-            summary: summary.into(),
-            steps,
-        }
+        Self { summary: summary.into(), steps }
     }
 }
 
@@ -35,17 +32,11 @@ pub struct PlanStep {
 impl PlanStep {
     /// A step about no particular file.
     pub fn new(description: impl Into<String>) -> Self {
-        Self {
-            description: description.into(),
-            path: None,
-        }
+        Self { description: description.into(), path: None }
     }
 
     /// A step about the file at `path`.
     pub fn for_path(description: impl Into<String>, path: impl Into<String>) -> Self {
-        Self {
-            description: description.into(),
-            path: Some(path.into()),
-        }
+        Self { description: description.into(), path: Some(path.into()) }
     }
 }

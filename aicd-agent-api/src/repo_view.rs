@@ -50,10 +50,7 @@ impl RepoViewLimits {
 impl Default for RepoViewLimits {
     /// 10,000 files and 1 MiB per file.
     fn default() -> Self {
-        Self {
-            max_files: Self::DEFAULT_MAX_FILES,
-            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
-        }
+        Self { max_files: Self::DEFAULT_MAX_FILES, max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES }
     }
 }
 
@@ -107,12 +104,7 @@ impl RepoViewError {
 /// file exists. Implementations of [`RepoView`] should call it in
 /// [`RepoView::read_file`].
 pub fn validate_repo_path(path: &str) -> Result<(), RepoViewError> {
-    let invalid = |reason: &str| {
-        Err(RepoViewError::InvalidPath {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+    let invalid = |reason: &str| Err(RepoViewError::InvalidPath { path: path.to_owned(), reason: reason.to_owned() });
     let bytes = path.as_bytes();
     if path.is_empty() {
         return invalid("the path is empty");
@@ -120,9 +112,7 @@ pub fn validate_repo_path(path: &str) -> Result<(), RepoViewError> {
     if path.contains('\0') {
         return invalid("the path contains a NUL byte");
     }
-    if path.starts_with(['/', '\\'])
-        || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':')
-    {
+    if path.starts_with(['/', '\\']) || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':') {
         return invalid("the path is absolute; use a path relative to the repository root");
     }
     if path.split(['/', '\\']).any(|part| part == "..") {
@@ -140,26 +130,8 @@ mod tests {
         for ok in ["a", "a/b.txt", "a/.b", "a..b/c", ".github/x.yml", "./a"] {
             assert_eq!(validate_repo_path(ok), Ok(()), "{ok}");
         }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "\\x",
-            "C:/x",
-            "c:",
-            "..",
-            "../a",
-            "a/../b",
-            "a/..",
-            "a\\..\\b",
-            "a\0b",
-        ] {
-            assert!(
-                matches!(
-                    validate_repo_path(bad),
-                    Err(RepoViewError::InvalidPath { .. })
-                ),
-                "{bad:?}"
-            );
+        for bad in ["", "/etc/passwd", "\\x", "C:/x", "c:", "..", "../a", "a/../b", "a/..", "a\\..\\b", "a\0b"] {
+            assert!(matches!(validate_repo_path(bad), Err(RepoViewError::InvalidPath { .. })), "{bad:?}");
         }
     }
 

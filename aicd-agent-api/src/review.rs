@@ -27,20 +27,12 @@ pub struct Review {
 impl Review {
     /// An approving review with no comments.
     pub fn approve(summary: impl Into<String>) -> Self {
-        Self {
-            verdict: Verdict::Approve,
-            summary: summary.into(),
-            comments: Vec::new(),
-        }
+        Self { verdict: Verdict::Approve, summary: summary.into(), comments: Vec::new() }
     }
 
     /// A review requesting the changes described by `comments`.
     pub fn request_changes(summary: impl Into<String>, comments: Vec<String>) -> Self {
-        Self {
-            verdict: Verdict::RequestChanges,
-            summary: summary.into(),
-            comments,
-        }
+        Self { verdict: Verdict::RequestChanges, summary: summary.into(), comments }
     }
 
     /// True when the verdict is [`Verdict::Approve`].
@@ -68,11 +60,7 @@ impl Feedback {
     /// Feedback from a review: its comments, or its summary when it has
     /// no comments.
     pub fn from_review(round: u32, review: &Review) -> Self {
-        let notes = if review.comments.is_empty() {
-            vec![review.summary.clone()]
-        } else {
-            review.comments.clone()
-        };
+        let notes = if review.comments.is_empty() { vec![review.summary.clone()] } else { review.comments.clone() };
         Self { round, notes }
     }
 }
@@ -83,10 +71,7 @@ mod tests {
 
     #[test]
     fn verdict_json_is_snake_case() {
-        assert_eq!(
-            serde_json::to_string(&Verdict::RequestChanges).unwrap(),
-            "\"request_changes\""
-        );
+        assert_eq!(serde_json::to_string(&Verdict::RequestChanges).unwrap(), "\"request_changes\"");
     }
 
     #[test]
@@ -95,10 +80,7 @@ mod tests {
         assert!(!r.is_approved());
         assert_eq!(Feedback::from_review(2, &r).notes, ["a", "b"]);
         let r = Review::request_changes("fix it", vec![]);
-        assert_eq!(
-            Feedback::from_review(1, &r),
-            Feedback::new(1, vec!["fix it".into()])
-        );
+        assert_eq!(Feedback::from_review(1, &r), Feedback::new(1, vec!["fix it".into()]));
         assert!(Review::approve("ok").is_approved());
     }
 }

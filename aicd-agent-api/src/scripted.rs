@@ -5,8 +5,7 @@ mod parse;
 pub use parse::{DELETE_DIRECTIVE, ScriptError, WRITE_DIRECTIVE, parse_script};
 
 use crate::{
-    Agent, AgentError, Changeset, Feedback, FileChange, Output, Plan, PlanStep, Result, Review,
-    TaskContext, Usage,
+    Agent, AgentError, Changeset, Feedback, FileChange, Output, Plan, PlanStep, Result, Review, TaskContext, Usage,
 };
 
 /// The message that starts the error for an issue with no `aicd:` block.
@@ -49,8 +48,7 @@ impl ScriptedAgent {
 
     /// The changes the issue in `ctx` asks for, or a permanent error.
     fn changes(ctx: &TaskContext) -> Result<Vec<FileChange>> {
-        let changes =
-            parse_script(&ctx.issue().body).map_err(|e| AgentError::permanent(e.to_string()))?;
+        let changes = parse_script(&ctx.issue().body).map_err(|e| AgentError::permanent(e.to_string()))?;
         if changes.is_empty() {
             return Err(AgentError::permanent(NOTHING_TO_DO));
         }
@@ -59,30 +57,17 @@ impl ScriptedAgent {
 
     fn usage(ctx: &TaskContext, produced_bytes: usize) -> Usage {
         let tokens = |bytes: usize| u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX);
-        Usage::new(
-            Self::MODEL,
-            tokens(ctx.issue().body.len()),
-            tokens(produced_bytes),
-            0,
-        )
+        Usage::new(Self::MODEL, tokens(ctx.issue().body.len()), tokens(produced_bytes), 0)
     }
 }
 
 fn describe(change: &FileChange) -> String {
-    let verb = if change.is_delete() {
-        "delete"
-    } else {
-        "write"
-    };
+    let verb = if change.is_delete() { "delete" } else { "write" };
     format!("{verb} {}", change.path)
 }
 
 fn count(n: usize) -> String {
-    if n == 1 {
-        "1 scripted change".to_owned()
-    } else {
-        format!("{n} scripted changes")
-    }
+    if n == 1 { "1 scripted change".to_owned() } else { format!("{n} scripted changes") }
 }
 
 #[async_trait::async_trait]
@@ -93,35 +78,16 @@ impl Agent for ScriptedAgent {
 
     async fn plan(&self, ctx: &TaskContext) -> Result<Output<Plan>> {
         let changes = Self::changes(ctx)?;
-        let steps: Vec<PlanStep> = changes
-            .iter()
-            .map(|c| PlanStep::for_path(describe(c), c.path.clone()))
-            .collect();
-        let plan = Plan::new(
-            format!("Apply {} from the issue body.", count(steps.len())),
-            steps,
-        );
-        let produced = plan.summary.len()
-            + plan
-                .steps
-                .iter()
-                .map(|s| s.description.len())
-                .sum::<usize>();
+        let steps: Vec<PlanStep> = changes.iter().map(|c| PlanStep::for_path(describe(c), c.path.clone())).collect();
+        let plan = Plan::new(format!("Apply {} from the issue body.", count(steps.len())), steps);
+        let produced = plan.summary.len() + plan.steps.iter().map(|s| s.description.len()).sum::<usize>();
         Ok(Output::new(plan, Self::usage(ctx, produced)))
     }
 
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        _plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, ctx: &TaskContext, _plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         let changes = Self::changes(ctx)?;
-        let mut summary = format!(
-            "{}: {}",
-            count(changes.len()),
-            changes.iter().map(describe).collect::<Vec<_>>().join(", ")
-        );
+        let mut summary =
+            format!("{}: {}", count(changes.len()), changes.iter().map(describe).collect::<Vec<_>>().join(", "));
         if let Some(feedback) = feedback {
             summary.push_str(&format!(
                 " (feedback from round {} not applied: the scripted agent follows the issue body)",
@@ -133,20 +99,11 @@ impl Agent for ScriptedAgent {
         Ok(Output::new(changeset, Self::usage(ctx, produced)))
     }
 
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        _plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, ctx: &TaskContext, _plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
         let review = Review::approve(format!(
             "Approved {} to {}.",
             count(changeset.changes.len()),
-            if changeset.is_empty() {
-                "no file".to_owned()
-            } else {
-                changeset.paths().join(", ")
-            }
+            if changeset.is_empty() { "no file".to_owned() } else { changeset.paths().join(", ") }
         ));
         let produced = review.summary.len();
         Ok(Output::new(review, Self::usage(ctx, produced)))
@@ -159,10 +116,7 @@ mod tests {
     use crate::testing::task_context;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 
     #[test]

@@ -86,9 +86,7 @@ impl StepCounts {
     pub fn increment(&self, step: Step) -> u32 {
         let counter = &self.counts[step.index()];
         let previous = counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                Some(n.saturating_add(1))
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_add(1)))
             .unwrap_or_else(|n| n);
         previous.saturating_add(1)
     }
@@ -115,9 +113,7 @@ impl StepCounts {
 
     /// Calls of all steps together.
     pub fn total(&self) -> u32 {
-        Step::ALL
-            .iter()
-            .fold(0u32, |acc, &s| acc.saturating_add(self.get(s)))
+        Step::ALL.iter().fold(0u32, |acc, &s| acc.saturating_add(self.get(s)))
     }
 }
 

@@ -29,27 +29,12 @@ pub struct Usage {
 impl Usage {
     /// A usage of nothing, attributed to `model`.
     pub fn zero(model: impl Into<String>) -> Self {
-        Self {
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_micros: 0,
-            model: model.into(),
-        }
+        Self { input_tokens: 0, output_tokens: 0, cost_micros: 0, model: model.into() }
     }
 
     /// A usage with the given counts, attributed to `model`.
-    pub fn new(
-        model: impl Into<String>,
-        input_tokens: u64,
-        output_tokens: u64,
-        cost_micros: u64,
-    ) -> Self {
-        Self {
-            input_tokens,
-            output_tokens,
-            cost_micros,
-            model: model.into(),
-        }
+    pub fn new(model: impl Into<String>, input_tokens: u64, output_tokens: u64, cost_micros: u64) -> Self {
+        Self { input_tokens, output_tokens, cost_micros, model: model.into() }
     }
 
     /// Input plus output tokens (saturating at `u64::MAX`).

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use aicd_agent_api::testing::task_context;
-use aicd_agent_api::{
-    Agent, AgentError, ChangeOp, Changeset, FileChange, Plan, ScriptedAgent, Usage, Verdict,
-};
+use aicd_agent_api::{Agent, AgentError, ChangeOp, Changeset, FileChange, Plan, ScriptedAgent, Usage, Verdict};
 
 const BODY: &str = "Two changes please.
 
@@ -27,23 +25,10 @@ fn agent() -> Arc<dyn Agent> {
 async fn plan_lists_one_step_per_block() {
     let out = agent().plan(&task_context(BODY)).await.unwrap();
     let plan = out.value;
-    assert!(
-        plan.summary.contains("2 scripted changes"),
-        "{}",
-        plan.summary
-    );
-    let steps: Vec<(&str, Option<&str>)> = plan
-        .steps
-        .iter()
-        .map(|s| (s.description.as_str(), s.path.as_deref()))
-        .collect();
-    assert_eq!(
-        steps,
-        [
-            ("write src/greeting.rs", Some("src/greeting.rs")),
-            ("delete src/old.rs", Some("src/old.rs"))
-        ]
-    );
+    assert!(plan.summary.contains("2 scripted changes"), "{}", plan.summary);
+    let steps: Vec<(&str, Option<&str>)> =
+        plan.steps.iter().map(|s| (s.description.as_str(), s.path.as_deref())).collect();
+    assert_eq!(steps, [("write src/greeting.rs", Some("src/greeting.rs")), ("delete src/old.rs", Some("src/old.rs"))]);
     assert_eq!(out.usage.model, "scripted");
     assert_eq!(out.usage.input_tokens, BODY.len().div_ceil(4) as u64);
     assert_eq!(out.usage.cost_micros, 0);
@@ -60,17 +45,11 @@ async fn code_returns_the_blocks_and_review_approves() {
     assert_eq!(
         changeset.changes,
         [
-            FileChange::write(
-                "src/greeting.rs",
-                "pub fn greeting() -> &'static str {\n    \"hi\"\n}\n"
-            ),
+            FileChange::write("src/greeting.rs", "pub fn greeting() -> &'static str {\n    \"hi\"\n}\n"),
             FileChange::delete("src/old.rs"),
         ]
     );
-    assert_eq!(
-        code.usage.output_tokens,
-        changeset.total_bytes().div_ceil(4) as u64
-    );
+    assert_eq!(code.usage.output_tokens, changeset.total_bytes().div_ceil(4) as u64);
     let review = agent.review(&ctx, &plan, &changeset).await.unwrap();
     assert_eq!(review.value.verdict, Verdict::Approve);
     assert!(review.value.summary.contains("src/greeting.rs"));
@@ -80,35 +59,24 @@ async fn code_returns_the_blocks_and_review_approves() {
 async fn single_change_summary_is_singular() {
     let ctx = task_context("```aicd:write a.txt\nA\n```");
     let plan = agent().plan(&ctx).await.unwrap().value;
-    assert!(
-        plan.summary.contains("1 scripted change "),
-        "{}",
-        plan.summary
-    );
+    assert!(plan.summary.contains("1 scripted change "), "{}", plan.summary);
 }
 
 #[tokio::test]
 async fn malformed_issues_fail_permanently_with_readable_messages() {
     let cases = [
         ("No blocks here.", "nothing to do"),
-        (
-            "```aicd:write a.txt\nnever closed\n",
-            "line 1: the code block",
-        ),
+        ("```aicd:write a.txt\nnever closed\n", "line 1: the code block"),
         ("```aicd:write\nx\n```", "needs a path"),
         ("```aicd:delete a.txt\nx\n```", "must be empty"),
     ];
     for (body, expected) in cases {
         let ctx = task_context(body);
-        for result in [
-            agent().plan(&ctx).await.map(|_| ()),
-            agent().code(&ctx, &Plan::default(), None).await.map(|_| ()),
-        ] {
+        for result in
+            [agent().plan(&ctx).await.map(|_| ()), agent().code(&ctx, &Plan::default(), None).await.map(|_| ())]
+        {
             let err = result.unwrap_err();
-            assert!(
-                matches!(err, AgentError::Permanent { .. }),
-                "{body}: {err:?}"
-            );
+            assert!(matches!(err, AgentError::Permanent { .. }), "{body}: {err:?}");
             assert!(
                 err.message().starts_with(expected) || err.message().contains(expected),
                 "{body}: {}",

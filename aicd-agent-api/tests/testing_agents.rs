@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aicd_agent_api::testing::{
-    CountingAgent, FailingAgent, FlakyAgent, OverspendingAgent, RejectingAgent, SlowAgent, Step,
-    task_context,
+    CountingAgent, FailingAgent, FlakyAgent, OverspendingAgent, RejectingAgent, SlowAgent, Step, task_context,
 };
 use aicd_agent_api::{Agent, Budget, Changeset, Feedback, Plan, ScriptedAgent, Verdict};
 
@@ -28,13 +27,7 @@ async fn flaky_fails_n_times_per_step_then_delegates() {
     }
     let plan = agent.plan(&ctx).await.unwrap().value;
     // Code failures are counted separately from plan failures.
-    assert!(
-        agent
-            .code(&ctx, &plan, None)
-            .await
-            .unwrap_err()
-            .is_transient()
-    );
+    assert!(agent.code(&ctx, &plan, None).await.unwrap_err().is_transient());
     assert!(agent.code(&ctx, &plan, None).await.is_err());
     let changeset = agent.code(&ctx, &plan, None).await.unwrap().value;
     assert!(agent.review(&ctx, &plan, &changeset).await.is_err());
@@ -64,10 +57,7 @@ async fn failing_always_fails_permanently() {
     let errors = [
         failing.plan(&ctx).await.unwrap_err(),
         failing.code(&ctx, &plan, None).await.unwrap_err(),
-        failing
-            .review(&ctx, &plan, &Changeset::default())
-            .await
-            .unwrap_err(),
+        failing.review(&ctx, &plan, &Changeset::default()).await.unwrap_err(),
     ];
     for err in errors {
         assert!(err.is_permanent());
@@ -86,11 +76,7 @@ async fn rejecting_requests_changes_then_delegates() {
     let changeset = rejecting.code(&ctx, &plan, None).await.unwrap().value;
     for round in 1..=2 {
         let review = rejecting.review(&ctx, &plan, &changeset).await.unwrap();
-        assert_eq!(
-            review.value.verdict,
-            Verdict::RequestChanges,
-            "round {round}"
-        );
+        assert_eq!(review.value.verdict, Verdict::RequestChanges, "round {round}");
         assert_eq!(review.value.comments, ["add tests"]);
         assert_eq!(review.usage.total_tokens(), 0);
     }
@@ -152,10 +138,7 @@ async fn counting_records_calls_and_feedback() {
 
 #[tokio::test]
 async fn wrappers_compose() {
-    let agent: Arc<dyn Agent> = Arc::new(FlakyAgent::new(
-        RejectingAgent::new(ScriptedAgent::new(), 1),
-        1,
-    ));
+    let agent: Arc<dyn Agent> = Arc::new(FlakyAgent::new(RejectingAgent::new(ScriptedAgent::new(), 1), 1));
     assert_eq!(agent.name(), "flaky(rejecting(scripted))");
     let boxed: Box<dyn Agent> = Box::new(Arc::clone(&agent));
     assert_eq!(boxed.name(), agent.name());

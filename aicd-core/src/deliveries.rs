@@ -29,14 +29,7 @@ impl DeliveryStatus {
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Processing,
-            Self::Processed,
-            Self::Failed,
-            Self::Ignored,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
+        [Self::Processing, Self::Processed, Self::Failed, Self::Ignored].into_iter().find(|d| d.as_str() == s)
     }
 }
 

@@ -84,13 +84,9 @@ impl NewRepo {
         if let RepoSource::Local { path } = &self.source
             && (!path.starts_with('/') || path.split('/').any(|c| c == "..") || path.contains('\0'))
         {
-            return Err(Error::invalid(
-                "source.path must be an absolute path without `..`",
-            ));
+            return Err(Error::invalid("source.path must be an absolute path without `..`"));
         }
-        self.default_branch = Some(validate_branch(
-            self.default_branch.as_deref().unwrap_or("main"),
-        )?);
+        self.default_branch = Some(validate_branch(self.default_branch.as_deref().unwrap_or("main"))?);
         self.settings = Some(validate_settings(self.settings.take())?);
         Ok(self)
     }
@@ -100,15 +96,8 @@ impl RepoPatch {
     /// Checks the fields that are present.
     pub fn validate(self) -> Result<Self> {
         Ok(Self {
-            default_branch: self
-                .default_branch
-                .as_deref()
-                .map(validate_branch)
-                .transpose()?,
-            settings: self
-                .settings
-                .map(|s| validate_settings(Some(s)))
-                .transpose()?,
+            default_branch: self.default_branch.as_deref().map(validate_branch).transpose()?,
+            settings: self.settings.map(|s| validate_settings(Some(s))).transpose()?,
         })
     }
 }
@@ -117,18 +106,12 @@ fn validate_full_name(name: &str) -> Result<String> {
     let name = name.trim();
     let ok = !name.is_empty()
         && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        && !name
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..");
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && !name.split('/').any(|part| part.is_empty() || part == "." || part == "..");
     if ok {
         Ok(name.to_owned())
     } else {
-        Err(Error::invalid(
-            "full_name must look like `owner/name` (letters, digits, `-`, `_`, `.`)",
-        ))
+        Err(Error::invalid("full_name must look like `owner/name` (letters, digits, `-`, `_`, `.`)"))
     }
 }
 
@@ -139,25 +122,15 @@ fn validate_branch(branch: &str) -> Result<String> {
         && !branch.ends_with(['/', '.'])
         && !branch.contains("..")
         && !branch.contains("@{")
-        && !branch
-            .chars()
-            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if ok {
-        Ok(branch.to_owned())
-    } else {
-        Err(Error::invalid(format!(
-            "`{branch}` is not a valid branch name"
-        )))
-    }
+        && !branch.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+    if ok { Ok(branch.to_owned()) } else { Err(Error::invalid(format!("`{branch}` is not a valid branch name"))) }
 }
 
 fn validate_settings(settings: Option<serde_json::Value>) -> Result<serde_json::Value> {
     match settings {
         None => Ok(serde_json::json!({})),
         Some(v @ serde_json::Value::Object(_)) if v.to_string().len() <= 64 * 1024 => Ok(v),
-        Some(serde_json::Value::Object(_)) => {
-            Err(Error::invalid("settings must be at most 64 KiB"))
-        }
+        Some(serde_json::Value::Object(_)) => Err(Error::invalid("settings must be at most 64 KiB")),
         Some(_) => Err(Error::invalid("settings must be a JSON object")),
     }
 }
@@ -169,10 +142,7 @@ mod tests {
     fn repo(name: &str) -> NewRepo {
         NewRepo {
             full_name: name.into(),
-            source: RepoSource::Github {
-                installation_id: 1,
-                repo_id: 2,
-            },
+            source: RepoSource::Github { installation_id: 1, repo_id: 2 },
             default_branch: None,
             settings: None,
         }
@@ -198,9 +168,7 @@ mod tests {
         r.settings = Some(serde_json::json!([1]));
         assert!(r.validate().is_err());
         let mut r = repo("a/b");
-        r.source = RepoSource::Local {
-            path: "relative/path".into(),
-        };
+        r.source = RepoSource::Local { path: "relative/path".into() };
         assert!(r.validate().is_err());
     }
 }

@@ -12,15 +12,8 @@ use aicd_core::tenancy::{NewApiKey, Role};
 use aicd_core::{JobId, OrgId};
 use sqlx::{Connection, PgConnection, Row};
 
-const TENANT_TABLES: [&str; 7] = [
-    "orgs",
-    "memberships",
-    "repositories",
-    "api_keys",
-    "jobs",
-    "job_events",
-    "usage_records",
-];
+const TENANT_TABLES: [&str; 7] =
+    ["orgs", "memberships", "repositories", "api_keys", "jobs", "job_events", "usage_records"];
 
 struct Fixture {
     harness: support::Harness,
@@ -44,30 +37,15 @@ async fn fixture() -> Fixture {
                 org.id,
                 NewRepo {
                     full_name: format!("{name}/repo"),
-                    source: RepoSource::Github {
-                        installation_id: 1,
-                        repo_id: 2,
-                    },
+                    source: RepoSource::Github { installation_id: 1, repo_id: 2 },
                     default_branch: None,
                     settings: None,
                 },
             )
             .await
             .unwrap();
-        let issue = IssueRef {
-            number: Some(1),
-            title: "t".into(),
-            body: String::new(),
-            url: None,
-            author: None,
-        };
-        let job = NewJob {
-            repo_id: repo.id,
-            issue,
-            trigger: Trigger::Api,
-            max_tokens: None,
-            max_cost_micros: None,
-        };
+        let issue = IssueRef { number: Some(1), title: "t".into(), body: String::new(), url: None, author: None };
+        let job = NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None };
         let job = harness.store.create_job(org.id, job, "test").await.unwrap();
         let usage = aicd_core::store::NewUsage {
             job_id: Some(job.id),
@@ -78,32 +56,15 @@ async fn fixture() -> Fixture {
             cost_micros: 1,
         };
         harness.store.record_usage(org.id, usage).await.unwrap();
-        let key = NewApiKey {
-            name: "k".into(),
-            role: Role::Viewer,
-            expires_at: None,
-        };
-        harness
-            .core
-            .create_api_key(&admin, org.id, key)
-            .await
-            .unwrap();
+        let key = NewApiKey { name: "k".into(), role: Role::Viewer, expires_at: None };
+        harness.core.create_api_key(&admin, org.id, key).await.unwrap();
         ids.push((org.id, repo.id, job.id));
     }
-    Fixture {
-        app_url,
-        a: ids[0].0,
-        b: ids[1].0,
-        b_repo: ids[1].1,
-        b_job: ids[1].2,
-        harness,
-    }
+    Fixture { app_url, a: ids[0].0, b: ids[1].0, b_repo: ids[1].1, b_job: ids[1].2, harness }
 }
 
 async fn app_connection(f: &Fixture) -> PgConnection {
-    PgConnection::connect(&f.app_url)
-        .await
-        .expect("the application role can log in")
+    PgConnection::connect(&f.app_url).await.expect("the application role can log in")
 }
 
 async fn count(conn: &mut PgConnection, table: &str) -> i64 {
@@ -115,19 +76,13 @@ async fn count(conn: &mut PgConnection, table: &str) -> i64 {
 }
 
 async fn set_org(conn: &mut PgConnection, org: OrgId) {
-    sqlx::query("SELECT set_config('app.org_id', $1, true)")
-        .bind(org.to_string())
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *conn).await.unwrap();
 }
 
 #[tokio::test]
 async fn rls_is_enabled_and_forced_on_every_table_with_an_org_id() {
     let f = fixture().await;
-    let mut owner = PgConnection::connect(&f.harness.postgres.as_ref().unwrap().owner_url())
-        .await
-        .unwrap();
+    let mut owner = PgConnection::connect(&f.harness.postgres.as_ref().unwrap().owner_url()).await.unwrap();
     let rows = sqlx::query(
         "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' \
@@ -144,10 +99,7 @@ async fn rls_is_enabled_and_forced_on_every_table_with_an_org_id() {
     assert_eq!(names, expected);
     for row in rows {
         let (name, enabled, forced): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
-        assert!(
-            enabled && forced,
-            "{name}: enabled={enabled} forced={forced}"
-        );
+        assert!(enabled && forced, "{name}: enabled={enabled} forced={forced}");
     }
 }
 
@@ -185,23 +137,18 @@ async fn raw_sql_as_the_application_role_sees_only_the_current_org() {
     for table in TENANT_TABLES {
         let total = count(&mut tx, table).await;
         let column = if table == "orgs" { "id" } else { "org_id" };
-        let own: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table} WHERE {column} = $1"
-        )))
-        .bind(f.a.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-        .get(0);
+        let own: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table} WHERE {column} = $1")))
+            .bind(f.a.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+            .get(0);
         assert!(total > 0, "{table} shows org A's rows");
         assert_eq!(total, own, "{table} shows only org A's rows");
     }
     // B's rows can be neither read, changed nor deleted, even by id.
-    let seen = sqlx::query("SELECT id FROM jobs WHERE id = $1")
-        .bind(f.b_job.as_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
+    let seen =
+        sqlx::query("SELECT id FROM jobs WHERE id = $1").bind(f.b_job.as_uuid()).fetch_all(&mut *tx).await.unwrap();
     assert!(seen.is_empty());
     let updated = sqlx::query("UPDATE jobs SET issue_title = 'pwned' WHERE id = $1")
         .bind(f.b_job.as_uuid())
@@ -209,11 +156,8 @@ async fn raw_sql_as_the_application_role_sees_only_the_current_org() {
         .await
         .unwrap();
     assert_eq!(updated.rows_affected(), 0);
-    let deleted = sqlx::query("DELETE FROM repositories WHERE id = $1")
-        .bind(f.b_repo.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let deleted =
+        sqlx::query("DELETE FROM repositories WHERE id = $1").bind(f.b_repo.as_uuid()).execute(&mut *tx).await.unwrap();
     assert_eq!(deleted.rows_affected(), 0);
     let orgs = sqlx::query("UPDATE orgs SET name = 'pwned' WHERE id = $1")
         .bind(f.b.as_uuid())
@@ -257,15 +201,9 @@ async fn cross_org_inserts_fail() {
         let mut tx = conn.begin().await.unwrap();
         set_org(&mut tx, f.a).await;
         let other = if table == "orgs" { OrgId::new() } else { f.b };
-        let result = sqlx::query(sql)
-            .bind(other.as_uuid())
-            .execute(&mut *tx)
-            .await;
+        let result = sqlx::query(sql).bind(other.as_uuid()).execute(&mut *tx).await;
         let err = result.expect_err(&format!("a row for another org in {table} must be refused"));
-        assert!(
-            err.to_string().contains("row-level security"),
-            "{table}: {err}"
-        );
+        assert!(err.to_string().contains("row-level security"), "{table}: {err}");
     }
 }
 
@@ -276,22 +214,11 @@ async fn an_api_key_lookup_sees_only_keys_with_the_presented_prefix() {
     let prefix = keys_a[0].prefix.strip_prefix("aicd_").unwrap().to_owned();
     let mut conn = app_connection(&f).await;
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.key_prefix', $1, true)")
-        .bind(&prefix)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let rows = sqlx::query("SELECT org_id FROM api_keys")
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query("SELECT set_config('app.key_prefix', $1, true)").bind(&prefix).execute(&mut *tx).await.unwrap();
+    let rows = sqlx::query("SELECT org_id FROM api_keys").fetch_all(&mut *tx).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<uuid::Uuid, _>(0), f.a.as_uuid());
-    assert_eq!(
-        count(&mut tx, "jobs").await,
-        0,
-        "a key lookup sees no other tenant data"
-    );
+    assert_eq!(count(&mut tx, "jobs").await, 0, "a key lookup sees no other tenant data");
 }
 
 #[tokio::test]
@@ -299,78 +226,36 @@ async fn the_store_refuses_to_start_unless_rls_is_forced() {
     let f = fixture().await;
     let db = f.harness.postgres.as_ref().unwrap();
     let mut owner = PgConnection::connect(&db.owner_url()).await.unwrap();
-    sqlx::query("ALTER TABLE jobs NO FORCE ROW LEVEL SECURITY")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    let err = SqlStore::postgres(&f.app_url, PostgresOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsafeDatabase(m) if m.contains("not forced on jobs")),
-        "{err}"
-    );
+    sqlx::query("ALTER TABLE jobs NO FORCE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
+    let err = SqlStore::postgres(&f.app_url, PostgresOptions::default()).await.unwrap_err();
+    assert!(matches!(&err, Error::UnsafeDatabase(m) if m.contains("not forced on jobs")), "{err}");
 
-    sqlx::query("ALTER TABLE jobs FORCE ROW LEVEL SECURITY")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE usage_records DISABLE ROW LEVEL SECURITY")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    let err = SqlStore::postgres(&f.app_url, PostgresOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsafeDatabase(m) if m.contains("not enabled on usage_records")),
-        "{err}"
-    );
+    sqlx::query("ALTER TABLE jobs FORCE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
+    sqlx::query("ALTER TABLE usage_records DISABLE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
+    let err = SqlStore::postgres(&f.app_url, PostgresOptions::default()).await.unwrap_err();
+    assert!(matches!(&err, Error::UnsafeDatabase(m) if m.contains("not enabled on usage_records")), "{err}");
 
     // A new tenant table without RLS is caught too.
-    sqlx::query("ALTER TABLE usage_records ENABLE ROW LEVEL SECURITY")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE notes (id int, org_id uuid)")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    let err = SqlStore::postgres(&f.app_url, PostgresOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsafeDatabase(m) if m.contains("notes")),
-        "{err}"
-    );
-    sqlx::query("DROP TABLE notes")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    SqlStore::postgres(&f.app_url, PostgresOptions::default())
-        .await
-        .expect("safe again");
+    sqlx::query("ALTER TABLE usage_records ENABLE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
+    sqlx::query("CREATE TABLE notes (id int, org_id uuid)").execute(&mut owner).await.unwrap();
+    let err = SqlStore::postgres(&f.app_url, PostgresOptions::default()).await.unwrap_err();
+    assert!(matches!(&err, Error::UnsafeDatabase(m) if m.contains("notes")), "{err}");
+    sqlx::query("DROP TABLE notes").execute(&mut owner).await.unwrap();
+    SqlStore::postgres(&f.app_url, PostgresOptions::default()).await.expect("safe again");
 }
 
 #[tokio::test]
 async fn the_store_refuses_to_run_as_a_superuser_or_table_owner() {
     let f = fixture().await;
     let owner_url = f.harness.postgres.as_ref().unwrap().owner_url();
-    let err = SqlStore::postgres(&owner_url, PostgresOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsafeDatabase(m) if m.contains("superuser") && m.contains("owns tables")),
-        "{err}"
-    );
+    let err = SqlStore::postgres(&owner_url, PostgresOptions::default()).await.unwrap_err();
+    assert!(matches!(&err, Error::UnsafeDatabase(m) if m.contains("superuser") && m.contains("owns tables")), "{err}");
 }
 
 #[tokio::test]
 async fn migrations_are_idempotent() {
     let f = fixture().await;
     let owner_url = f.harness.postgres.as_ref().unwrap().owner_url();
-    SqlStore::migrate_postgres(&owner_url)
-        .await
-        .expect("a second run is a no-op");
+    SqlStore::migrate_postgres(&owner_url).await.expect("a second run is a no-op");
     assert_eq!(f.harness.store.list_repos(f.a).await.unwrap().len(), 1);
 }

@@ -41,10 +41,7 @@ impl WebhookSecret {
     /// with 401 and nothing stored.
     pub fn verify(&self, body: &[u8], signature_header: Option<&str>) -> Result<()> {
         let header = signature_header.ok_or(Error::MissingSignature)?;
-        let hex_digest = header
-            .trim()
-            .strip_prefix("sha256=")
-            .ok_or(Error::MalformedSignature)?;
+        let hex_digest = header.trim().strip_prefix("sha256=").ok_or(Error::MalformedSignature)?;
         if hex_digest.len() != 64 {
             return Err(Error::MalformedSignature);
         }
@@ -68,8 +65,7 @@ mod tests {
     /// GitHub's documented test vector ("Validating webhook deliveries").
     const SECRET: &str = "It's a Secret to Everybody";
     const BODY: &str = "Hello, World!";
-    const SIGNATURE: &str =
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     #[test]
     fn githubs_documented_test_vector_verifies() {
@@ -81,40 +77,18 @@ mod tests {
     #[test]
     fn a_changed_body_or_secret_fails() {
         let secret = WebhookSecret::new(SECRET).unwrap();
-        assert!(matches!(
-            secret.verify(b"Hello, World?", Some(SIGNATURE)),
-            Err(Error::BadSignature)
-        ));
+        assert!(matches!(secret.verify(b"Hello, World?", Some(SIGNATURE)), Err(Error::BadSignature)));
         let other = WebhookSecret::new("another secret").unwrap();
-        assert!(matches!(
-            other.verify(BODY.as_bytes(), Some(SIGNATURE)),
-            Err(Error::BadSignature)
-        ));
+        assert!(matches!(other.verify(BODY.as_bytes(), Some(SIGNATURE)), Err(Error::BadSignature)));
     }
 
     #[test]
     fn missing_and_malformed_signatures_are_told_apart() {
         let secret = WebhookSecret::new(SECRET).unwrap();
         let body = BODY.as_bytes();
-        assert!(matches!(
-            secret.verify(body, None),
-            Err(Error::MissingSignature)
-        ));
-        for bad in [
-            "",
-            "sha1=abc",
-            "sha256=",
-            "sha256=zz",
-            &SIGNATURE[..70],
-            &SIGNATURE.replace("sha256=", ""),
-        ] {
-            assert!(
-                matches!(
-                    secret.verify(body, Some(bad)),
-                    Err(Error::MalformedSignature)
-                ),
-                "{bad}"
-            );
+        assert!(matches!(secret.verify(body, None), Err(Error::MissingSignature)));
+        for bad in ["", "sha1=abc", "sha256=", "sha256=zz", &SIGNATURE[..70], &SIGNATURE.replace("sha256=", "")] {
+            assert!(matches!(secret.verify(body, Some(bad)), Err(Error::MalformedSignature)), "{bad}");
         }
         let uppercase = SIGNATURE.to_uppercase().replace("SHA256=", "sha256=");
         secret.verify(body, Some(&uppercase)).unwrap();

@@ -22,14 +22,9 @@ pub(crate) fn block_on_cleanup<F>(cleanup: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let handle = std::thread::spawn(move || {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(cleanup),
-            Err(e) => eprintln!("aicd-testkit: no runtime for clean-up: {e}"),
-        }
+    let handle = std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(cleanup),
+        Err(e) => eprintln!("aicd-testkit: no runtime for clean-up: {e}"),
     });
     let _ = handle.join();
 }

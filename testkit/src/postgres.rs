@@ -21,8 +21,7 @@ impl TestPostgres {
     ///
     /// Panics with instructions if no server can be reached.
     pub async fn new() -> Self {
-        let configured =
-            std::env::var("AICD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let configured = std::env::var("AICD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
         Self::on_server(&configured).await
     }
 
@@ -94,10 +93,7 @@ impl Drop for TestPostgres {
                 return;
             };
             let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                .execute(&mut admin)
-                .await
-            {
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await {
                 eprintln!("aicd-testkit: could not drop test database {name}: {e}");
             }
         });
@@ -105,9 +101,7 @@ impl Drop for TestPostgres {
 }
 
 async fn connect(url: &url::Url) -> PgConnection {
-    PgConnection::connect(url.as_str())
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact(url)))
+    PgConnection::connect(url.as_str()).await.unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact(url)))
 }
 
 fn redact(url: &url::Url) -> String {
@@ -121,8 +115,7 @@ fn redact(url: &url::Url) -> String {
 /// The server to create databases on: `AICD_TEST_DATABASE_URL`, or a container when that is
 /// unreachable and the `docker` feature is on.
 async fn server_url_or_fallback(configured: &str) -> url::Url {
-    let url = url::Url::parse(configured)
-        .unwrap_or_else(|e| panic!("AICD_TEST_DATABASE_URL is not a valid URL: {e}"));
+    let url = url::Url::parse(configured).unwrap_or_else(|e| panic!("AICD_TEST_DATABASE_URL is not a valid URL: {e}"));
     let reachable = async {
         let options = PgConnectOptions::from_str(url.as_str())?;
         let pool = PgPoolOptions::new()
@@ -158,23 +151,17 @@ async fn fallback(url: &url::Url, error: sqlx::Error) -> url::Url {
     use testcontainers::{ContainerAsync, GenericImage, ImageExt};
     use tokio::sync::OnceCell;
 
-    static CONTAINER: OnceCell<Result<(ContainerAsync<GenericImage>, u16), String>> =
-        OnceCell::const_new();
+    static CONTAINER: OnceCell<Result<(ContainerAsync<GenericImage>, u16), String>> = OnceCell::const_new();
     let started = CONTAINER
         .get_or_init(|| async {
             let container = GenericImage::new("postgres", "15-alpine")
                 .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_stderr(
-                    "database system is ready to accept connections",
-                ))
+                .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
                 .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
                 .start()
                 .await
                 .map_err(|e| e.to_string())?;
-            let port = container
-                .get_host_port_ipv4(5432.tcp())
-                .await
-                .map_err(|e| e.to_string())?;
+            let port = container.get_host_port_ipv4(5432.tcp()).await.map_err(|e| e.to_string())?;
             Ok((container, port))
         })
         .await;

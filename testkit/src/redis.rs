@@ -15,9 +15,7 @@ pub struct TestRedis {
 
 impl std::fmt::Debug for TestRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRedis")
-            .field("namespace", &self.namespace)
-            .finish_non_exhaustive()
+        f.debug_struct("TestRedis").field("namespace", &self.namespace).finish_non_exhaustive()
     }
 }
 
@@ -31,10 +29,7 @@ impl TestRedis {
             .unwrap_or_else(|e| panic!("AICD_TEST_REDIS_URL={url} is not a valid Redis URL: {e}"));
         let ping: Result<String, _> = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            deadpool_redis::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
+            deadpool_redis::redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())
         }
         .await;
         if let Err(e) = ping {
@@ -45,11 +40,7 @@ impl TestRedis {
             );
         }
         let namespace = format!("aicd-test:{}:", uuid::Uuid::new_v4().simple());
-        Self {
-            url,
-            pool,
-            namespace,
-        }
+        Self { url, pool, namespace }
     }
 
     /// The Redis URL.

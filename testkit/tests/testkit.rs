@@ -43,13 +43,8 @@ async fn each_test_gets_a_fresh_database_that_is_dropped_afterwards() {
 
 #[tokio::test]
 async fn an_unreachable_server_fails_the_test_with_instructions() {
-    let result = tokio::spawn(TestPostgres::on_server(
-        "postgres://postgres@127.0.0.1:1/postgres",
-    ))
-    .await;
-    let panic = result
-        .expect_err("no server, no test database")
-        .into_panic();
+    let result = tokio::spawn(TestPostgres::on_server("postgres://postgres@127.0.0.1:1/postgres")).await;
+    let panic = result.expect_err("no server, no test database").into_panic();
     let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("no PostgreSQL answers"), "{message}");
     assert!(message.contains("AICD_TEST_DATABASE_URL"), "{message}");
@@ -78,10 +73,7 @@ fn sqlite_files_live_in_their_own_directory() {
     let a = TestSqlite::new();
     let b = TestSqlite::new();
     assert_ne!(a.path(), b.path());
-    assert!(
-        !a.path().exists(),
-        "the file is created by whoever opens it"
-    );
+    assert!(!a.path().exists(), "the file is created by whoever opens it");
     let dir = a.dir().to_owned();
     drop(a);
     assert!(!dir.exists());

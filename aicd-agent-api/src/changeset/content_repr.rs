@@ -50,15 +50,9 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
         return Err(format!("hex content has odd length {}", hex.len()));
     }
     let nibble = |c: u8| -> Result<u8, String> {
-        char::from(c)
-            .to_digit(16)
-            .map(|d| d as u8)
-            .ok_or_else(|| format!("invalid hex digit {:?}", char::from(c)))
+        char::from(c).to_digit(16).map(|d| d as u8).ok_or_else(|| format!("invalid hex digit {:?}", char::from(c)))
     };
-    hex.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| Ok((nibble(pair[0])? << 4) | nibble(pair[1])?))
-        .collect()
+    hex.as_bytes().chunks_exact(2).map(|pair| Ok((nibble(pair[0])? << 4) | nibble(pair[1])?)).collect()
 }
 
 #[cfg(test)]

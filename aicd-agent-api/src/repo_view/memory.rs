@@ -31,10 +31,7 @@ impl MemoryRepoView {
         C: Into<Vec<u8>>,
     {
         Self {
-            files: files
-                .into_iter()
-                .map(|(p, c)| (p.into(), c.into()))
-                .collect(),
+            files: files.into_iter().map(|(p, c)| (p.into(), c.into())).collect(),
             limits: RepoViewLimits::default(),
         }
     }
@@ -55,11 +52,7 @@ impl MemoryRepoView {
 
     /// Puts `content` at `path`, returning the previous content if any.
     /// Limits are checked when reading, not here.
-    pub fn insert(
-        &mut self,
-        path: impl Into<String>,
-        content: impl Into<Vec<u8>>,
-    ) -> Option<Vec<u8>> {
+    pub fn insert(&mut self, path: impl Into<String>, content: impl Into<Vec<u8>>) -> Option<Vec<u8>> {
         self.files.insert(path.into(), content.into())
     }
 
@@ -78,10 +71,7 @@ impl MemoryRepoView {
 impl RepoView for MemoryRepoView {
     async fn list_files(&self) -> Result<Vec<String>, RepoViewError> {
         if self.files.len() > self.limits.max_files {
-            return Err(RepoViewError::TooManyFiles {
-                count: self.files.len(),
-                limit: self.limits.max_files,
-            });
+            return Err(RepoViewError::TooManyFiles { count: self.files.len(), limit: self.limits.max_files });
         }
         Ok(self.files.keys().cloned().collect())
     }
@@ -111,10 +101,7 @@ mod tests {
     use super::*;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 
     #[test]
@@ -130,59 +117,35 @@ mod tests {
 
     #[test]
     fn enforces_file_count_limit() {
-        let limits = RepoViewLimits {
-            max_files: 2,
-            max_file_bytes: 10,
-        };
-        let mut view = MemoryRepoView::new()
-            .with_limits(limits)
-            .with_file("a", "1")
-            .with_file("b", "2");
+        let limits = RepoViewLimits { max_files: 2, max_file_bytes: 10 };
+        let mut view = MemoryRepoView::new().with_limits(limits).with_file("a", "1").with_file("b", "2");
         block_on(async {
             assert_eq!(view.list_files().await.unwrap().len(), 2);
             view.insert("c", "3");
-            assert_eq!(
-                view.list_files().await,
-                Err(RepoViewError::TooManyFiles { count: 3, limit: 2 })
-            );
+            assert_eq!(view.list_files().await, Err(RepoViewError::TooManyFiles { count: 3, limit: 2 }));
         });
     }
 
     #[test]
     fn enforces_file_size_limit() {
-        let limits = RepoViewLimits {
-            max_files: 10,
-            max_file_bytes: 4,
-        };
-        let view = MemoryRepoView::new()
-            .with_limits(limits)
-            .with_file("ok", "1234")
-            .with_file("big", "12345");
+        let limits = RepoViewLimits { max_files: 10, max_file_bytes: 4 };
+        let view = MemoryRepoView::new().with_limits(limits).with_file("ok", "1234").with_file("big", "12345");
         assert_eq!(view.limits(), limits);
         block_on(async {
             assert!(view.read_file("ok").await.unwrap().is_some());
             assert_eq!(
                 view.read_file("big").await,
-                Err(RepoViewError::FileTooLarge {
-                    path: "big".into(),
-                    size: 5,
-                    limit: 4
-                })
+                Err(RepoViewError::FileTooLarge { path: "big".into(), size: 5, limit: 4 })
             );
         });
     }
 
     #[test]
     fn rejects_escaping_paths_even_if_stored() {
-        let view = MemoryRepoView::new()
-            .with_file("/etc/passwd", "root")
-            .with_file("../up", "x");
+        let view = MemoryRepoView::new().with_file("/etc/passwd", "root").with_file("../up", "x");
         block_on(async {
             for p in ["/etc/passwd", "../up", "a/../../b"] {
-                assert!(matches!(
-                    view.read_file(p).await,
-                    Err(RepoViewError::InvalidPath { .. })
-                ));
+                assert!(matches!(view.read_file(p).await, Err(RepoViewError::InvalidPath { .. })));
             }
         });
     }

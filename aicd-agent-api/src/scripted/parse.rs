@@ -112,12 +112,7 @@ fn opening_fence(line: &str) -> Option<Fence<'_>> {
     if indent > 3 || len < 3 || (ch == '`' && info.contains('`')) {
         return None;
     }
-    Some(Fence {
-        indent,
-        ch,
-        len,
-        info,
-    })
+    Some(Fence { indent, ch, len, info })
 }
 
 /// What a block's info string asks for.
@@ -134,18 +129,12 @@ fn directive(info: &str, line: usize) -> Result<Directive<'_>, ScriptError> {
         WRITE_DIRECTIVE => Directive::Write,
         DELETE_DIRECTIVE => Directive::Delete,
         w if w.starts_with("aicd:") => {
-            return Err(ScriptError::UnknownDirective {
-                line,
-                directive: w.to_owned(),
-            });
+            return Err(ScriptError::UnknownDirective { line, directive: w.to_owned() });
         }
         _ => return Ok(Directive::None),
     };
     if path.is_empty() {
-        return Err(ScriptError::MissingPath {
-            line,
-            directive: word.to_owned(),
-        });
+        return Err(ScriptError::MissingPath { line, directive: word.to_owned() });
     }
     Ok(make(path))
 }
@@ -172,18 +161,13 @@ pub fn parse_script(body: &str) -> Result<Vec<FileChange>, ScriptError> {
         let line = i + 1;
         let action = directive(fence.info, line)?;
         let Some(close) = (i + 1..lines.len()).find(|&j| fence.closes_at(lines[j])) else {
-            let swallows_directive = lines[i + 1..]
-                .iter()
-                .any(|l| opening_fence(l).is_some_and(|f| f.info.starts_with("aicd:")));
+            let swallows_directive =
+                lines[i + 1..].iter().any(|l| opening_fence(l).is_some_and(|f| f.info.starts_with("aicd:")));
             if matches!(action, Directive::None) && !swallows_directive {
                 // CommonMark: the block runs to the end of the body.
                 break;
             }
-            return Err(ScriptError::UnterminatedFence {
-                line,
-                fence: fence.marker(),
-                info: fence.info.to_owned(),
-            });
+            return Err(ScriptError::UnterminatedFence { line, fence: fence.marker(), info: fence.info.to_owned() });
         };
         let content = &lines[i + 1..close];
         i = close + 1;
@@ -192,20 +176,13 @@ pub fn parse_script(body: &str) -> Result<Vec<FileChange>, ScriptError> {
             Directive::Write(path) => FileChange::write(path, block_text(content, fence.indent)),
             Directive::Delete(path) => {
                 if content.iter().any(|l| !l.trim().is_empty()) {
-                    return Err(ScriptError::DeleteWithContent {
-                        line,
-                        path: path.to_owned(),
-                    });
+                    return Err(ScriptError::DeleteWithContent { line, path: path.to_owned() });
                 }
                 FileChange::delete(path)
             }
         };
         if let Some(&first_line) = seen.get(&change.path) {
-            return Err(ScriptError::DuplicatePath {
-                line,
-                path: change.path,
-                first_line,
-            });
+            return Err(ScriptError::DuplicatePath { line, path: change.path, first_line });
         }
         seen.insert(change.path.clone(), line);
         changes.push(change);

@@ -18,12 +18,7 @@ pub struct CountingAgent<A> {
 impl<A: Agent> CountingAgent<A> {
     /// Wraps `inner`.
     pub fn new(inner: A) -> Self {
-        Self {
-            name: wrapper_name("counting", &inner),
-            inner,
-            counts: StepCounts::new(),
-            feedback: Arc::default(),
-        }
+        Self { name: wrapper_name("counting", &inner), inner, counts: StepCounts::new(), feedback: Arc::default() }
     }
 
     /// The shared call counters.
@@ -33,10 +28,7 @@ impl<A: Agent> CountingAgent<A> {
 
     /// The feedback passed to each `code` call so far, in call order.
     pub fn feedback_log(&self) -> Vec<Option<Feedback>> {
-        self.feedback
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.feedback.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The wrapped agent.
@@ -56,26 +48,13 @@ impl<A: Agent> Agent for CountingAgent<A> {
         self.inner.plan(ctx).await
     }
 
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, ctx: &TaskContext, plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         self.counts.increment(Step::Code);
-        self.feedback
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(feedback.cloned());
+        self.feedback.lock().unwrap_or_else(PoisonError::into_inner).push(feedback.cloned());
         self.inner.code(ctx, plan, feedback).await
     }
 
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
         self.counts.increment(Step::Review);
         self.inner.review(ctx, plan, changeset).await
     }

@@ -14,10 +14,7 @@ pub struct FailingAgent {
 impl FailingAgent {
     /// An agent failing with `message`.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            counts: StepCounts::new(),
-        }
+        Self { message: message.into(), counts: StepCounts::new() }
     }
 
     /// The shared call counters.
@@ -41,21 +38,11 @@ impl Agent for FailingAgent {
         self.fail(Step::Plan)
     }
 
-    async fn code(
-        &self,
-        _ctx: &TaskContext,
-        _plan: &Plan,
-        _feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, _ctx: &TaskContext, _plan: &Plan, _feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         self.fail(Step::Code)
     }
 
-    async fn review(
-        &self,
-        _ctx: &TaskContext,
-        _plan: &Plan,
-        _changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, _ctx: &TaskContext, _plan: &Plan, _changeset: &Changeset) -> Result<Output<Review>> {
         self.fail(Step::Review)
     }
 }

@@ -66,10 +66,7 @@ impl<A: Agent> FlakyAgent<A> {
             return Ok(());
         }
         Err(AgentError::Transient {
-            message: format!(
-                "{}: simulated transient failure {call} of {failures} in {step}",
-                self.name
-            ),
+            message: format!("{}: simulated transient failure {call} of {failures} in {step}", self.name),
             retry_after: self.retry_after,
         })
     }
@@ -86,22 +83,12 @@ impl<A: Agent> Agent for FlakyAgent<A> {
         self.inner.plan(ctx).await
     }
 
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, ctx: &TaskContext, plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         self.check(Step::Code)?;
         self.inner.code(ctx, plan, feedback).await
     }
 
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
         self.check(Step::Review)?;
         self.inner.review(ctx, plan, changeset).await
     }

@@ -59,22 +59,12 @@ impl<A: Agent> Agent for OverspendingAgent<A> {
         self.inflate(self.inner.plan(ctx).await)
     }
 
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, ctx: &TaskContext, plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         self.counts.increment(Step::Code);
         self.inflate(self.inner.code(ctx, plan, feedback).await)
     }
 
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
         self.counts.increment(Step::Review);
         self.inflate(self.inner.review(ctx, plan, changeset).await)
     }

@@ -62,22 +62,12 @@ impl<A: Agent> Agent for RejectingAgent<A> {
         self.inner.plan(ctx).await
     }
 
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, ctx: &TaskContext, plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         self.counts.increment(Step::Code);
         self.inner.code(ctx, plan, feedback).await
     }
 
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
         let call = self.counts.increment(Step::Review);
         if call > self.rejections {
             return self.inner.review(ctx, plan, changeset).await;

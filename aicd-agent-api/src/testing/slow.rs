@@ -19,12 +19,7 @@ pub struct SlowAgent<A> {
 impl<A: Agent> SlowAgent<A> {
     /// Wraps `inner`, sleeping `delay` before each call.
     pub fn new(inner: A, delay: Duration) -> Self {
-        Self {
-            name: wrapper_name("slow", &inner),
-            inner,
-            delay,
-            counts: StepCounts::new(),
-        }
+        Self { name: wrapper_name("slow", &inner), inner, delay, counts: StepCounts::new() }
     }
 
     /// The shared call counters (counted when a call starts, before the
@@ -55,22 +50,12 @@ impl<A: Agent> Agent for SlowAgent<A> {
         self.inner.plan(ctx).await
     }
 
-    async fn code(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        feedback: Option<&Feedback>,
-    ) -> Result<Output<Changeset>> {
+    async fn code(&self, ctx: &TaskContext, plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         self.pause(Step::Code).await;
         self.inner.code(ctx, plan, feedback).await
     }
 
-    async fn review(
-        &self,
-        ctx: &TaskContext,
-        plan: &Plan,
-        changeset: &Changeset,
-    ) -> Result<Output<Review>> {
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> Result<Output<Review>> {
         self.pause(Step::Review).await;
         self.inner.review(ctx, plan, changeset).await
     }

@@ -38,19 +38,13 @@ impl IssueRef {
             return Err(Error::invalid("issue.title must not be blank"));
         }
         if self.title.chars().count() > MAX_TITLE_CHARS {
-            return Err(Error::invalid(format!(
-                "issue.title must be at most {MAX_TITLE_CHARS} characters"
-            )));
+            return Err(Error::invalid(format!("issue.title must be at most {MAX_TITLE_CHARS} characters")));
         }
         if self.body.len() > MAX_BODY_BYTES {
-            return Err(Error::invalid(format!(
-                "issue.body must be at most {MAX_BODY_BYTES} bytes"
-            )));
+            return Err(Error::invalid(format!("issue.body must be at most {MAX_BODY_BYTES} bytes")));
         }
         if self.number.is_some_and(|n| n == 0 || n > i64::MAX as u64) {
-            return Err(Error::invalid(
-                "issue.number must be a positive issue number",
-            ));
+            return Err(Error::invalid("issue.number must be a positive issue number"));
         }
         Ok(self)
     }
@@ -85,15 +79,10 @@ impl Trigger {
 impl std::str::FromStr for Trigger {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        [
-            Trigger::Label,
-            Trigger::Comment,
-            Trigger::Assignment,
-            Trigger::Api,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-        .ok_or_else(|| Error::invalid(format!("unknown trigger `{s}`")))
+        [Trigger::Label, Trigger::Comment, Trigger::Assignment, Trigger::Api]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown trigger `{s}`")))
     }
 }
 
@@ -249,10 +238,7 @@ impl JobFilter {
         match self.limit {
             None => Ok(Self::DEFAULT_LIMIT),
             Some(n @ 1..=Self::MAX_LIMIT) => Ok(n),
-            Some(_) => Err(Error::invalid(format!(
-                "limit must be between 1 and {}",
-                Self::MAX_LIMIT
-            ))),
+            Some(_) => Err(Error::invalid(format!("limit must be between 1 and {}", Self::MAX_LIMIT))),
         }
     }
 }

@@ -84,10 +84,7 @@ impl JobState {
 
     /// The states that may follow this one.
     pub fn successors(self) -> &'static [JobState] {
-        TRANSITIONS
-            .iter()
-            .find(|(s, _)| *s == self)
-            .map_or(&[], |(_, next)| next)
+        TRANSITIONS.iter().find(|(s, _)| *s == self).map_or(&[], |(_, next)| next)
     }
 
     /// Whether the table allows `self -> to`.
@@ -97,11 +94,7 @@ impl JobState {
 
     /// `Ok` if the table allows `self -> to`, else [`Error::IllegalTransition`].
     pub fn check_transition(self, to: JobState) -> Result<()> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(Error::IllegalTransition { from: self, to })
-        }
+        if self.can_transition_to(to) { Ok(()) } else { Err(Error::IllegalTransition { from: self, to }) }
     }
 
     /// Nothing may follow a terminal state.
@@ -111,10 +104,7 @@ impl JobState {
 
     /// States in which a worker has work to do (and may hold a lease).
     pub fn is_runnable(self) -> bool {
-        matches!(
-            self,
-            JobState::Queued | JobState::Planning | JobState::Coding | JobState::Reviewing
-        )
+        matches!(self, JobState::Queued | JobState::Planning | JobState::Coding | JobState::Reviewing)
     }
 }
 
@@ -141,11 +131,7 @@ mod tests {
     #[test]
     fn every_state_has_exactly_one_row_in_the_table() {
         for state in JobState::ALL {
-            assert_eq!(
-                TRANSITIONS.iter().filter(|(s, _)| *s == state).count(),
-                1,
-                "{state}"
-            );
+            assert_eq!(TRANSITIONS.iter().filter(|(s, _)| *s == state).count(), 1, "{state}");
         }
     }
 
@@ -153,12 +139,7 @@ mod tests {
     fn the_happy_path_is_allowed() {
         use JobState::*;
         for pair in [Queued, Planning, Coding, Reviewing, PrOpen, Merged].windows(2) {
-            assert!(
-                pair[0].can_transition_to(pair[1]),
-                "{} -> {}",
-                pair[0],
-                pair[1]
-            );
+            assert!(pair[0].can_transition_to(pair[1]), "{} -> {}", pair[0], pair[1]);
         }
     }
 

@@ -27,12 +27,7 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
         "`{path}` {problem} at line {line}; binary files are not allowed unless listed in \
          `binary_allow`"
     );
-    out.push(Violation::new(
-        RuleId::BinaryContent,
-        Some(diff.path),
-        Some(line),
-        message,
-    ));
+    out.push(Violation::new(RuleId::BinaryContent, Some(diff.path), Some(line), message));
 }
 
 /// 1-based line number of byte offset `at`.
@@ -55,18 +50,11 @@ mod tests {
     #[test]
     fn nul_and_invalid_utf8_are_flagged_with_line() {
         let policy = Policy::default();
-        let out = run(
-            &policy,
-            FileDiff::added("img.png", b"\x89PNG\r\n\x1a\n\0\0"),
-        );
+        let out = run(&policy, FileDiff::added("img.png", b"\x89PNG\r\n\x1a\n\0\0"));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].rule, RuleId::BinaryContent);
         assert_eq!(out[0].line, Some(3));
-        assert!(
-            out[0].message.starts_with("`img.png` contains a NUL byte"),
-            "{}",
-            out[0].message
-        );
+        assert!(out[0].message.starts_with("`img.png` contains a NUL byte"), "{}", out[0].message);
         let out = run(&policy, FileDiff::modified("a.txt", b"ok", b"ok\nla\xff\n"));
         assert_eq!(out[0].line, Some(2));
         assert!(out[0].message.contains("is not valid UTF-8"));
@@ -90,21 +78,12 @@ mod tests {
 
     #[test]
     fn allow_binary_and_allowlist() {
-        let cfg = PolicyConfig {
-            binary_allow: Some(vec!["assets/**/*.png".into()]),
-            ..PolicyConfig::default()
-        };
+        let cfg = PolicyConfig { binary_allow: Some(vec!["assets/**/*.png".into()]), ..PolicyConfig::default() };
         let policy = Policy::from_config(&cfg).unwrap();
         assert!(run(&policy, FileDiff::added("assets/icons/a.png", b"\0")).is_empty());
-        assert_eq!(
-            run(&policy, FileDiff::added("assets/icons/a.PNG", b"\0")).len(),
-            1
-        );
+        assert_eq!(run(&policy, FileDiff::added("assets/icons/a.PNG", b"\0")).len(), 1);
         assert_eq!(run(&policy, FileDiff::added("src/a.png", b"\0")).len(), 1);
-        let cfg = PolicyConfig {
-            allow_binary: Some(true),
-            ..PolicyConfig::default()
-        };
+        let cfg = PolicyConfig { allow_binary: Some(true), ..PolicyConfig::default() };
         let policy = Policy::from_config(&cfg).unwrap();
         assert!(run(&policy, FileDiff::added("src/a.bin", b"\0\xff")).is_empty());
     }

@@ -10,14 +10,8 @@ use super::tests_rule::AssertionMatcher;
 ///
 /// Besides CI workflows, git metadata and CODEOWNERS, this protects `.aicd.toml` itself so the
 /// agent cannot loosen the policy that governs it.
-pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
-    ".github/workflows/**",
-    ".git/**",
-    "CODEOWNERS",
-    ".github/CODEOWNERS",
-    "docs/CODEOWNERS",
-    ".aicd.toml",
-];
+pub const DEFAULT_PROTECTED_PATHS: &[&str] =
+    &[".github/workflows/**", ".git/**", "CODEOWNERS", ".github/CODEOWNERS", "docs/CODEOWNERS", ".aicd.toml"];
 
 /// Globs of test files that every policy includes; configuration can only add to them.
 pub const DEFAULT_TEST_PATHS: &[&str] = &[
@@ -64,12 +58,8 @@ impl Policy {
     /// Fails with [`PolicyError::InvalidGlob`] on a glob that does not parse and
     /// [`PolicyError::InvalidRegex`] on a bad custom secret pattern; never panics.
     pub fn from_config(config: &PolicyConfig) -> Result<Self, PolicyError> {
-        let protected = GlobList::build(
-            with_defaults(DEFAULT_PROTECTED_PATHS, &config.protected_paths),
-            true,
-        )?;
-        let test_paths =
-            GlobList::build(with_defaults(DEFAULT_TEST_PATHS, &config.test_paths), true)?;
+        let protected = GlobList::build(with_defaults(DEFAULT_PROTECTED_PATHS, &config.protected_paths), true)?;
+        let test_paths = GlobList::build(with_defaults(DEFAULT_TEST_PATHS, &config.test_paths), true)?;
         let binary_allow = GlobList::build(listed(&config.binary_allow), false)?;
         let secret_allow = GlobList::build(listed(&config.secret_allow), false)?;
         let secrets = SecretScanner::build(listed(&config.secret_patterns))?;
@@ -132,10 +122,7 @@ impl Default for Policy {
     }
 }
 
-fn with_defaults<'a>(
-    defaults: &'a [&'a str],
-    extra: &'a Option<Vec<String>>,
-) -> impl Iterator<Item = &'a str> {
+fn with_defaults<'a>(defaults: &'a [&'a str], extra: &'a Option<Vec<String>>) -> impl Iterator<Item = &'a str> {
     defaults.iter().copied().chain(listed(extra))
 }
 
@@ -160,25 +147,16 @@ mod tests {
 
     #[test]
     fn repo_cannot_remove_defaults() {
-        let repo =
-            PolicyConfig::from_repo_toml("[policy]\nprotected_paths = [\"infra/**\"]\n").unwrap();
-        let policy =
-            Policy::from_config(&PolicyConfig::merge(&PolicyConfig::default(), &repo)).unwrap();
-        assert_eq!(
-            policy.protected_match(".github/workflows/ci.yml"),
-            Some(".github/workflows/**")
-        );
+        let repo = PolicyConfig::from_repo_toml("[policy]\nprotected_paths = [\"infra/**\"]\n").unwrap();
+        let policy = Policy::from_config(&PolicyConfig::merge(&PolicyConfig::default(), &repo)).unwrap();
+        assert_eq!(policy.protected_match(".github/workflows/ci.yml"), Some(".github/workflows/**"));
         assert_eq!(policy.protected_match("infra/main.tf"), Some("infra/**"));
         assert_eq!(policy.protected_match("src/main.rs"), None);
     }
 
     #[test]
     fn repo_overrides_limits() {
-        let org = PolicyConfig {
-            max_files: Some(10),
-            max_bytes: Some(10),
-            ..PolicyConfig::default()
-        };
+        let org = PolicyConfig { max_files: Some(10), max_bytes: Some(10), ..PolicyConfig::default() };
         let repo = PolicyConfig::from_repo_toml("[policy]\nmax_files = 20\n").unwrap();
         let policy = Policy::from_config(&PolicyConfig::merge(&org, &repo)).unwrap();
         assert_eq!(policy.max_files(), 20);
@@ -187,12 +165,7 @@ mod tests {
 
     #[test]
     fn invalid_glob_in_any_list_is_reported() {
-        for field in [
-            "protected_paths",
-            "binary_allow",
-            "secret_allow",
-            "test_paths",
-        ] {
+        for field in ["protected_paths", "binary_allow", "secret_allow", "test_paths"] {
             let text = format!("[policy]\n{field} = [\"ok/**\", \"bad/[z-\"]\n");
             let cfg = PolicyConfig::from_repo_toml(&text).unwrap();
             match Policy::from_config(&cfg) {

@@ -64,9 +64,7 @@ impl PolicyConfig {
     pub fn from_repo_toml(text: &str) -> Result<Self, PolicyError> {
         toml::from_str::<RepoFile>(text)
             .map(|file| file.policy.unwrap_or_default())
-            .map_err(|e| PolicyError::InvalidConfig {
-                message: format!("`.aicd.toml`: {}", e.to_string().trim_end()),
-            })
+            .map_err(|e| PolicyError::InvalidConfig { message: format!("`.aicd.toml`: {}", e.to_string().trim_end()) })
     }
 
     /// Layers a repository config over the org config.
@@ -145,10 +143,7 @@ allow_test_deletion = false
 
     #[test]
     fn missing_policy_table_is_empty_config() {
-        assert_eq!(
-            PolicyConfig::from_repo_toml("").unwrap(),
-            PolicyConfig::default()
-        );
+        assert_eq!(PolicyConfig::from_repo_toml("").unwrap(), PolicyConfig::default());
         let cfg = PolicyConfig::from_repo_toml("[triggers]\nanything = 1\n").unwrap();
         assert_eq!(cfg, PolicyConfig::default());
     }
@@ -166,10 +161,7 @@ allow_test_deletion = false
         assert!(message.contains("max_file"), "{message}");
         assert!(message.contains("line 3"), "{message}");
         let shown = PolicyError::InvalidConfig { message }.to_string();
-        assert!(
-            shown.starts_with("invalid policy configuration:"),
-            "{shown}"
-        );
+        assert!(shown.starts_with("invalid policy configuration:"), "{shown}");
     }
 
     #[test]
@@ -177,10 +169,7 @@ allow_test_deletion = false
         let message = config_error("[policy\nmax_files = 3\n");
         assert!(message.contains("line 1"), "{message}");
         let message = config_error("[policy]\nmax_files = \"many\"\n");
-        assert!(
-            message.contains("max_files") || message.contains("line 2"),
-            "{message}"
-        );
+        assert!(message.contains("max_files") || message.contains("line 2"), "{message}");
         let message = config_error("[policy]\nmax_bytes = -1\n");
         assert!(message.contains("line 2"), "{message}");
         config_error("policy = 5\n");
@@ -204,10 +193,7 @@ allow_test_deletion = false
             ..PolicyConfig::default()
         };
         let merged = PolicyConfig::merge(&org, &repo);
-        assert_eq!(
-            merged.protected_paths,
-            strings(&["deploy/**", "infra/**", "db/migrations/**"])
-        );
+        assert_eq!(merged.protected_paths, strings(&["deploy/**", "infra/**", "db/migrations/**"]));
         assert_eq!(merged.max_files, Some(10));
         assert_eq!(merged.max_bytes, Some(500));
         assert_eq!(merged.allow_binary, Some(true));
@@ -218,10 +204,7 @@ allow_test_deletion = false
 
     #[test]
     fn repo_empty_list_cannot_remove_org_entries() {
-        let org = PolicyConfig {
-            protected_paths: strings(&["deploy/**"]),
-            ..PolicyConfig::default()
-        };
+        let org = PolicyConfig { protected_paths: strings(&["deploy/**"]), ..PolicyConfig::default() };
         let repo = PolicyConfig::from_repo_toml("[policy]\nprotected_paths = []\n").unwrap();
         let merged = PolicyConfig::merge(&org, &repo);
         assert_eq!(merged.protected_paths, strings(&["deploy/**"]));
@@ -229,10 +212,7 @@ allow_test_deletion = false
 
     #[test]
     fn serde_round_trip_skips_unset_fields() {
-        let cfg = PolicyConfig {
-            max_files: Some(5),
-            ..PolicyConfig::default()
-        };
+        let cfg = PolicyConfig { max_files: Some(5), ..PolicyConfig::default() };
         let json = serde_json::to_string(&cfg).unwrap();
         assert_eq!(json, r#"{"max_files":5}"#);
         assert_eq!(serde_json::from_str::<PolicyConfig>(&json).unwrap(), cfg);

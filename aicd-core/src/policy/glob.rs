@@ -33,13 +33,8 @@ impl GlobList {
             builder.add(glob);
             kept.push(pattern.to_owned());
         }
-        let set = builder
-            .build()
-            .map_err(|e| invalid(&kept.join(", "), e.to_string()))?;
-        Ok(Self {
-            set,
-            patterns: kept,
-        })
+        let set = builder.build().map_err(|e| invalid(&kept.join(", "), e.to_string()))?;
+        Ok(Self { set, patterns: kept })
     }
 
     /// The first pattern (in list order) that matches `path`, if any.
@@ -60,10 +55,7 @@ impl GlobList {
 }
 
 fn invalid(glob: &str, message: String) -> PolicyError {
-    PolicyError::InvalidGlob {
-        glob: glob.to_owned(),
-        message,
-    }
+    PolicyError::InvalidGlob { glob: glob.to_owned(), message }
 }
 
 #[cfg(test)]

@@ -9,9 +9,7 @@ pub(super) fn split_lines(text: &[u8]) -> Vec<&[u8]> {
     if text.is_empty() {
         return Vec::new();
     }
-    body.split(|b| *b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .collect()
+    body.split(|b| *b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line)).collect()
 }
 
 /// Which lines of `after` are added relative to `before`, using a line multiset: a line counts
@@ -59,16 +57,10 @@ mod tests {
     #[test]
     fn multiset_marks_only_extra_occurrences() {
         let after = split_lines(b"x\ny\nx\nz\n");
-        assert_eq!(
-            added_flags(Some(b"x\ny\n"), &after),
-            [false, false, true, true]
-        );
+        assert_eq!(added_flags(Some(b"x\ny\n"), &after), [false, false, true, true]);
         assert_eq!(added_flags(None, &after), [true; 4]);
         // Reordering adds nothing; CRLF conversion adds nothing.
-        assert_eq!(
-            added_flags(Some(b"z\r\nx\r\nx\r\ny\r\n"), &after),
-            [false; 4]
-        );
+        assert_eq!(added_flags(Some(b"z\r\nx\r\nx\r\ny\r\n"), &after), [false; 4]);
     }
 
     #[test]

@@ -32,9 +32,7 @@ mod size;
 mod tests_rule;
 mod violation;
 
-pub use compiled::{
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, DEFAULT_PROTECTED_PATHS, DEFAULT_TEST_PATHS, Policy,
-};
+pub use compiled::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, DEFAULT_PROTECTED_PATHS, DEFAULT_TEST_PATHS, Policy};
 pub use config::PolicyConfig;
 pub use error::PolicyError;
 pub use violation::{PolicyBlocked, RuleId, Violation};
@@ -58,29 +56,17 @@ pub struct FileDiff<'a> {
 impl<'a> FileDiff<'a> {
     /// A file that the change creates with contents `after`.
     pub const fn added(path: &'a str, after: &'a [u8]) -> Self {
-        Self {
-            path,
-            before: None,
-            after: Some(after),
-        }
+        Self { path, before: None, after: Some(after) }
     }
 
     /// A file that existed with contents `before` and now has contents `after`.
     pub const fn modified(path: &'a str, before: &'a [u8], after: &'a [u8]) -> Self {
-        Self {
-            path,
-            before: Some(before),
-            after: Some(after),
-        }
+        Self { path, before: Some(before), after: Some(after) }
     }
 
     /// A file with contents `before` that the change deletes.
     pub const fn deleted(path: &'a str, before: &'a [u8]) -> Self {
-        Self {
-            path,
-            before: Some(before),
-            after: None,
-        }
+        Self { path, before: Some(before), after: None }
     }
 
     /// True if the entry changes nothing (no sides, or identical contents on both sides).
@@ -103,9 +89,7 @@ pub fn evaluate(diffs: &[FileDiff<'_>], policy: &Policy) -> Vec<Violation> {
         tests_rule::check(diff, policy, &mut out);
     }
     size::check(diffs, policy, &mut out);
-    out.sort_by(|a, b| {
-        (&a.path, a.rule, a.line, &a.message).cmp(&(&b.path, b.rule, b.line, &b.message))
-    });
+    out.sort_by(|a, b| (&a.path, a.rule, a.line, &a.message).cmp(&(&b.path, b.rule, b.line, &b.message)));
     out.dedup();
     out
 }
@@ -114,11 +98,7 @@ pub fn evaluate(diffs: &[FileDiff<'_>], policy: &Policy) -> Vec<Violation> {
 /// [`PolicyBlocked`] error carrying all violations with a readable summary as its `Display`.
 pub fn check(diffs: &[FileDiff<'_>], policy: &Policy) -> Result<(), PolicyBlocked> {
     let violations = evaluate(diffs, policy);
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(PolicyBlocked::new(violations))
-    }
+    if violations.is_empty() { Ok(()) } else { Err(PolicyBlocked::new(violations)) }
 }
 
 #[cfg(test)]
@@ -138,19 +118,14 @@ mod tests {
 
     #[test]
     fn output_is_sorted_by_path_then_rule() {
-        let policy = Policy::from_config(&PolicyConfig {
-            max_files: Some(1),
-            ..PolicyConfig::default()
-        })
-        .unwrap();
+        let policy = Policy::from_config(&PolicyConfig { max_files: Some(1), ..PolicyConfig::default() }).unwrap();
         let diffs = [
             FileDiff::added("zz/../x", b"ok\n"),
             FileDiff::added(".git/config", b"\0"),
             FileDiff::deleted("tests/a.rs", b"#[test]\n"),
         ];
         let got = evaluate(&diffs, &policy);
-        let keys: Vec<(Option<&str>, RuleId)> =
-            got.iter().map(|v| (v.path.as_deref(), v.rule)).collect();
+        let keys: Vec<(Option<&str>, RuleId)> = got.iter().map(|v| (v.path.as_deref(), v.rule)).collect();
         assert_eq!(
             keys,
             vec![
@@ -169,14 +144,8 @@ mod tests {
     #[test]
     fn noop_entries_are_harmless() {
         let policy = Policy::default();
-        let diffs = [
-            FileDiff {
-                path: "src/a.rs",
-                before: None,
-                after: None,
-            },
-            FileDiff::modified("src/b.rs", b"x\n", b"x\n"),
-        ];
+        let diffs =
+            [FileDiff { path: "src/a.rs", before: None, after: None }, FileDiff::modified("src/b.rs", b"x\n", b"x\n")];
         assert!(evaluate(&diffs, &policy).is_empty());
     }
 }

@@ -11,10 +11,7 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
             RuleId::UnsafePath,
             Some(path),
             None,
-            format!(
-                "`{}` is not a safe repository path: {reason}",
-                show_path(path)
-            ),
+            format!("`{}` is not a safe repository path: {reason}", show_path(path)),
         ));
     }
     if let Some(glob) = policy.protected.first_match(path) {
@@ -43,10 +40,7 @@ pub(super) fn unsafe_reason(path: &str) -> Option<String> {
         return Some("the path is empty".into());
     }
     if let Some(c) = path.chars().find(|c| c.is_control()) {
-        return Some(format!(
-            "it contains the control character U+{:04X}",
-            u32::from(c)
-        ));
+        return Some(format!("it contains the control character U+{:04X}", u32::from(c)));
     }
     if path.contains('\\') {
         return Some("it contains a backslash (use `/` as the separator)".into());
@@ -164,40 +158,20 @@ mod tests {
         ] {
             let mut out = Vec::new();
             check(&diff, &policy, &mut out);
-            assert!(
-                out.iter().any(|v| v.rule == RuleId::ProtectedPath),
-                "{}",
-                diff.path
-            );
+            assert!(out.iter().any(|v| v.rule == RuleId::ProtectedPath), "{}", diff.path);
         }
         let mut out = Vec::new();
-        check(
-            &FileDiff::added("src/CODEOWNERS.md", b""),
-            &policy,
-            &mut out,
-        );
-        check(
-            &FileDiff::added(".github/dependabot.yml", b""),
-            &policy,
-            &mut out,
-        );
+        check(&FileDiff::added("src/CODEOWNERS.md", b""), &policy, &mut out);
+        check(&FileDiff::added(".github/dependabot.yml", b""), &policy, &mut out);
         assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
     fn unsafe_message_escapes_control_characters() {
         let mut out = Vec::new();
-        check(
-            &FileDiff::added("a\u{1b}[31m", b""),
-            &Policy::default(),
-            &mut out,
-        );
+        check(&FileDiff::added("a\u{1b}[31m", b""), &Policy::default(), &mut out);
         assert_eq!(out.len(), 1);
-        assert!(
-            out[0].message.contains("a\\u{1b}[31m"),
-            "{}",
-            out[0].message
-        );
+        assert!(out[0].message.contains("a\\u{1b}[31m"), "{}", out[0].message);
         assert!(!out[0].message.contains('\u{1b}'));
     }
 }

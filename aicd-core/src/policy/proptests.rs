@@ -9,11 +9,7 @@ use super::{FileDiff, Policy, PolicyConfig, RuleId, evaluate};
 /// Compiled once: building a policy per case would dominate the run time in debug builds.
 static DEFAULT: LazyLock<Policy> = LazyLock::new(Policy::default);
 static TIGHT: LazyLock<Policy> = LazyLock::new(|| {
-    let cfg = PolicyConfig {
-        max_files: Some(2),
-        max_bytes: Some(700),
-        ..PolicyConfig::default()
-    };
+    let cfg = PolicyConfig { max_files: Some(2), max_bytes: Some(700), ..PolicyConfig::default() };
     Policy::from_config(&cfg).unwrap_or_default()
 });
 
@@ -39,13 +35,7 @@ fn plain_path() -> impl Strategy<Value = String> {
     prop::collection::vec("[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,8}", 1..4).prop_map(|parts| {
         parts
             .into_iter()
-            .map(|p| {
-                if p.starts_with("..") || p == "." {
-                    format!("x{p}")
-                } else {
-                    p
-                }
-            })
+            .map(|p| if p.starts_with("..") || p == "." { format!("x{p}") } else { p })
             .collect::<Vec<_>>()
             .join("/")
     })

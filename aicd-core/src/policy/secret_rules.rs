@@ -109,13 +109,7 @@ const PLACEHOLDERS: &[&str] = &[
 ];
 
 /// Whether `value`, found on `lines[index]` ending at byte `end`, passes the rule's check.
-pub(super) fn accept(
-    validate: Validate,
-    value: &[u8],
-    lines: &[&[u8]],
-    index: usize,
-    end: usize,
-) -> bool {
+pub(super) fn accept(validate: Validate, value: &[u8], lines: &[&[u8]], index: usize, end: usize) -> bool {
     match validate {
         Validate::Custom => !value.is_empty(),
         Validate::Token => !is_placeholder(value),
@@ -127,16 +121,9 @@ pub(super) fn accept(
                 && entropy(value) >= GENERIC_MIN_ENTROPY
         }
         Validate::PemBody => {
-            let rest = lines
-                .get(index)
-                .and_then(|line| line.get(end..))
-                .unwrap_or_default();
+            let rest = lines.get(index).and_then(|line| line.get(end..)).unwrap_or_default();
             has_base64_run(rest)
-                || lines
-                    .iter()
-                    .skip(index.saturating_add(1))
-                    .take(PEM_LOOKAHEAD)
-                    .any(|l| has_base64_run(l))
+                || lines.iter().skip(index.saturating_add(1)).take(PEM_LOOKAHEAD).any(|l| has_base64_run(l))
         }
     }
 }
@@ -169,9 +156,7 @@ fn is_placeholder(value: &[u8]) -> bool {
 /// Code references such as `settings.SECRET_KEY` or `process.env.API-TOKEN`: no digits and only
 /// letters, `_`, `.` and `-`. (A random 16+ character token without digits is rare.)
 fn is_identifier_like(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'))
+    value.iter().all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// An `http(s)` URL without userinfo (`user:pass@`), e.g. a token endpoint: not a secret itself.

@@ -41,9 +41,7 @@ struct Finding<'t> {
 impl SecretScanner {
     /// Compiles the built-in detectors plus `custom` patterns (reported as
     /// [`PolicyError::InvalidRegex`] when they do not compile).
-    pub(super) fn build<'p>(
-        custom: impl IntoIterator<Item = &'p str>,
-    ) -> Result<Self, PolicyError> {
+    pub(super) fn build<'p>(custom: impl IntoIterator<Item = &'p str>) -> Result<Self, PolicyError> {
         let mut rules = Vec::new();
         for rule in BUILTIN_RULES {
             rules.push(Detector {
@@ -53,10 +51,7 @@ impl SecretScanner {
             });
         }
         for pattern in custom {
-            if rules
-                .iter()
-                .any(|r| r.validate == Validate::Custom && r.regex.as_str() == pattern)
-            {
+            if rules.iter().any(|r| r.validate == Validate::Custom && r.regex.as_str() == pattern) {
                 continue;
             }
             rules.push(Detector {
@@ -94,10 +89,7 @@ impl SecretScanner {
                     continue;
                 }
                 if accept(rule.validate, value.as_bytes(), lines, index, whole.end()) {
-                    let finding = Finding {
-                        label: &rule.label,
-                        value: value.as_bytes(),
-                    };
+                    let finding = Finding { label: &rule.label, value: value.as_bytes() };
                     found.push((start, end, finding));
                 }
             }
@@ -110,17 +102,12 @@ fn compile(pattern: &str, size_limit: usize) -> Result<Regex, PolicyError> {
     RegexBuilder::new(pattern)
         .size_limit(size_limit)
         .build()
-        .map_err(|e| PolicyError::InvalidRegex {
-            pattern: pattern.to_owned(),
-            message: e.to_string(),
-        })
+        .map_err(|e| PolicyError::InvalidRegex { pattern: pattern.to_owned(), message: e.to_string() })
 }
 
 /// The group holding the secret: `value` if named, else group 1, else the whole match.
 fn secret_group<'h>(caps: &Captures<'h>) -> Option<regex::bytes::Match<'h>> {
-    caps.name("value")
-        .or_else(|| caps.get(1))
-        .or_else(|| caps.get(0))
+    caps.name("value").or_else(|| caps.get(1)).or_else(|| caps.get(0))
 }
 
 /// Adds `secret` violations for lines that `diff` adds, unless the path is allowlisted.
@@ -151,22 +138,12 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
                 finding.label,
                 redact(finding.value)
             );
-            out.push(Violation::new(
-                RuleId::Secret,
-                Some(diff.path),
-                Some(line),
-                message,
-            ));
+            out.push(Violation::new(RuleId::Secret, Some(diff.path), Some(line), message));
         }
     }
     if unlisted > 0 {
         let message = format!("`{path}`: {unlisted} more possible secrets not listed");
-        out.push(Violation::new(
-            RuleId::Secret,
-            Some(diff.path),
-            None,
-            message,
-        ));
+        out.push(Violation::new(RuleId::Secret, Some(diff.path), None, message));
     }
 }
 
@@ -175,16 +152,7 @@ pub(super) fn redact(value: &[u8]) -> String {
     let text = String::from_utf8_lossy(value);
     let len = text.chars().count();
     let shown: String = if len >= 12 {
-        text.chars()
-            .take(REVEALED_CHARS)
-            .map(|c| {
-                if c.is_ascii_graphic() && c != '`' {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .collect()
+        text.chars().take(REVEALED_CHARS).map(|c| if c.is_ascii_graphic() && c != '`' { c } else { '?' }).collect()
     } else {
         String::new()
     };

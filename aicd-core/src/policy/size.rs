@@ -16,9 +16,7 @@ pub(super) fn check(diffs: &[FileDiff<'_>], policy: &Policy, out: &mut Vec<Viola
     let files = changed().map(|d| d.path).collect::<BTreeSet<_>>().len();
     let bytes = changed()
         .map(|d| d.after.or(d.before).map_or(0, <[u8]>::len))
-        .fold(0u64, |sum, len| {
-            sum.saturating_add(u64::try_from(len).unwrap_or(u64::MAX))
-        });
+        .fold(0u64, |sum, len| sum.saturating_add(u64::try_from(len).unwrap_or(u64::MAX)));
     if files > policy.max_files {
         out.push(Violation::new(
             RuleId::TooManyFiles,
@@ -67,11 +65,7 @@ mod tests {
     use crate::policy::PolicyConfig;
 
     fn limits(max_files: usize, max_bytes: u64) -> Policy {
-        let cfg = PolicyConfig {
-            max_files: Some(max_files),
-            max_bytes: Some(max_bytes),
-            ..PolicyConfig::default()
-        };
+        let cfg = PolicyConfig { max_files: Some(max_files), max_bytes: Some(max_bytes), ..PolicyConfig::default() };
         Policy::from_config(&cfg).unwrap()
     }
 
@@ -96,30 +90,20 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].rule, RuleId::TooManyFiles);
         assert_eq!(out[0].path, None);
-        assert!(
-            out[0].message.contains("touches 3 files; the limit is 2"),
-            "{}",
-            out[0].message
-        );
+        assert!(out[0].message.contains("touches 3 files; the limit is 2"), "{}", out[0].message);
     }
 
     #[test]
     fn byte_limit_counts_written_and_deleted_bytes() {
         let policy = limits(50, 10);
         let big = [0u8; 6];
-        let at_limit = [
-            FileDiff::modified("a", &[1u8; 100], &big[..4]),
-            FileDiff::deleted("b", &big),
-        ];
+        let at_limit = [FileDiff::modified("a", &[1u8; 100], &big[..4]), FileDiff::deleted("b", &big)];
         assert!(run(&at_limit, &policy).is_empty());
         let over = [at_limit[0], FileDiff::deleted("b", &[0u8; 7])];
         let out = run(&over, &policy);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].rule, RuleId::TooManyBytes);
-        assert_eq!(
-            out[0].message,
-            "the change writes or deletes 11 B (11 bytes); the limit is 10 B (10 bytes)"
-        );
+        assert_eq!(out[0].message, "the change writes or deletes 11 B (11 bytes); the limit is 10 B (10 bytes)");
     }
 
     #[test]
@@ -129,11 +113,7 @@ mod tests {
         assert!(run(&[FileDiff::added("a", &content)], &policy).is_empty());
         let bigger = vec![b'a'; 1024 * 1024 + 1];
         let out = run(&[FileDiff::added("a", &bigger)], &policy);
-        assert!(
-            out[0]
-                .message
-                .contains("1.0 MiB (1048577 bytes); the limit is 1.0 MiB")
-        );
+        assert!(out[0].message.contains("1.0 MiB (1048577 bytes); the limit is 1.0 MiB"));
         let names: Vec<String> = (0..51).map(|i| format!("f{i}")).collect();
         let diffs: Vec<FileDiff<'_>> = names.iter().map(|n| FileDiff::added(n, b"x")).collect();
         assert_eq!(run(&diffs[..50], &policy), vec![]);

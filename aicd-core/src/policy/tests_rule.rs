@@ -25,17 +25,12 @@ impl AssertionMatcher {
     /// Compiles the built-in pattern (a constant covered by tests; if it ever failed to compile,
     /// the removed-assertion check would be skipped rather than panic).
     pub(super) fn new() -> Self {
-        Self {
-            regex: Regex::new(ASSERTION_PATTERN).ok(),
-        }
+        Self { regex: Regex::new(ASSERTION_PATTERN).ok() }
     }
 
     fn count(&self, text: &[u8]) -> usize {
         let Some(regex) = &self.regex else { return 0 };
-        split_lines(text)
-            .into_iter()
-            .filter(|line| !is_comment(line) && regex.is_match(line))
-            .count()
+        split_lines(text).into_iter().filter(|line| !is_comment(line) && regex.is_match(line)).count()
     }
 }
 
@@ -45,9 +40,7 @@ fn is_comment(line: &[u8]) -> bool {
     if trimmed.starts_with(b"#[") || trimmed.starts_with(b"#![") {
         return false;
     }
-    [&b"//"[..], b"#", b"--", b"/*", b"*", b"<!--", b";", b"%"]
-        .iter()
-        .any(|marker| trimmed.starts_with(marker))
+    [&b"//"[..], b"#", b"--", b"/*", b"*", b"<!--", b";", b"%"].iter().any(|marker| trimmed.starts_with(marker))
 }
 
 /// Flags deleted test files and test files that lose assertion-like lines, unless
@@ -111,10 +104,7 @@ mod tests {
     #[test]
     fn comments_do_not_count() {
         let m = AssertionMatcher::new();
-        assert_eq!(
-            m.count(b"// assert!(x);\n# assert x\n  * expect(a)\n-- assert\n"),
-            0
-        );
+        assert_eq!(m.count(b"// assert!(x);\n# assert x\n  * expect(a)\n-- assert\n"), 0);
         assert_eq!(m.count(b"#[test]\n#![test]\n"), 2);
     }
 
@@ -154,8 +144,7 @@ mod tests {
             "`tests/a.rs`: 2 assertion-like lines removed (3 before, 1 after); tests may be \
              extended but not weakened"
         );
-        let stronger =
-            b"#[test]\nfn a() {\n    assert!(x);\n    assert_eq!(y, 2);\n    assert!(z);\n}\n";
+        let stronger = b"#[test]\nfn a() {\n    assert!(x);\n    assert_eq!(y, 2);\n    assert!(z);\n}\n";
         assert!(run(&policy, FileDiff::modified("tests/a.rs", before, stronger)).is_empty());
         // Not a test path: no check.
         assert!(run(&policy, FileDiff::modified("src/a.rs", before, weaker)).is_empty());
@@ -163,26 +152,14 @@ mod tests {
 
     #[test]
     fn configured_test_paths_add_to_defaults_and_allow_switch() {
-        let cfg = PolicyConfig {
-            test_paths: Some(vec!["checks/**".into()]),
-            ..PolicyConfig::default()
-        };
+        let cfg = PolicyConfig { test_paths: Some(vec!["checks/**".into()]), ..PolicyConfig::default() };
         let policy = Policy::from_config(&cfg).unwrap();
-        assert_eq!(
-            run(&policy, FileDiff::deleted("checks/smoke.sh", b"x")).len(),
-            1
-        );
+        assert_eq!(run(&policy, FileDiff::deleted("checks/smoke.sh", b"x")).len(), 1);
         assert_eq!(run(&policy, FileDiff::deleted("tests/a.rs", b"x")).len(), 1);
-        let cfg = PolicyConfig {
-            allow_test_deletion: Some(true),
-            ..PolicyConfig::default()
-        };
+        let cfg = PolicyConfig { allow_test_deletion: Some(true), ..PolicyConfig::default() };
         let policy = Policy::from_config(&cfg).unwrap();
         assert!(run(&policy, FileDiff::deleted("tests/a.rs", b"x")).is_empty());
-        let out = run(
-            &policy,
-            FileDiff::modified("tests/a.rs", b"assert!(a);\n", b"\n"),
-        );
+        let out = run(&policy, FileDiff::modified("tests/a.rs", b"assert!(a);\n", b"\n"));
         assert!(out.is_empty());
     }
 }

@@ -84,12 +84,7 @@ pub struct Violation {
 impl Violation {
     /// Creates a violation; used by the rules, and by callers that need to fabricate one in tests.
     pub fn new(rule: RuleId, path: Option<&str>, line: Option<u32>, message: String) -> Self {
-        Self {
-            rule,
-            path: path.map(str::to_owned),
-            line,
-            message,
-        }
+        Self { rule, path: path.map(str::to_owned), line, message }
     }
 }
 
@@ -195,28 +190,16 @@ mod tests {
     fn violation_json_round_trip() {
         let v = Violation::new(RuleId::Secret, Some("a.rs"), Some(3), "msg".into());
         let json = serde_json::to_string(&v).unwrap();
-        assert_eq!(
-            json,
-            r#"{"rule":"secret","path":"a.rs","line":3,"message":"msg"}"#
-        );
+        assert_eq!(json, r#"{"rule":"secret","path":"a.rs","line":3,"message":"msg"}"#);
         assert_eq!(serde_json::from_str::<Violation>(&json).unwrap(), v);
     }
 
     #[test]
     fn blocked_summary_is_multiline_and_capped() {
-        let one = PolicyBlocked::new(vec![Violation::new(
-            RuleId::TooManyFiles,
-            None,
-            None,
-            "too many".into(),
-        )]);
-        assert_eq!(
-            one.to_string(),
-            "change blocked by policy (1 violation):\n- too many [too_many_files]"
-        );
-        let many: Vec<Violation> = (0..60)
-            .map(|i| Violation::new(RuleId::Secret, Some("f"), Some(i), format!("m{i}")))
-            .collect();
+        let one = PolicyBlocked::new(vec![Violation::new(RuleId::TooManyFiles, None, None, "too many".into())]);
+        assert_eq!(one.to_string(), "change blocked by policy (1 violation):\n- too many [too_many_files]");
+        let many: Vec<Violation> =
+            (0..60).map(|i| Violation::new(RuleId::Secret, Some("f"), Some(i), format!("m{i}"))).collect();
         let text = PolicyBlocked::new(many).to_string();
         assert_eq!(text.lines().count(), 1 + PolicyBlocked::MAX_LISTED + 1);
         assert!(text.ends_with("- ... and 10 more"));

@@ -10,9 +10,7 @@ impl Core {
     /// Starts a job (it is queued in the same transaction that creates it).
     pub async fn create_job(&self, actor: &Actor, org: OrgId, job: NewJob) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCreate)?;
-        self.store
-            .create_job(org, job, &actor.principal.label())
-            .await
+        self.store.create_job(org, job, &actor.principal.label()).await
     }
 
     /// Reads a job.
@@ -22,12 +20,7 @@ impl Core {
     }
 
     /// Lists an organization's jobs, newest first.
-    pub async fn list_jobs(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        filter: JobFilter,
-    ) -> Result<Page<Job>> {
+    pub async fn list_jobs(&self, actor: &Actor, org: OrgId, filter: JobFilter) -> Result<Page<Job>> {
         self.authorize(actor, org, Permission::JobRead)?;
         self.store.list_jobs(org, filter).await
     }
@@ -35,9 +28,7 @@ impl Core {
     /// Cancels a job (see [`crate::store::JobStore::cancel_job`]).
     pub async fn cancel_job(&self, actor: &Actor, org: OrgId, job: JobId) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCancel)?;
-        self.store
-            .cancel_job(org, job, &actor.principal.label())
-            .await
+        self.store.cancel_job(org, job, &actor.principal.label()).await
     }
 
     /// Deletes a finished job.
@@ -81,10 +72,7 @@ impl Core {
     pub async fn retry_job(&self, actor: &Actor, org: OrgId, job: JobId) -> Result<Job> {
         self.authorize(actor, org, Permission::JobRetry)?;
         let old = self.store.get_job(org, job).await?;
-        if !matches!(
-            old.state,
-            crate::jobs::JobState::Failed | crate::jobs::JobState::Cancelled
-        ) {
+        if !matches!(old.state, crate::jobs::JobState::Failed | crate::jobs::JobState::Cancelled) {
             return Err(crate::Error::Conflict(format!(
                 "only failed or cancelled jobs can be retried; this one is {}",
                 old.state
@@ -97,10 +85,7 @@ impl Core {
             max_tokens: Some(old.budget.max_tokens),
             max_cost_micros: Some(old.budget.max_cost_micros),
         };
-        let created = self
-            .store
-            .create_job(org, new, &actor.principal.label())
-            .await?;
+        let created = self.store.create_job(org, new, &actor.principal.label()).await?;
         let note = crate::jobs::NewEvent::new(
             actor.principal.label(),
             crate::jobs::EventKind::Note,

@@ -29,9 +29,7 @@ pub struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+        f.debug_struct("Core").field("options", &self.options).finish_non_exhaustive()
     }
 }
 

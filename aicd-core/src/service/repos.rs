@@ -6,17 +6,10 @@ use crate::{Core, Error, OrgId, RepoId, Result};
 
 impl Core {
     /// Registers a repository. Local-disk repositories need [`crate::CoreOptions::allow_local_repos`].
-    pub async fn create_repo(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        repo: NewRepo,
-    ) -> Result<Repository> {
+    pub async fn create_repo(&self, actor: &Actor, org: OrgId, repo: NewRepo) -> Result<Repository> {
         self.authorize(actor, org, Permission::RepoManage)?;
         if matches!(repo.source, RepoSource::Local { .. }) && !self.options.allow_local_repos {
-            return Err(Error::invalid(
-                "local repositories are disabled on this deployment",
-            ));
+            return Err(Error::invalid("local repositories are disabled on this deployment"));
         }
         self.store.create_repo(org, repo).await
     }
@@ -34,13 +27,7 @@ impl Core {
     }
 
     /// Changes a repository's settings.
-    pub async fn update_repo(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        repo: RepoId,
-        patch: RepoPatch,
-    ) -> Result<Repository> {
+    pub async fn update_repo(&self, actor: &Actor, org: OrgId, repo: RepoId, patch: RepoPatch) -> Result<Repository> {
         self.authorize(actor, org, Permission::RepoManage)?;
         self.store.update_repo(org, repo, patch).await
     }

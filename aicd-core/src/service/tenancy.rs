@@ -2,8 +2,8 @@
 
 use crate::store::{ApiKeyRecord, now};
 use crate::tenancy::{
-    Actor, ApiKey, ApiKeySecret, GeneratedKey, Membership, NewApiKey, NewOrg, NewUser, Org,
-    OrgPatch, ParsedKey, Permission, Role, User, validate_name,
+    Actor, ApiKey, ApiKeySecret, GeneratedKey, Membership, NewApiKey, NewOrg, NewUser, Org, OrgPatch, ParsedKey,
+    Permission, Role, User, validate_name,
 };
 use crate::{ApiKeyId, Core, Error, OrgId, Result, UserId};
 
@@ -12,8 +12,7 @@ impl Core {
     /// expired keys are all [`Error::Unauthenticated`] (the reason is not revealed to the caller).
     /// Records the key's last use.
     pub async fn authenticate_api_key(&self, presented: &ApiKeySecret) -> Result<Actor> {
-        let parsed =
-            ParsedKey::parse(presented).ok_or(Error::Unauthenticated("invalid API key"))?;
+        let parsed = ParsedKey::parse(presented).ok_or(Error::Unauthenticated("invalid API key"))?;
         let candidates = self.store.find_api_keys_by_prefix(&parsed.prefix).await?;
         let at = now();
         let stored = candidates
@@ -24,11 +23,7 @@ impl Core {
             return Err(Error::Unauthenticated("invalid API key"));
         }
         self.store.touch_api_key(&stored.key, at).await?;
-        Ok(Actor::api_key(
-            stored.key.id,
-            stored.key.org_id,
-            stored.key.role,
-        ))
+        Ok(Actor::api_key(stored.key.id, stored.key.org_id, stored.key.role))
     }
 
     /// Returns the user for an identity provider subject, creating it on first sight.
@@ -38,11 +33,7 @@ impl Core {
 
     /// The actor for `user` acting in `org`; [`Error::NotFound`] if the user is not a member.
     pub async fn user_actor(&self, user: UserId, org: OrgId) -> Result<Actor> {
-        let membership = self
-            .store
-            .get_membership(org, user)
-            .await?
-            .ok_or(Error::not_found("organization"))?;
+        let membership = self.store.get_membership(org, user).await?.ok_or(Error::not_found("organization"))?;
         Ok(Actor::user(user, org, membership.role))
     }
 
@@ -98,25 +89,13 @@ impl Core {
     }
 
     /// Adds an existing user as a member.
-    pub async fn add_member(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        user: UserId,
-        role: Role,
-    ) -> Result<Membership> {
+    pub async fn add_member(&self, actor: &Actor, org: OrgId, user: UserId, role: Role) -> Result<Membership> {
         self.authorize(actor, org, Permission::MemberManage)?;
         self.store.add_member(org, user, role).await
     }
 
     /// Changes a member's role (the last org_admin cannot be demoted).
-    pub async fn set_member_role(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        user: UserId,
-        role: Role,
-    ) -> Result<Membership> {
+    pub async fn set_member_role(&self, actor: &Actor, org: OrgId, user: UserId, role: Role) -> Result<Membership> {
         self.authorize(actor, org, Permission::MemberManage)?;
         self.store.set_member_role(org, user, role).await
     }
@@ -129,19 +108,11 @@ impl Core {
 
     /// Creates an API key carrying at most the actor's own role. The secret is returned once and
     /// never stored; only its hash is.
-    pub async fn create_api_key(
-        &self,
-        actor: &Actor,
-        org: OrgId,
-        key: NewApiKey,
-    ) -> Result<(ApiKey, ApiKeySecret)> {
+    pub async fn create_api_key(&self, actor: &Actor, org: OrgId, key: NewApiKey) -> Result<(ApiKey, ApiKeySecret)> {
         self.authorize(actor, org, Permission::ApiKeyManage)?;
         let name = validate_name("API key name", &key.name)?;
         if key.role > actor.role {
-            return Err(Error::invalid(format!(
-                "an API key cannot carry a role above your own ({})",
-                actor.role
-            )));
+            return Err(Error::invalid(format!("an API key cannot carry a role above your own ({})", actor.role)));
         }
         if key.expires_at.is_some_and(|at| at <= now()) {
             return Err(Error::invalid("expires_at must be in the future"));

@@ -14,15 +14,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Every table holding tenant rows; each must have row-level security enabled and forced.
-pub(crate) const TENANT_TABLES: &[&str] = &[
-    "orgs",
-    "memberships",
-    "repositories",
-    "api_keys",
-    "jobs",
-    "job_events",
-    "usage_records",
-];
+pub(crate) const TENANT_TABLES: &[&str] =
+    &["orgs", "memberships", "repositories", "api_keys", "jobs", "job_events", "usage_records"];
 
 /// The [`super::Store`] over PostgreSQL (production) or SQLite (the embedded default).
 ///
@@ -47,10 +40,7 @@ pub struct PostgresOptions {
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-        }
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -73,10 +63,7 @@ impl SqlStore {
     /// from several processes at once.
     pub async fn migrate_postgres(owner_url: &str) -> Result<()> {
         let options = PgConnectOptions::from_str(owner_url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
         pool.close().await;
         Ok(())
@@ -91,9 +78,7 @@ impl SqlStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        let store = Self {
-            pool: Pool::Postgres(pool),
-        };
+        let store = Self { pool: Pool::Postgres(pool) };
         store.verify_postgres_isolation().await?;
         Ok(store)
     }
@@ -108,14 +93,9 @@ impl SqlStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self {
-            pool: Pool::Sqlite(pool),
-        })
+        Ok(Self { pool: Pool::Sqlite(pool) })
     }
 
     /// `postgres` or `sqlite`.
@@ -153,8 +133,7 @@ impl SqlStore {
                     Scope::KeyPrefix(prefix) => ("app.key_prefix", prefix.to_owned()),
                     Scope::Global => return Ok(tx),
                 };
-                tx.execute(q("SELECT set_config($1, $2, true)").arg(name).arg(value))
-                    .await?;
+                tx.execute(q("SELECT set_config($1, $2, true)").arg(name).arg(value)).await?;
                 Ok(tx)
             }
         }
@@ -163,9 +142,7 @@ impl SqlStore {
     async fn verify_postgres_isolation(&self) -> Result<()> {
         let mut tx = self.begin(Scope::Global).await?;
         let (superuser, bypass): (bool, bool) = tx
-            .fetch_one::<(bool, bool)>(q(
-                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
-            ))
+            .fetch_one::<(bool, bool)>(q("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"))
             .await?;
         let mut problems = Vec::new();
         if superuser {
@@ -175,17 +152,12 @@ impl SqlStore {
             problems.push("the application role has BYPASSRLS".to_owned());
         }
         let owned: Vec<One<String>> = tx
-            .fetch_all(q(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
-                          AND tableowner = current_user ORDER BY 1",
-            ))
+            .fetch_all(q("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+                          AND tableowner = current_user ORDER BY 1"))
             .await?;
         if !owned.is_empty() {
             let names: Vec<_> = owned.into_iter().map(|t| t.0).collect();
-            problems.push(format!(
-                "the application role owns tables ({})",
-                names.join(", ")
-            ));
+            problems.push(format!("the application role owns tables ({})", names.join(", ")));
         }
         // The known tenant tables, and any other table that carries an org_id.
         let with_org: Vec<One<String>> = tx
@@ -201,29 +173,19 @@ impl SqlStore {
         for table in &tables {
             let row: Option<(bool, bool)> = tx
                 .fetch_optional(
-                    q(
-                        "SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
+                    q("SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
                        JOIN pg_namespace n ON n.oid = c.relnamespace \
-                       WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind = 'r'",
-                    )
+                       WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind = 'r'")
                     .arg(table.as_str()),
                 )
                 .await?;
             match row {
                 None => problems.push(format!("table {table} is missing (run the migrations)")),
-                Some((false, _)) => {
-                    problems.push(format!("row-level security is not enabled on {table}"))
-                }
-                Some((true, false)) => {
-                    problems.push(format!("row-level security is not forced on {table}"))
-                }
+                Some((false, _)) => problems.push(format!("row-level security is not enabled on {table}")),
+                Some((true, false)) => problems.push(format!("row-level security is not forced on {table}")),
                 Some((true, true)) => {}
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::UnsafeDatabase(problems.join("; ")))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::UnsafeDatabase(problems.join("; "))) }
     }
 }

@@ -11,11 +11,7 @@ use crate::{Error, Result};
 
 #[async_trait]
 impl DeliveryStore for SqlStore {
-    async fn begin_delivery(
-        &self,
-        delivery: NewDelivery,
-        stale_after: chrono::Duration,
-    ) -> Result<DeliveryClaim> {
+    async fn begin_delivery(&self, delivery: NewDelivery, stale_after: chrono::Duration) -> Result<DeliveryClaim> {
         if delivery.delivery_id.is_empty() || delivery.delivery_id.len() > 200 {
             return Err(Error::invalid("delivery id must be 1 to 200 characters"));
         }
@@ -66,12 +62,7 @@ impl DeliveryStore for SqlStore {
         Ok(claim)
     }
 
-    async fn finish_delivery(
-        &self,
-        delivery_id: &str,
-        status: DeliveryStatus,
-        error: Option<&str>,
-    ) -> Result<()> {
+    async fn finish_delivery(&self, delivery_id: &str, status: DeliveryStatus, error: Option<&str>) -> Result<()> {
         let mut tx = self.begin(Scope::Global).await?;
         let updated = tx
             .execute(
@@ -92,12 +83,8 @@ impl DeliveryStore for SqlStore {
         let mut tx = self.begin(Scope::Global).await?;
         let row: Option<DeliveryRow> = tx
             .fetch_optional(
-                q(concat!(
-                    "SELECT ",
-                    delivery_columns!(),
-                    " FROM webhook_deliveries WHERE delivery_id = $1"
-                ))
-                .arg(delivery_id),
+                q(concat!("SELECT ", delivery_columns!(), " FROM webhook_deliveries WHERE delivery_id = $1"))
+                    .arg(delivery_id),
             )
             .await?;
         row.ok_or(Error::not_found("delivery"))?.try_into()

@@ -8,8 +8,8 @@ use super::rows::{EventRow, JobRow, UsageRow, event_columns, job_columns, usage_
 use super::sql::{One, Tx, constraint_error, int, q};
 use super::{JobStore, NewUsage, SqlStore, now};
 use crate::jobs::{
-    Budget, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, StepAttempts,
-    UsageRecord, UsageTotals,
+    Budget, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, StepAttempts, UsageRecord,
+    UsageTotals,
 };
 use crate::{Error, JobId, OrgId, Result, UsageId};
 
@@ -18,14 +18,8 @@ impl JobStore for SqlStore {
     async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job> {
         let issue = job.issue.validate()?;
         let max_tokens = job.max_tokens.unwrap_or(Budget::DEFAULT_MAX_TOKENS);
-        let max_cost = job
-            .max_cost_micros
-            .unwrap_or(Budget::DEFAULT_MAX_COST_MICROS);
-        if max_tokens == 0
-            || max_cost == 0
-            || max_tokens > i64::MAX as u64
-            || max_cost > i64::MAX as u64
-        {
+        let max_cost = job.max_cost_micros.unwrap_or(Budget::DEFAULT_MAX_COST_MICROS);
+        if max_tokens == 0 || max_cost == 0 || max_tokens > i64::MAX as u64 || max_cost > i64::MAX as u64 {
             return Err(Error::invalid("budgets must be positive"));
         }
         let duplicate = match issue.number {
@@ -62,13 +56,7 @@ impl JobStore for SqlStore {
             )
             .await
             .map_err(|e| constraint_error(e, &duplicate, "repository"))?;
-        insert_event(
-            &mut tx,
-            org,
-            id,
-            NewEvent::new(created_by, EventKind::Created, "job queued"),
-        )
-        .await?;
+        insert_event(&mut tx, org, id, NewEvent::new(created_by, EventKind::Created, "job queued")).await?;
         tx.commit().await?;
         row.try_into()
     }
@@ -96,10 +84,7 @@ impl JobStore for SqlStore {
                 .arg(int(limit + 1)),
             )
             .await?;
-        let mut items = rows
-            .into_iter()
-            .map(Job::try_from)
-            .collect::<Result<Vec<_>>>()?;
+        let mut items = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|j| j.id)
@@ -141,13 +126,7 @@ impl JobStore for SqlStore {
                 .arg(at),
             )
             .await?;
-            insert_event(
-                &mut tx,
-                org,
-                job,
-                NewEvent::state_changed(actor, current.state, JobState::Cancelled),
-            )
-            .await?;
+            insert_event(&mut tx, org, job, NewEvent::state_changed(actor, current.state, JobState::Cancelled)).await?;
         }
         let job = fetch_job(&mut tx, org, job).await?;
         tx.commit().await?;
@@ -163,31 +142,19 @@ impl JobStore for SqlStore {
                 current.state
             )));
         }
-        tx.execute(
-            q("DELETE FROM jobs WHERE org_id = $1 AND id = $2")
-                .arg(org)
-                .arg(job),
-        )
-        .await?;
+        tx.execute(q("DELETE FROM jobs WHERE org_id = $1 AND id = $2").arg(org).arg(job)).await?;
         tx.commit().await
     }
 
     async fn append_event(&self, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent> {
         let mut tx = self.begin(Scope::Org(org)).await?;
-        let event = insert_event(&mut tx, org, job, event)
-            .await
-            .map_err(|e| constraint_error(e, "duplicate event", "job"))?;
+        let event =
+            insert_event(&mut tx, org, job, event).await.map_err(|e| constraint_error(e, "duplicate event", "job"))?;
         tx.commit().await?;
         Ok(event)
     }
 
-    async fn list_events(
-        &self,
-        org: OrgId,
-        job: JobId,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<JobEvent>> {
+    async fn list_events(&self, org: OrgId, job: JobId, after: Option<i64>, limit: u32) -> Result<Vec<JobEvent>> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         ensure_job(&mut tx, org, job).await?;
         let rows: Vec<EventRow> = tx
@@ -246,12 +213,7 @@ impl JobStore for SqlStore {
         row.try_into()
     }
 
-    async fn list_usage(
-        &self,
-        org: OrgId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<UsageRecord>> {
+    async fn list_usage(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<UsageRecord>> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let rows: Vec<UsageRow> = tx
             .fetch_all(
@@ -268,12 +230,7 @@ impl JobStore for SqlStore {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    async fn usage_totals(
-        &self,
-        org: OrgId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<UsageTotals> {
+    async fn usage_totals(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<UsageTotals> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let (input, output, cost, calls): (i64, i64, i64, i64) = tx
             .fetch_one(
@@ -299,13 +256,7 @@ impl JobStore for SqlStore {
 async fn fetch_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
     let row: Option<JobRow> = tx
         .fetch_optional(
-            q(concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE org_id = $1 AND id = $2"
-            ))
-            .arg(org)
-            .arg(job),
+            q(concat!("SELECT ", job_columns!(), " FROM jobs WHERE org_id = $1 AND id = $2")).arg(org).arg(job),
         )
         .await?;
     row.ok_or(Error::not_found("job"))?.try_into()
@@ -314,33 +265,18 @@ async fn fetch_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
 /// Reads a job after taking its row lock (PostgreSQL) or the write lock (SQLite), so the caller's
 /// decision and update are not raced by another writer.
 async fn lock_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
-    tx.execute(
-        q("UPDATE jobs SET updated_at = updated_at WHERE org_id = $1 AND id = $2")
-            .arg(org)
-            .arg(job),
-    )
-    .await?;
+    tx.execute(q("UPDATE jobs SET updated_at = updated_at WHERE org_id = $1 AND id = $2").arg(org).arg(job)).await?;
     fetch_job(tx, org, job).await
 }
 
 /// Checks the job is the org's and returns its repository.
 async fn ensure_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<crate::RepoId> {
-    let repo: Option<One<uuid::Uuid>> = tx
-        .fetch_optional(
-            q("SELECT repo_id FROM jobs WHERE org_id = $1 AND id = $2")
-                .arg(org)
-                .arg(job),
-        )
-        .await?;
+    let repo: Option<One<uuid::Uuid>> =
+        tx.fetch_optional(q("SELECT repo_id FROM jobs WHERE org_id = $1 AND id = $2").arg(org).arg(job)).await?;
     repo.map(|r| r.0.into()).ok_or(Error::not_found("job"))
 }
 
-pub(crate) async fn insert_event(
-    tx: &mut Tx,
-    org: OrgId,
-    job: JobId,
-    event: NewEvent,
-) -> Result<JobEvent> {
+pub(crate) async fn insert_event(tx: &mut Tx, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent> {
     let row: EventRow = tx
         .fetch_one(
             q(concat!(

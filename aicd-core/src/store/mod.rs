@@ -145,29 +145,13 @@ pub trait JobStore: Send + Sync {
     /// Appends an event to a job's timeline.
     async fn append_event(&self, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent>;
     /// A job's events after `after` (exclusive), oldest first, at most `limit`.
-    async fn list_events(
-        &self,
-        org: OrgId,
-        job: JobId,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<JobEvent>>;
+    async fn list_events(&self, org: OrgId, job: JobId, after: Option<i64>, limit: u32) -> Result<Vec<JobEvent>>;
     /// Records one agent call's usage against the org (and the job, if given).
     async fn record_usage(&self, org: OrgId, usage: NewUsage) -> Result<UsageRecord>;
     /// Usage records of an organization in `[from, to)`, oldest first.
-    async fn list_usage(
-        &self,
-        org: OrgId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<UsageRecord>>;
+    async fn list_usage(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<UsageRecord>>;
     /// Usage of an organization added up over `[from, to)`.
-    async fn usage_totals(
-        &self,
-        org: OrgId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<UsageTotals>;
+    async fn usage_totals(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<UsageTotals>;
 }
 
 /// Webhook deliveries (not tenant data: they arrive before their org is known).
@@ -176,18 +160,9 @@ pub trait DeliveryStore: Send + Sync {
     /// Records a received delivery and says whether to process it: first sight, a failed one, or
     /// one stuck in processing for longer than `stale_after` is processed (again); anything else
     /// is a duplicate.
-    async fn begin_delivery(
-        &self,
-        delivery: NewDelivery,
-        stale_after: chrono::Duration,
-    ) -> Result<DeliveryClaim>;
+    async fn begin_delivery(&self, delivery: NewDelivery, stale_after: chrono::Duration) -> Result<DeliveryClaim>;
     /// Records how processing ended.
-    async fn finish_delivery(
-        &self,
-        delivery_id: &str,
-        status: DeliveryStatus,
-        error: Option<&str>,
-    ) -> Result<()>;
+    async fn finish_delivery(&self, delivery_id: &str, status: DeliveryStatus, error: Option<&str>) -> Result<()>;
     /// Reads a delivery.
     async fn get_delivery(&self, delivery_id: &str) -> Result<WebhookDelivery>;
 }

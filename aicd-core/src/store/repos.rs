@@ -14,10 +14,7 @@ impl RepoStore for SqlStore {
     async fn create_repo(&self, org: OrgId, repo: NewRepo) -> Result<Repository> {
         let repo = repo.validate()?;
         let (installation, github_id, path) = match &repo.source {
-            RepoSource::Github {
-                installation_id,
-                repo_id,
-            } => (Some(*installation_id), Some(*repo_id), None),
+            RepoSource::Github { installation_id, repo_id } => (Some(*installation_id), Some(*repo_id), None),
             RepoSource::Local { path } => (None, None, Some(path.clone())),
         };
         let at = now();
@@ -51,13 +48,9 @@ impl RepoStore for SqlStore {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let row: Option<RepoRow> = tx
             .fetch_optional(
-                q(concat!(
-                    "SELECT ",
-                    repo_columns!(),
-                    " FROM repositories WHERE org_id = $1 AND id = $2"
-                ))
-                .arg(org)
-                .arg(repo),
+                q(concat!("SELECT ", repo_columns!(), " FROM repositories WHERE org_id = $1 AND id = $2"))
+                    .arg(org)
+                    .arg(repo),
             )
             .await?;
         row.ok_or(Error::not_found("repository"))?.try_into()
@@ -67,12 +60,8 @@ impl RepoStore for SqlStore {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let rows: Vec<RepoRow> = tx
             .fetch_all(
-                q(concat!(
-                    "SELECT ",
-                    repo_columns!(),
-                    " FROM repositories WHERE org_id = $1 ORDER BY full_name"
-                ))
-                .arg(org),
+                q(concat!("SELECT ", repo_columns!(), " FROM repositories WHERE org_id = $1 ORDER BY full_name"))
+                    .arg(org),
             )
             .await?;
         rows.into_iter().map(TryInto::try_into).collect()
@@ -102,13 +91,8 @@ impl RepoStore for SqlStore {
 
     async fn delete_repo(&self, org: OrgId, repo: RepoId) -> Result<()> {
         let mut tx = self.begin(Scope::Org(org)).await?;
-        let deleted = tx
-            .execute(
-                q("DELETE FROM repositories WHERE org_id = $1 AND id = $2")
-                    .arg(org)
-                    .arg(repo),
-            )
-            .await?;
+        let deleted =
+            tx.execute(q("DELETE FROM repositories WHERE org_id = $1 AND id = $2").arg(org).arg(repo)).await?;
         if deleted == 0 {
             return Err(Error::not_found("repository"));
         }

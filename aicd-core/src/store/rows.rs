@@ -6,8 +6,7 @@ use uuid::Uuid;
 
 use crate::deliveries::{DeliveryStatus, WebhookDelivery};
 use crate::jobs::{
-    Budget, Checkpoints, EventKind, IssueRef, Job, JobEvent, JobState, Lease, PullRequestRef,
-    StepAttempts, UsageRecord,
+    Budget, Checkpoints, EventKind, IssueRef, Job, JobEvent, JobState, Lease, PullRequestRef, StepAttempts, UsageRecord,
 };
 use crate::repos::{RepoSource, Repository};
 use crate::tenancy::{ApiKey, KEY_PREFIX, Membership, Org, Role, User};
@@ -22,8 +21,7 @@ fn small(v: i64, what: &str) -> Result<u32> {
 }
 
 fn parsed<T: std::str::FromStr>(v: &str, what: &str) -> Result<T> {
-    v.parse()
-        .map_err(|_| Error::Corrupt(format!("unknown {what} `{v}`")))
+    v.parse().map_err(|_| Error::Corrupt(format!("unknown {what} `{v}`")))
 }
 
 #[derive(sqlx::FromRow)]
@@ -80,13 +78,7 @@ pub(crate) struct UserRow {
 
 impl From<UserRow> for User {
     fn from(r: UserRow) -> Self {
-        User {
-            id: r.id.into(),
-            subject: r.subject,
-            email: r.email,
-            name: r.name,
-            created_at: r.created_at,
-        }
+        User { id: r.id.into(), subject: r.subject, email: r.email, name: r.name, created_at: r.created_at }
     }
 }
 
@@ -175,22 +167,11 @@ pub(crate) use repo_columns;
 impl TryFrom<RepoRow> for Repository {
     type Error = Error;
     fn try_from(r: RepoRow) -> Result<Self> {
-        let source = match (
-            r.kind.as_str(),
-            r.github_installation_id,
-            r.github_repo_id,
-            r.local_path,
-        ) {
-            ("github", Some(installation_id), Some(repo_id), _) => RepoSource::Github {
-                installation_id,
-                repo_id,
-            },
+        let source = match (r.kind.as_str(), r.github_installation_id, r.github_repo_id, r.local_path) {
+            ("github", Some(installation_id), Some(repo_id), _) => RepoSource::Github { installation_id, repo_id },
             ("local", _, _, Some(path)) => RepoSource::Local { path },
             (kind, ..) => {
-                return Err(Error::Corrupt(format!(
-                    "repository {} of kind `{kind}` is incomplete",
-                    r.id
-                )));
+                return Err(Error::Corrupt(format!("repository {} of kind `{kind}` is incomplete", r.id)));
             }
         };
         Ok(Repository {
@@ -258,10 +239,7 @@ impl TryFrom<JobRow> for Job {
             org_id: r.org_id.into(),
             repo_id: r.repo_id.into(),
             issue: IssueRef {
-                number: r
-                    .issue_number
-                    .map(|n| unsigned(n, "issue number"))
-                    .transpose()?,
+                number: r.issue_number.map(|n| unsigned(n, "issue number")).transpose()?,
                 title: r.issue_title,
                 body: r.issue_body,
                 url: r.issue_url,
@@ -330,16 +308,8 @@ impl TryFrom<EventRow> for JobEvent {
             at: r.at,
             actor: r.actor,
             kind: EventKind::parse(&r.kind),
-            from_state: r
-                .from_state
-                .as_deref()
-                .map(|s| parsed(s, "job state"))
-                .transpose()?,
-            to_state: r
-                .to_state
-                .as_deref()
-                .map(|s| parsed(s, "job state"))
-                .transpose()?,
+            from_state: r.from_state.as_deref().map(|s| parsed(s, "job state")).transpose()?,
+            to_state: r.to_state.as_deref().map(|s| parsed(s, "job state")).transpose()?,
             message: r.message,
             data: r.data.0,
         })

@@ -80,14 +80,8 @@ pub(crate) fn int(v: impl TryInto<i64>) -> Arg {
 }
 
 /// A row type both backends can decode.
-pub(crate) trait Decode:
-    for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
-{
-}
-impl<T> Decode for T where
-    T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
-{
-}
+pub(crate) trait Decode: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
+impl<T> Decode for T where T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
 
 /// A statement and its arguments.
 #[must_use]
@@ -98,10 +92,7 @@ pub(crate) struct Query {
 
 /// Starts a statement.
 pub(crate) fn q(sql: &'static str) -> Query {
-    Query {
-        sql,
-        args: Vec::new(),
-    }
+    Query { sql, args: Vec::new() }
 }
 
 impl Query {
@@ -139,60 +130,34 @@ pub(crate) enum Tx {
 impl Tx {
     pub(crate) async fn fetch_all<T: Decode>(&mut self, query: Query) -> Result<Vec<T>> {
         Ok(match self {
-            Tx::Postgres(tx) => {
-                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-            Tx::Sqlite(tx) => {
-                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
+            Tx::Postgres(tx) => bind_all!(sqlx::query_as::<_, T>(query.sql), query.args).fetch_all(&mut **tx).await?,
+            Tx::Sqlite(tx) => bind_all!(sqlx::query_as::<_, T>(query.sql), query.args).fetch_all(&mut **tx).await?,
         })
     }
 
     pub(crate) async fn fetch_optional<T: Decode>(&mut self, query: Query) -> Result<Option<T>> {
         Ok(match self {
             Tx::Postgres(tx) => {
-                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args)
-                    .fetch_optional(&mut **tx)
-                    .await?
+                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args).fetch_optional(&mut **tx).await?
             }
             Tx::Sqlite(tx) => {
-                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args)
-                    .fetch_optional(&mut **tx)
-                    .await?
+                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args).fetch_optional(&mut **tx).await?
             }
         })
     }
 
     pub(crate) async fn fetch_one<T: Decode>(&mut self, query: Query) -> Result<T> {
         Ok(match self {
-            Tx::Postgres(tx) => {
-                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args)
-                    .fetch_one(&mut **tx)
-                    .await?
-            }
-            Tx::Sqlite(tx) => {
-                bind_all!(sqlx::query_as::<_, T>(query.sql), query.args)
-                    .fetch_one(&mut **tx)
-                    .await?
-            }
+            Tx::Postgres(tx) => bind_all!(sqlx::query_as::<_, T>(query.sql), query.args).fetch_one(&mut **tx).await?,
+            Tx::Sqlite(tx) => bind_all!(sqlx::query_as::<_, T>(query.sql), query.args).fetch_one(&mut **tx).await?,
         })
     }
 
     /// Runs a statement and returns how many rows it touched.
     pub(crate) async fn execute(&mut self, query: Query) -> Result<u64> {
         Ok(match self {
-            Tx::Postgres(tx) => bind_all!(sqlx::query(query.sql), query.args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(query.sql), query.args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query(query.sql), query.args).execute(&mut **tx).await?.rows_affected(),
+            Tx::Sqlite(tx) => bind_all!(sqlx::query(query.sql), query.args).execute(&mut **tx).await?.rows_affected(),
         })
     }
 
@@ -221,11 +186,7 @@ pub(crate) fn is_foreign_key_violation(err: &crate::Error) -> bool {
 
 /// Maps constraint violations of an insert to domain errors: a duplicate is a conflict, a missing
 /// parent is not found.
-pub(crate) fn constraint_error(
-    err: crate::Error,
-    duplicate: &str,
-    missing: &'static str,
-) -> crate::Error {
+pub(crate) fn constraint_error(err: crate::Error, duplicate: &str, missing: &'static str) -> crate::Error {
     if is_unique_violation(&err) {
         crate::Error::Conflict(duplicate.to_owned())
     } else if is_foreign_key_violation(&err) {

@@ -4,9 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::connect::Scope;
-use super::rows::{
-    ApiKeyRow, MembershipRow, OrgRow, OrgWithRoleRow, UserRow, api_key_columns, org_columns,
-};
+use super::rows::{ApiKeyRow, MembershipRow, OrgRow, OrgWithRoleRow, UserRow, api_key_columns, org_columns};
 use super::sql::{One, Tx, constraint_error, int, q};
 use super::{ApiKeyRecord, SqlStore, StoredApiKey, TenancyStore, now};
 use crate::tenancy::{ApiKey, KEY_PREFIX, Membership, NewOrg, NewUser, Org, OrgPatch, Role, User};
@@ -41,16 +39,8 @@ impl TenancyStore for SqlStore {
 
     async fn get_org(&self, org: OrgId) -> Result<Org> {
         let mut tx = self.begin(Scope::Org(org)).await?;
-        let row: Option<OrgRow> = tx
-            .fetch_optional(
-                q(concat!(
-                    "SELECT ",
-                    org_columns!(),
-                    " FROM orgs WHERE id = $1"
-                ))
-                .arg(org),
-            )
-            .await?;
+        let row: Option<OrgRow> =
+            tx.fetch_optional(q(concat!("SELECT ", org_columns!(), " FROM orgs WHERE id = $1")).arg(org)).await?;
         row.ok_or(Error::not_found("organization"))?.try_into()
     }
 
@@ -78,9 +68,7 @@ impl TenancyStore for SqlStore {
     async fn delete_org(&self, org: OrgId) -> Result<()> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         // Repositories, keys, jobs, events and usage go with it (ON DELETE CASCADE).
-        let deleted = tx
-            .execute(q("DELETE FROM orgs WHERE id = $1").arg(org))
-            .await?;
+        let deleted = tx.execute(q("DELETE FROM orgs WHERE id = $1").arg(org)).await?;
         if deleted == 0 {
             return Err(Error::not_found("organization"));
         }
@@ -125,9 +113,7 @@ impl TenancyStore for SqlStore {
     async fn get_user(&self, user: UserId) -> Result<User> {
         let mut tx = self.begin(Scope::Global).await?;
         let row: Option<UserRow> = tx
-            .fetch_optional(
-                q("SELECT id, subject, email, name, created_at FROM users WHERE id = $1").arg(user),
-            )
+            .fetch_optional(q("SELECT id, subject, email, name, created_at FROM users WHERE id = $1").arg(user))
             .await?;
         Ok(row.ok_or(Error::not_found("user"))?.into())
     }
@@ -155,10 +141,8 @@ impl TenancyStore for SqlStore {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let rows: Vec<MembershipRow> = tx
             .fetch_all(
-                q(
-                    "SELECT org_id, user_id, role, created_at FROM memberships WHERE org_id = $1 \
-                   ORDER BY created_at, user_id",
-                )
+                q("SELECT org_id, user_id, role, created_at FROM memberships WHERE org_id = $1 \
+                   ORDER BY created_at, user_id")
                 .arg(org),
             )
             .await?;
@@ -173,10 +157,8 @@ impl TenancyStore for SqlStore {
         }
         let row: MembershipRow = tx
             .fetch_one(
-                q(
-                    "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2 \
-                   RETURNING org_id, user_id, role, created_at",
-                )
+                q("UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2 \
+                   RETURNING org_id, user_id, role, created_at")
                 .arg(org)
                 .arg(user)
                 .arg(role.as_str()),
@@ -192,12 +174,7 @@ impl TenancyStore for SqlStore {
         if current.role == Role::OrgAdmin {
             ensure_another_admin(&mut tx, org).await?;
         }
-        tx.execute(
-            q("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
-                .arg(org)
-                .arg(user),
-        )
-        .await?;
+        tx.execute(q("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2").arg(org).arg(user)).await?;
         tx.commit().await
     }
 
@@ -230,12 +207,8 @@ impl TenancyStore for SqlStore {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let rows: Vec<ApiKeyRow> = tx
             .fetch_all(
-                q(concat!(
-                    "SELECT ",
-                    api_key_columns!(),
-                    " FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"
-                ))
-                .arg(org),
+                q(concat!("SELECT ", api_key_columns!(), " FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"))
+                    .arg(org),
             )
             .await?;
         rows.into_iter().map(ApiKeyRow::into_key).collect()
@@ -262,22 +235,12 @@ impl TenancyStore for SqlStore {
     async fn find_api_keys_by_prefix(&self, prefix: &str) -> Result<Vec<StoredApiKey>> {
         let mut tx = self.begin(Scope::KeyPrefix(prefix)).await?;
         let rows: Vec<ApiKeyRow> = tx
-            .fetch_all(
-                q(concat!(
-                    "SELECT ",
-                    api_key_columns!(),
-                    " FROM api_keys WHERE prefix = $1"
-                ))
-                .arg(prefix),
-            )
+            .fetch_all(q(concat!("SELECT ", api_key_columns!(), " FROM api_keys WHERE prefix = $1")).arg(prefix))
             .await?;
         rows.into_iter()
             .map(|mut row| {
                 let hash = std::mem::take(&mut row.key_hash);
-                Ok(StoredApiKey {
-                    key: row.into_key()?,
-                    hash,
-                })
+                Ok(StoredApiKey { key: row.into_key()?, hash })
             })
             .collect()
     }
@@ -285,12 +248,7 @@ impl TenancyStore for SqlStore {
     async fn touch_api_key(&self, key: &ApiKey, at: DateTime<Utc>) -> Result<()> {
         let prefix = key.prefix.strip_prefix(KEY_PREFIX).unwrap_or(&key.prefix);
         let mut tx = self.begin(Scope::KeyPrefix(prefix)).await?;
-        tx.execute(
-            q("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
-                .arg(key.id)
-                .arg(at),
-        )
-        .await?;
+        tx.execute(q("UPDATE api_keys SET last_used_at = $2 WHERE id = $1").arg(key.id).arg(at)).await?;
         tx.commit().await
     }
 }
@@ -313,8 +271,7 @@ async fn insert_member(tx: &mut Tx, org: OrgId, user: UserId, role: Role) -> Res
 /// Reads a membership after locking its organization's row, so concurrent role changes of the same
 /// org serialize (the last-admin rule depends on it).
 async fn lock_membership(tx: &mut Tx, org: OrgId, user: UserId) -> Result<Membership> {
-    tx.execute(q("UPDATE orgs SET updated_at = updated_at WHERE id = $1").arg(org))
-        .await?;
+    tx.execute(q("UPDATE orgs SET updated_at = updated_at WHERE id = $1").arg(org)).await?;
     let row: Option<MembershipRow> = tx
         .fetch_optional(
             q("SELECT org_id, user_id, role, created_at FROM memberships WHERE org_id = $1 AND user_id = $2")
@@ -326,15 +283,10 @@ async fn lock_membership(tx: &mut Tx, org: OrgId, user: UserId) -> Result<Member
 }
 
 async fn ensure_another_admin(tx: &mut Tx, org: OrgId) -> Result<()> {
-    let admins: One<i64> = tx
-        .fetch_one(
-            q("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'org_admin'").arg(org),
-        )
-        .await?;
+    let admins: One<i64> =
+        tx.fetch_one(q("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'org_admin'").arg(org)).await?;
     if admins.0 <= 1 {
-        return Err(Error::Conflict(
-            "an organization must keep at least one org_admin".into(),
-        ));
+        return Err(Error::Conflict("an organization must keep at least one org_admin".into()));
     }
     Ok(())
 }

@@ -77,8 +77,7 @@ impl GeneratedKey {
         let mut body = String::with_capacity(BODY_LEN);
         let mut buf = [0u8; 64];
         while body.len() < BODY_LEN {
-            getrandom::fill(&mut buf)
-                .map_err(|e| Error::Corrupt(format!("no random source for API keys: {e}")))?;
+            getrandom::fill(&mut buf).map_err(|e| Error::Corrupt(format!("no random source for API keys: {e}")))?;
             // Rejection sampling keeps every character equally likely.
             for b in buf.iter().filter(|b| **b < 248) {
                 if body.len() == BODY_LEN {
@@ -88,11 +87,7 @@ impl GeneratedKey {
             }
         }
         let key = format!("{KEY_PREFIX}{body}{}", checksum(&body));
-        Ok(Self {
-            prefix: body[..LOOKUP_LEN].to_owned(),
-            hash: hash(&key),
-            secret: ApiKeySecret(key),
-        })
+        Ok(Self { prefix: body[..LOOKUP_LEN].to_owned(), hash: hash(&key), secret: ApiKeySecret(key) })
     }
 }
 
@@ -100,18 +95,14 @@ impl ParsedKey {
     /// Checks a presented key's shape and checksum; `None` if it cannot be one of ours.
     pub fn parse(presented: &ApiKeySecret) -> Option<Self> {
         let rest = presented.0.strip_prefix(KEY_PREFIX)?;
-        if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return None;
         }
         let (body, sum) = rest.split_at(BODY_LEN);
         if checksum(body) != sum {
             return None;
         }
-        Some(Self {
-            prefix: body[..LOOKUP_LEN].to_owned(),
-            hash: hash(&presented.0),
-        })
+        Some(Self { prefix: body[..LOOKUP_LEN].to_owned(), hash: hash(&presented.0) })
     }
 
     /// Compares this key's hash with a stored one in constant time.
@@ -185,10 +176,7 @@ mod tests {
     fn generated_keys_parse_and_match_their_hash() {
         let key = GeneratedKey::generate().unwrap();
         assert!(key.secret.expose().starts_with("aicd_"));
-        assert_eq!(
-            key.secret.expose().len(),
-            KEY_PREFIX.len() + BODY_LEN + CHECKSUM_LEN
-        );
+        assert_eq!(key.secret.expose().len(), KEY_PREFIX.len() + BODY_LEN + CHECKSUM_LEN);
         let parsed = ParsedKey::parse(&key.secret).expect("own key parses");
         assert_eq!(parsed.prefix, key.prefix);
         assert!(parsed.matches(&key.hash));
@@ -206,14 +194,8 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_rejected_without_panicking() {
-        for bad in [
-            "",
-            "aicd_",
-            "aicd_short",
-            "ghp_abc",
-            "aicd_ðððððððððððððððððððððððððððððð",
-            &"aicd_".repeat(20),
-        ] {
+        for bad in ["", "aicd_", "aicd_short", "ghp_abc", "aicd_ðððððððððððððððððððððððððððððð", &"aicd_".repeat(20)]
+        {
             assert!(ParsedKey::parse(&ApiKeySecret::new(bad)).is_none(), "{bad}");
         }
     }

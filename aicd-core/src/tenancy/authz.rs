@@ -47,20 +47,12 @@ impl Principal {
 impl Actor {
     /// An actor for a user acting in `org_id` with `role`.
     pub fn user(user_id: UserId, org_id: OrgId, role: Role) -> Self {
-        Self {
-            principal: Principal::User(user_id),
-            org_id,
-            role,
-        }
+        Self { principal: Principal::User(user_id), org_id, role }
     }
 
     /// An actor for an API key of `org_id` carrying `role`.
     pub fn api_key(key_id: ApiKeyId, org_id: OrgId, role: Role) -> Self {
-        Self {
-            principal: Principal::ApiKey(key_id),
-            org_id,
-            role,
-        }
+        Self { principal: Principal::ApiKey(key_id), org_id, role }
     }
 }
 
@@ -160,10 +152,7 @@ impl Role {
     /// Whether this role holds `permission` (deny by default: a permission missing from the
     /// table is held by nobody).
     pub fn allows(self, permission: Permission) -> bool {
-        PERMISSIONS
-            .iter()
-            .find(|(p, _)| *p == permission)
-            .is_some_and(|(_, min)| self >= *min)
+        PERMISSIONS.iter().find(|(p, _)| *p == permission).is_some_and(|(_, min)| self >= *min)
     }
 }
 
@@ -199,18 +188,10 @@ mod tests {
 
     #[test]
     fn the_role_table_matches_the_expected_matrix() {
-        assert_eq!(
-            Permission::all().count(),
-            15,
-            "every permission is in the table"
-        );
+        assert_eq!(Permission::all().count(), 15, "every permission is in the table");
         for role in Role::ALL {
             for permission in Permission::all() {
-                assert_eq!(
-                    role.allows(permission),
-                    expected(role, permission),
-                    "{role} {permission}"
-                );
+                assert_eq!(role.allows(permission), expected(role, permission), "{role} {permission}");
             }
         }
     }
@@ -220,15 +201,9 @@ mod tests {
         let org = OrgId::new();
         let viewer = Actor::user(UserId::new(), org, Role::Viewer);
         assert!(authorize(&viewer, org, Permission::JobRead).is_ok());
-        assert!(matches!(
-            authorize(&viewer, org, Permission::JobCreate),
-            Err(Error::Forbidden { .. })
-        ));
+        assert!(matches!(authorize(&viewer, org, Permission::JobCreate), Err(Error::Forbidden { .. })));
         let admin_elsewhere = Actor::user(UserId::new(), OrgId::new(), Role::OrgAdmin);
-        assert!(matches!(
-            authorize(&admin_elsewhere, org, Permission::OrgRead),
-            Err(Error::NotFound { .. })
-        ));
+        assert!(matches!(authorize(&admin_elsewhere, org, Permission::OrgRead), Err(Error::NotFound { .. })));
     }
 
     #[test]

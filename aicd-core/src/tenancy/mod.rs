@@ -50,11 +50,7 @@ impl std::str::FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown role `{s}` (expected viewer, developer or org_admin)"
-                ))
-            })
+            .ok_or_else(|| Error::invalid(format!("unknown role `{s}` (expected viewer, developer or org_admin)")))
     }
 }
 
@@ -98,10 +94,7 @@ impl NewOrg {
     /// Checks the fields and returns them normalized.
     pub fn validate(self) -> Result<(String, u32)> {
         let name = validate_name("organization name", &self.name)?;
-        let limit = validate_limit(
-            self.max_concurrent_jobs
-                .unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS),
-        )?;
+        let limit = validate_limit(self.max_concurrent_jobs.unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS))?;
         Ok((name, limit))
     }
 }
@@ -110,11 +103,7 @@ impl OrgPatch {
     /// Checks the fields that are present.
     pub fn validate(self) -> Result<Self> {
         Ok(Self {
-            name: self
-                .name
-                .as_deref()
-                .map(|n| validate_name("organization name", n))
-                .transpose()?,
+            name: self.name.as_deref().map(|n| validate_name("organization name", n)).transpose()?,
             max_concurrent_jobs: self.max_concurrent_jobs.map(validate_limit).transpose()?,
         })
     }
@@ -124,9 +113,7 @@ fn validate_limit(limit: u32) -> Result<u32> {
     if (1..=1000).contains(&limit) {
         Ok(limit)
     } else {
-        Err(Error::invalid(
-            "max_concurrent_jobs must be between 1 and 1000",
-        ))
+        Err(Error::invalid("max_concurrent_jobs must be between 1 and 1000"))
     }
 }
 
@@ -137,14 +124,10 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<String> {
         return Err(Error::invalid(format!("{what} must not be blank")));
     }
     if name.chars().count() > 100 {
-        return Err(Error::invalid(format!(
-            "{what} must be at most 100 characters"
-        )));
+        return Err(Error::invalid(format!("{what} must be at most 100 characters")));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid(format!(
-            "{what} must not contain control characters"
-        )));
+        return Err(Error::invalid(format!("{what} must not contain control characters")));
     }
     Ok(name.to_owned())
 }

@@ -15,100 +15,41 @@ fn delivery(id: &str) -> NewDelivery {
 
 pub(crate) async fn a_delivery_is_processed_once(h: &Harness) {
     let s = &h.store;
-    assert_eq!(
-        s.begin_delivery(delivery("d-1"), Duration::minutes(5))
-            .await
-            .unwrap(),
-        DeliveryClaim::Process
-    );
+    assert_eq!(s.begin_delivery(delivery("d-1"), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
     // While it is being processed, a redelivery is a duplicate.
-    let during = s
-        .begin_delivery(delivery("d-1"), Duration::minutes(5))
-        .await
-        .unwrap();
+    let during = s.begin_delivery(delivery("d-1"), Duration::minutes(5)).await.unwrap();
     assert_eq!(during, DeliveryClaim::Duplicate(DeliveryStatus::Processing));
-    s.finish_delivery("d-1", DeliveryStatus::Processed, None)
-        .await
-        .unwrap();
-    let after = s
-        .begin_delivery(delivery("d-1"), Duration::minutes(5))
-        .await
-        .unwrap();
+    s.finish_delivery("d-1", DeliveryStatus::Processed, None).await.unwrap();
+    let after = s.begin_delivery(delivery("d-1"), Duration::minutes(5)).await.unwrap();
     assert_eq!(after, DeliveryClaim::Duplicate(DeliveryStatus::Processed));
     let stored = s.get_delivery("d-1").await.unwrap();
     assert_eq!(
-        (
-            stored.event.as_str(),
-            stored.action.as_deref(),
-            stored.installation_id
-        ),
+        (stored.event.as_str(), stored.action.as_deref(), stored.installation_id),
         ("issues", Some("labeled"), Some(77))
     );
-    assert_eq!(
-        (stored.status, stored.attempts),
-        (DeliveryStatus::Processed, 1)
-    );
-    assert!(
-        s.finish_delivery("nope", DeliveryStatus::Processed, None)
-            .await
-            .is_err()
-    );
-    assert!(
-        s.begin_delivery(delivery(""), Duration::minutes(5))
-            .await
-            .is_err()
-    );
+    assert_eq!((stored.status, stored.attempts), (DeliveryStatus::Processed, 1));
+    assert!(s.finish_delivery("nope", DeliveryStatus::Processed, None).await.is_err());
+    assert!(s.begin_delivery(delivery(""), Duration::minutes(5)).await.is_err());
 }
 
 pub(crate) async fn a_failed_delivery_is_processed_again_on_redelivery(h: &Harness) {
     let s = &h.store;
-    assert_eq!(
-        s.begin_delivery(delivery("d-2"), Duration::minutes(5))
-            .await
-            .unwrap(),
-        DeliveryClaim::Process
-    );
-    s.finish_delivery("d-2", DeliveryStatus::Failed, Some("database unavailable"))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.get_delivery("d-2").await.unwrap().error.as_deref(),
-        Some("database unavailable")
-    );
-    assert_eq!(
-        s.begin_delivery(delivery("d-2"), Duration::minutes(5))
-            .await
-            .unwrap(),
-        DeliveryClaim::Process
-    );
+    assert_eq!(s.begin_delivery(delivery("d-2"), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
+    s.finish_delivery("d-2", DeliveryStatus::Failed, Some("database unavailable")).await.unwrap();
+    assert_eq!(s.get_delivery("d-2").await.unwrap().error.as_deref(), Some("database unavailable"));
+    assert_eq!(s.begin_delivery(delivery("d-2"), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
     let stored = s.get_delivery("d-2").await.unwrap();
-    assert_eq!(
-        (stored.status, stored.attempts, stored.error),
-        (DeliveryStatus::Processing, 2, None)
-    );
-    s.finish_delivery("d-2", DeliveryStatus::Ignored, None)
-        .await
-        .unwrap();
-    let again = s
-        .begin_delivery(delivery("d-2"), Duration::minutes(5))
-        .await
-        .unwrap();
+    assert_eq!((stored.status, stored.attempts, stored.error), (DeliveryStatus::Processing, 2, None));
+    s.finish_delivery("d-2", DeliveryStatus::Ignored, None).await.unwrap();
+    let again = s.begin_delivery(delivery("d-2"), Duration::minutes(5)).await.unwrap();
     assert_eq!(again, DeliveryClaim::Duplicate(DeliveryStatus::Ignored));
 }
 
 pub(crate) async fn a_delivery_abandoned_mid_processing_is_taken_again_after_a_while(h: &Harness) {
     let s = &h.store;
-    assert_eq!(
-        s.begin_delivery(delivery("d-3"), Duration::minutes(5))
-            .await
-            .unwrap(),
-        DeliveryClaim::Process
-    );
+    assert_eq!(s.begin_delivery(delivery("d-3"), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let retaken = s
-        .begin_delivery(delivery("d-3"), Duration::milliseconds(10))
-        .await
-        .unwrap();
+    let retaken = s.begin_delivery(delivery("d-3"), Duration::milliseconds(10)).await.unwrap();
     assert_eq!(retaken, DeliveryClaim::Process);
     assert_eq!(s.get_delivery("d-3").await.unwrap().attempts, 2);
 }

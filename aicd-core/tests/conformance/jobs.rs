@@ -11,23 +11,14 @@ use crate::support::Harness;
 pub(crate) fn github_repo(name: &str) -> NewRepo {
     NewRepo {
         full_name: name.into(),
-        source: RepoSource::Github {
-            installation_id: 1,
-            repo_id: 100,
-        },
+        source: RepoSource::Github { installation_id: 1, repo_id: 100 },
         default_branch: None,
         settings: None,
     }
 }
 
 pub(crate) fn issue(number: Option<u64>, title: &str) -> IssueRef {
-    IssueRef {
-        number,
-        title: title.into(),
-        body: "body".into(),
-        url: None,
-        author: None,
-    }
+    IssueRef { number, title: title.into(), body: "body".into(), url: None, author: None }
 }
 
 pub(crate) fn new_job(repo: RepoId, number: Option<u64>) -> NewJob {
@@ -42,149 +33,63 @@ pub(crate) fn new_job(repo: RepoId, number: Option<u64>) -> NewJob {
 
 pub(crate) async fn org_with_repo(h: &Harness, name: &str) -> (OrgId, Actor, Repository) {
     let (org, _, admin) = h.org_with_admin(name).await;
-    let repo = h
-        .core
-        .create_repo(
-            &admin,
-            org.id,
-            github_repo(&format!("{}/repo", name.to_lowercase())),
-        )
-        .await
-        .unwrap();
+    let repo = h.core.create_repo(&admin, org.id, github_repo(&format!("{}/repo", name.to_lowercase()))).await.unwrap();
     (org.id, admin, repo)
 }
 
 pub(crate) async fn repositories_are_registered_listed_changed_and_removed(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
-    let b = h
-        .core
-        .create_repo(&admin, org.id, github_repo("acme/b"))
-        .await
-        .unwrap();
-    let a = h
-        .core
-        .create_repo(&admin, org.id, github_repo("acme/a"))
-        .await
-        .unwrap();
-    assert_eq!(
-        a.source,
-        RepoSource::Github {
-            installation_id: 1,
-            repo_id: 100
-        }
-    );
+    let b = h.core.create_repo(&admin, org.id, github_repo("acme/b")).await.unwrap();
+    let a = h.core.create_repo(&admin, org.id, github_repo("acme/a")).await.unwrap();
+    assert_eq!(a.source, RepoSource::Github { installation_id: 1, repo_id: 100 });
     assert_eq!(a.default_branch, "main");
     assert_eq!(a.settings, json!({}));
-    let dup = h
-        .core
-        .create_repo(&admin, org.id, github_repo("acme/a"))
-        .await;
+    let dup = h.core.create_repo(&admin, org.id, github_repo("acme/a")).await;
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
 
-    let names: Vec<_> = h
-        .core
-        .list_repos(&admin, org.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.full_name)
-        .collect();
+    let names: Vec<_> = h.core.list_repos(&admin, org.id).await.unwrap().into_iter().map(|r| r.full_name).collect();
     assert_eq!(names, ["acme/a", "acme/b"]);
 
     let settings = json!({"trigger_label": "bot", "policy": {"max_files": 10}});
-    let patch = RepoPatch {
-        default_branch: Some("develop".into()),
-        settings: Some(settings.clone()),
-    };
-    let changed = h
-        .core
-        .update_repo(&admin, org.id, a.id, patch)
-        .await
-        .unwrap();
-    assert_eq!(
-        (changed.default_branch.as_str(), &changed.settings),
-        ("develop", &settings)
-    );
-    assert_eq!(
-        h.core.get_repo(&admin, org.id, a.id).await.unwrap(),
-        changed
-    );
-    let bad = RepoPatch {
-        default_branch: None,
-        settings: Some(json!("not an object")),
-    };
-    assert!(matches!(
-        h.core.update_repo(&admin, org.id, a.id, bad).await,
-        Err(Error::InvalidInput(_))
-    ));
+    let patch = RepoPatch { default_branch: Some("develop".into()), settings: Some(settings.clone()) };
+    let changed = h.core.update_repo(&admin, org.id, a.id, patch).await.unwrap();
+    assert_eq!((changed.default_branch.as_str(), &changed.settings), ("develop", &settings));
+    assert_eq!(h.core.get_repo(&admin, org.id, a.id).await.unwrap(), changed);
+    let bad = RepoPatch { default_branch: None, settings: Some(json!("not an object")) };
+    assert!(matches!(h.core.update_repo(&admin, org.id, a.id, bad).await, Err(Error::InvalidInput(_))));
 
     h.core.delete_repo(&admin, org.id, b.id).await.unwrap();
-    assert!(matches!(
-        h.core.get_repo(&admin, org.id, b.id).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        h.core.delete_repo(&admin, org.id, b.id).await,
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(h.core.get_repo(&admin, org.id, b.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(h.core.delete_repo(&admin, org.id, b.id).await, Err(Error::NotFound { .. })));
 }
 
 pub(crate) async fn local_repositories_need_to_be_allowed(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
     let local = NewRepo {
         full_name: "me/local".into(),
-        source: RepoSource::Local {
-            path: "/srv/git/local".into(),
-        },
+        source: RepoSource::Local { path: "/srv/git/local".into() },
         default_branch: None,
         settings: None,
     };
-    let locked = Core::new(
-        h.store.clone(),
-        CoreOptions {
-            allow_local_repos: false,
-        },
-    );
-    assert!(matches!(
-        locked.create_repo(&admin, org.id, local.clone()).await,
-        Err(Error::InvalidInput(_))
-    ));
+    let locked = Core::new(h.store.clone(), CoreOptions { allow_local_repos: false });
+    assert!(matches!(locked.create_repo(&admin, org.id, local.clone()).await, Err(Error::InvalidInput(_))));
     let repo = h.core.create_repo(&admin, org.id, local).await.unwrap();
-    assert_eq!(
-        repo.source,
-        RepoSource::Local {
-            path: "/srv/git/local".into()
-        }
-    );
+    assert_eq!(repo.source, RepoSource::Local { path: "/srv/git/local".into() });
 }
 
 pub(crate) async fn a_new_job_is_queued_with_defaults_and_a_created_event(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.attempts, Default::default());
     assert_eq!((job.review_round, job.epoch), (0, 0));
-    assert_eq!(
-        job.budget.max_tokens,
-        aicd_core::jobs::Budget::DEFAULT_MAX_TOKENS
-    );
-    assert_eq!(
-        (job.budget.spent_tokens, job.budget.spent_cost_micros),
-        (0, 0)
-    );
+    assert_eq!(job.budget.max_tokens, aicd_core::jobs::Budget::DEFAULT_MAX_TOKENS);
+    assert_eq!((job.budget.spent_tokens, job.budget.spent_cost_micros), (0, 0));
     assert!(job.lease.is_none() && !job.cancel_requested);
     assert_eq!(job.checkpoints, Default::default());
     assert_eq!(job.created_by, admin.principal.label());
 
-    let events = h
-        .core
-        .list_events(&admin, org, job.id, None, 100)
-        .await
-        .unwrap();
+    let events = h.core.list_events(&admin, org, job.id, None, 100).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventKind::Created);
     assert_eq!(events[0].actor, admin.principal.label());
@@ -192,170 +97,77 @@ pub(crate) async fn a_new_job_is_queued_with_defaults_and_a_created_event(h: &Ha
 
 pub(crate) async fn jobs_are_listed_newest_first_with_filters_and_cursor(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let other = h
-        .core
-        .create_repo(&admin, org, github_repo("acme/other"))
-        .await
-        .unwrap();
+    let other = h.core.create_repo(&admin, org, github_repo("acme/other")).await.unwrap();
     let mut ids = Vec::new();
     for n in 1..=5 {
-        ids.push(
-            h.core
-                .create_job(&admin, org, new_job(repo.id, Some(n)))
-                .await
-                .unwrap()
-                .id,
-        );
+        ids.push(h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap().id);
     }
-    let elsewhere = h
-        .core
-        .create_job(&admin, org, new_job(other.id, Some(1)))
-        .await
-        .unwrap();
+    let elsewhere = h.core.create_job(&admin, org, new_job(other.id, Some(1))).await.unwrap();
     h.core.cancel_job(&admin, org, ids[0]).await.unwrap();
 
-    let all = h
-        .core
-        .list_jobs(&admin, org, JobFilter::default())
-        .await
-        .unwrap();
+    let all = h.core.list_jobs(&admin, org, JobFilter::default()).await.unwrap();
     let listed: Vec<_> = all.items.iter().map(|j| j.id).collect();
-    assert_eq!(
-        listed,
-        [elsewhere.id, ids[4], ids[3], ids[2], ids[1], ids[0]]
-    );
+    assert_eq!(listed, [elsewhere.id, ids[4], ids[3], ids[2], ids[1], ids[0]]);
     assert_eq!(all.next_cursor, None);
 
     let page1 = h
         .core
-        .list_jobs(
-            &admin,
-            org,
-            JobFilter {
-                repo_id: Some(repo.id),
-                limit: Some(2),
-                ..Default::default()
-            },
-        )
+        .list_jobs(&admin, org, JobFilter { repo_id: Some(repo.id), limit: Some(2), ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(
-        page1.items.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [ids[4], ids[3]]
-    );
+    assert_eq!(page1.items.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
     let page2 = h
         .core
         .list_jobs(
             &admin,
             org,
-            JobFilter {
-                repo_id: Some(repo.id),
-                limit: Some(2),
-                before: page1.next_cursor,
-                ..Default::default()
-            },
+            JobFilter { repo_id: Some(repo.id), limit: Some(2), before: page1.next_cursor, ..Default::default() },
         )
         .await
         .unwrap();
-    assert_eq!(
-        page2.items.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [ids[2], ids[1]]
-    );
+    assert_eq!(page2.items.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2], ids[1]]);
     let page3 = h
         .core
         .list_jobs(
             &admin,
             org,
-            JobFilter {
-                repo_id: Some(repo.id),
-                limit: Some(2),
-                before: page2.next_cursor,
-                ..Default::default()
-            },
+            JobFilter { repo_id: Some(repo.id), limit: Some(2), before: page2.next_cursor, ..Default::default() },
         )
         .await
         .unwrap();
-    assert_eq!(
-        page3.items.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [ids[0]]
-    );
+    assert_eq!(page3.items.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
     assert_eq!(page3.next_cursor, None);
 
     let cancelled = h
         .core
-        .list_jobs(
-            &admin,
-            org,
-            JobFilter {
-                state: Some(JobState::Cancelled),
-                ..Default::default()
-            },
-        )
+        .list_jobs(&admin, org, JobFilter { state: Some(JobState::Cancelled), ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(
-        cancelled.items.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [ids[0]]
-    );
+    assert_eq!(cancelled.items.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
 
     for limit in [0, 101] {
-        let result = h
-            .core
-            .list_jobs(
-                &admin,
-                org,
-                JobFilter {
-                    limit: Some(limit),
-                    ..Default::default()
-                },
-            )
-            .await;
+        let result = h.core.list_jobs(&admin, org, JobFilter { limit: Some(limit), ..Default::default() }).await;
         assert!(matches!(result, Err(Error::InvalidInput(_))));
     }
 }
 
 pub(crate) async fn an_issue_has_at_most_one_active_job(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let first = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(9)))
-        .await
-        .unwrap();
-    let second = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(9)))
-        .await;
-    assert!(
-        matches!(&second, Err(Error::Conflict(m)) if m.contains("#9")),
-        "{second:?}"
-    );
+    let first = h.core.create_job(&admin, org, new_job(repo.id, Some(9))).await.unwrap();
+    let second = h.core.create_job(&admin, org, new_job(repo.id, Some(9))).await;
+    assert!(matches!(&second, Err(Error::Conflict(m)) if m.contains("#9")), "{second:?}");
     // Jobs without an issue number (API jobs) are never duplicates.
-    h.core
-        .create_job(&admin, org, new_job(repo.id, None))
-        .await
-        .unwrap();
-    h.core
-        .create_job(&admin, org, new_job(repo.id, None))
-        .await
-        .unwrap();
+    h.core.create_job(&admin, org, new_job(repo.id, None)).await.unwrap();
+    h.core.create_job(&admin, org, new_job(repo.id, None)).await.unwrap();
     // Once the first is finished, the issue can have a new one.
     h.core.cancel_job(&admin, org, first.id).await.unwrap();
-    h.core
-        .create_job(&admin, org, new_job(repo.id, Some(9)))
-        .await
-        .unwrap();
+    h.core.create_job(&admin, org, new_job(repo.id, Some(9))).await.unwrap();
 }
 
 pub(crate) async fn a_job_for_an_unknown_repository_is_not_found(h: &Harness) {
     let (org, admin, _) = org_with_repo(h, "Acme").await;
-    let result = h
-        .core
-        .create_job(&admin, org, new_job(RepoId::new(), Some(1)))
-        .await;
-    assert!(
-        matches!(result, Err(Error::NotFound { kind: "repository" })),
-        "{result:?}"
-    );
+    let result = h.core.create_job(&admin, org, new_job(RepoId::new(), Some(1))).await;
+    assert!(matches!(result, Err(Error::NotFound { kind: "repository" })), "{result:?}");
 }
 
 pub(crate) async fn invalid_job_input_is_rejected(h: &Harness) {
@@ -376,146 +188,69 @@ pub(crate) async fn invalid_job_input_is_rejected(h: &Harness) {
 
 pub(crate) async fn a_queued_job_is_cancelled_at_once(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     let cancelled = h.core.cancel_job(&admin, org, job.id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert!(cancelled.finished_at.is_some());
-    assert!(
-        cancelled.epoch > job.epoch,
-        "the epoch moves so a stale worker is fenced off"
-    );
-    let events = h
-        .core
-        .list_events(&admin, org, job.id, None, 100)
-        .await
-        .unwrap();
+    assert!(cancelled.epoch > job.epoch, "the epoch moves so a stale worker is fenced off");
+    let events = h.core.list_events(&admin, org, job.id, None, 100).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(
         (last.kind, last.from_state, last.to_state),
-        (
-            EventKind::StateChanged,
-            Some(JobState::Queued),
-            Some(JobState::Cancelled)
-        )
+        (EventKind::StateChanged, Some(JobState::Queued), Some(JobState::Cancelled))
     );
     assert_eq!(last.actor, admin.principal.label());
 }
 
 pub(crate) async fn a_finished_job_cannot_be_cancelled(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     h.core.cancel_job(&admin, org, job.id).await.unwrap();
     let again = h.core.cancel_job(&admin, org, job.id).await;
     assert!(
-        matches!(
-            again,
-            Err(Error::IllegalTransition {
-                from: JobState::Cancelled,
-                to: JobState::Cancelled
-            })
-        ),
+        matches!(again, Err(Error::IllegalTransition { from: JobState::Cancelled, to: JobState::Cancelled })),
         "{again:?}"
     );
 }
 
 pub(crate) async fn only_finished_jobs_can_be_deleted(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
-    assert!(matches!(
-        h.core.delete_job(&admin, org, job.id).await,
-        Err(Error::Conflict(_))
-    ));
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    assert!(matches!(h.core.delete_job(&admin, org, job.id).await, Err(Error::Conflict(_))));
     h.core.cancel_job(&admin, org, job.id).await.unwrap();
     h.core.delete_job(&admin, org, job.id).await.unwrap();
-    assert!(matches!(
-        h.core.get_job(&admin, org, job.id).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        h.core.list_events(&admin, org, job.id, None, 10).await,
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(h.core.get_job(&admin, org, job.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(h.core.list_events(&admin, org, job.id, None, 10).await, Err(Error::NotFound { .. })));
 }
 
 pub(crate) async fn events_are_appended_in_order_and_resume_after_an_id(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     let planning = NewEvent::state_changed("worker:w1", JobState::Queued, JobState::Planning);
     let e1 = h.store.append_event(org, job.id, planning).await.unwrap();
-    let step = NewEvent::new("worker:w1", EventKind::StepSucceeded, "planned 2 steps")
-        .with_data(json!({"steps": 2}));
+    let step = NewEvent::new("worker:w1", EventKind::StepSucceeded, "planned 2 steps").with_data(json!({"steps": 2}));
     let e2 = h.store.append_event(org, job.id, step).await.unwrap();
     assert!(e2.id > e1.id);
     assert_eq!(e2.data, json!({"steps": 2}));
-    assert_eq!(
-        (e1.from_state, e1.to_state),
-        (Some(JobState::Queued), Some(JobState::Planning))
-    );
+    assert_eq!((e1.from_state, e1.to_state), (Some(JobState::Queued), Some(JobState::Planning)));
 
-    let all = h
-        .core
-        .list_events(&admin, org, job.id, None, 100)
-        .await
-        .unwrap();
+    let all = h.core.list_events(&admin, org, job.id, None, 100).await.unwrap();
     assert_eq!(all.len(), 3);
-    assert!(
-        all.windows(2)
-            .all(|w| w[0].id < w[1].id && w[0].at <= w[1].at)
-    );
-    let after = h
-        .core
-        .list_events(&admin, org, job.id, Some(e1.id), 100)
-        .await
-        .unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id && w[0].at <= w[1].at));
+    let after = h.core.list_events(&admin, org, job.id, Some(e1.id), 100).await.unwrap();
     assert_eq!(after, vec![e2.clone()]);
-    let limited = h
-        .core
-        .list_events(&admin, org, job.id, None, 1)
-        .await
-        .unwrap();
+    let limited = h.core.list_events(&admin, org, job.id, None, 1).await.unwrap();
     assert_eq!(limited.len(), 1);
 
-    let missing = h
-        .store
-        .append_event(
-            org,
-            aicd_core::JobId::new(),
-            NewEvent::new("x", EventKind::Note, "n"),
-        )
-        .await;
-    assert!(
-        matches!(missing, Err(Error::NotFound { .. })),
-        "{missing:?}"
-    );
+    let missing = h.store.append_event(org, aicd_core::JobId::new(), NewEvent::new("x", EventKind::Note, "n")).await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
 }
 
 pub(crate) async fn usage_is_recorded_against_the_org_and_the_job(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     let start = Utc::now() - Duration::seconds(1);
-    for (step, input, output, cost) in
-        [("planning", 100, 20, 1_500), ("coding", 1_000, 400, 12_000)]
-    {
+    for (step, input, output, cost) in [("planning", 100, 20, 1_500), ("coding", 1_000, 400, 12_000)] {
         let usage = NewUsage {
             job_id: Some(job.id),
             step: step.into(),
@@ -525,48 +260,23 @@ pub(crate) async fn usage_is_recorded_against_the_org_and_the_job(h: &Harness) {
             cost_micros: cost,
         };
         let record = h.store.record_usage(org, usage).await.unwrap();
-        assert_eq!(
-            (record.job_id, record.repo_id),
-            (Some(job.id), Some(repo.id))
-        );
+        assert_eq!((record.job_id, record.repo_id), (Some(job.id), Some(repo.id)));
     }
     let end = Utc::now() + Duration::seconds(1);
     let totals = h.core.usage_totals(&admin, org, start, end).await.unwrap();
-    assert_eq!(
-        (
-            totals.input_tokens,
-            totals.output_tokens,
-            totals.cost_micros,
-            totals.calls
-        ),
-        (1_100, 420, 13_500, 2)
-    );
+    assert_eq!((totals.input_tokens, totals.output_tokens, totals.cost_micros, totals.calls), (1_100, 420, 13_500, 2));
     let job = h.core.get_job(&admin, org, job.id).await.unwrap();
-    assert_eq!(
-        (job.budget.spent_tokens, job.budget.spent_cost_micros),
-        (1_520, 13_500)
-    );
+    assert_eq!((job.budget.spent_tokens, job.budget.spent_cost_micros), (1_520, 13_500));
     assert_eq!(h.store.list_usage(org, start, end).await.unwrap().len(), 2);
     // Outside the window: nothing.
-    let earlier = h
-        .core
-        .usage_totals(&admin, org, start - Duration::days(2), start)
-        .await
-        .unwrap();
+    let earlier = h.core.usage_totals(&admin, org, start - Duration::days(2), start).await.unwrap();
     assert_eq!(earlier.calls, 0);
-    assert!(matches!(
-        h.core.usage_totals(&admin, org, end, start).await,
-        Err(Error::InvalidInput(_))
-    ));
+    assert!(matches!(h.core.usage_totals(&admin, org, end, start).await, Err(Error::InvalidInput(_))));
 }
 
 pub(crate) async fn deleting_an_org_removes_everything_it_owns(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let job = h
-        .core
-        .create_job(&admin, org, new_job(repo.id, Some(1)))
-        .await
-        .unwrap();
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     let usage = NewUsage {
         job_id: Some(job.id),
         step: "planning".into(),
@@ -577,24 +287,11 @@ pub(crate) async fn deleting_an_org_removes_everything_it_owns(h: &Harness) {
     };
     h.store.record_usage(org, usage).await.unwrap();
     let (other, other_admin, other_repo) = org_with_repo(h, "Other").await;
-    let survivor = h
-        .core
-        .create_job(&other_admin, other, new_job(other_repo.id, Some(1)))
-        .await
-        .unwrap();
+    let survivor = h.core.create_job(&other_admin, other, new_job(other_repo.id, Some(1))).await.unwrap();
 
     h.core.delete_org(&admin, org).await.unwrap();
-    assert!(matches!(
-        h.store.get_job(org, job.id).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        h.store.get_repo(org, repo.id).await,
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(h.store.get_job(org, job.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(h.store.get_repo(org, repo.id).await, Err(Error::NotFound { .. })));
     assert!(h.store.list_repos(org).await.unwrap().is_empty());
-    assert_eq!(
-        h.store.get_job(other, survivor.id).await.unwrap().id,
-        survivor.id
-    );
+    assert_eq!(h.store.get_job(other, survivor.id).await.unwrap().id, survivor.id);
 }

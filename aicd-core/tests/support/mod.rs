@@ -19,72 +19,33 @@ pub struct Harness {
 
 pub async fn postgres() -> Harness {
     let db = TestPostgres::new().await;
-    SqlStore::migrate_postgres(&db.owner_url())
-        .await
-        .expect("migrations apply");
+    SqlStore::migrate_postgres(&db.owner_url()).await.expect("migrations apply");
     let app_url = db.app_url("aicd_app").await;
-    let store = Arc::new(
-        SqlStore::postgres(&app_url, PostgresOptions::default())
-            .await
-            .expect("store opens"),
-    );
-    Harness {
-        core: core(&store),
-        store,
-        postgres: Some(db),
-        _sqlite: None,
-    }
+    let store = Arc::new(SqlStore::postgres(&app_url, PostgresOptions::default()).await.expect("store opens"));
+    Harness { core: core(&store), store, postgres: Some(db), _sqlite: None }
 }
 
 pub async fn sqlite() -> Harness {
     let db = TestSqlite::new();
     let store = Arc::new(SqlStore::sqlite(db.path()).await.expect("store opens"));
-    Harness {
-        core: core(&store),
-        store,
-        postgres: None,
-        _sqlite: Some(db),
-    }
+    Harness { core: core(&store), store, postgres: None, _sqlite: Some(db) }
 }
 
 fn core(store: &Arc<SqlStore>) -> Core {
-    Core::new(
-        store.clone(),
-        CoreOptions {
-            allow_local_repos: true,
-        },
-    )
+    Core::new(store.clone(), CoreOptions { allow_local_repos: true })
 }
 
 impl Harness {
     /// A user who is org_admin of a new org, and the actor for it.
     pub async fn org_with_admin(&self, name: &str) -> (Org, UserId, Actor) {
         let user = self.user(&format!("{name}-admin")).await;
-        let org = self
-            .core
-            .create_org(
-                user,
-                NewOrg {
-                    name: name.into(),
-                    max_concurrent_jobs: None,
-                },
-            )
-            .await
-            .unwrap();
+        let org = self.core.create_org(user, NewOrg { name: name.into(), max_concurrent_jobs: None }).await.unwrap();
         (org.clone(), user, Actor::user(user, org.id, Role::OrgAdmin))
     }
 
     pub async fn user(&self, subject: &str) -> UserId {
         let subject = format!("https://idp.example|{subject}-{}", uuid::Uuid::new_v4());
-        self.core
-            .sign_in(NewUser {
-                subject,
-                email: None,
-                name: None,
-            })
-            .await
-            .unwrap()
-            .id
+        self.core.sign_in(NewUser { subject, email: None, name: None }).await.unwrap().id
     }
 }
 

@@ -51,31 +51,25 @@ impl Config {
         let database = match get("DATABASE_URL") {
             Some(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    problems.push("DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite database)");
+                    problems.push(
+                        "DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite database)",
+                    );
                 }
                 let migration_url = get("AICD_DATABASE_MIGRATION_URL");
-                if migration_url.as_deref().is_some_and(|u| {
-                    !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
-                }) {
+                if migration_url
+                    .as_deref()
+                    .is_some_and(|u| !(u.starts_with("postgres://") || u.starts_with("postgresql://")))
+                {
                     problems.push("AICD_DATABASE_MIGRATION_URL must be a postgres:// URL");
                 }
-                Database::Postgres {
-                    url: Secret(url),
-                    migration_url: migration_url.map(Secret),
-                }
+                Database::Postgres { url: Secret(url), migration_url: migration_url.map(Secret) }
             }
             None => {
                 let dir = PathBuf::from(get("AICD_DATA_DIR").unwrap_or_else(|| "./data".into()));
-                Database::Sqlite {
-                    path: dir.join("aicd.db"),
-                }
+                Database::Sqlite { path: dir.join("aicd.db") }
             }
         };
-        if problems.is_empty() {
-            Ok(Self { database })
-        } else {
-            Err(problems.join("\n"))
-        }
+        if problems.is_empty() { Ok(Self { database }) } else { Err(problems.join("\n")) }
     }
 }
 
@@ -84,37 +78,22 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
-        Config::from_lookup(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
     }
 
     #[test]
     fn no_database_url_means_the_embedded_database() {
         let c = config(&[]).unwrap();
-        assert!(
-            matches!(c.database, Database::Sqlite { ref path } if path == &PathBuf::from("./data/aicd.db"))
-        );
+        assert!(matches!(c.database, Database::Sqlite { ref path } if path == &PathBuf::from("./data/aicd.db")));
         let c = config(&[("AICD_DATA_DIR", "/var/lib/aicd")]).unwrap();
-        assert!(
-            matches!(c.database, Database::Sqlite { ref path } if path == &PathBuf::from("/var/lib/aicd/aicd.db"))
-        );
+        assert!(matches!(c.database, Database::Sqlite { ref path } if path == &PathBuf::from("/var/lib/aicd/aicd.db")));
     }
 
     #[test]
     fn every_problem_is_reported_at_once_without_secrets() {
-        let err = config(&[
-            ("DATABASE_URL", "mysql://u:hunter2@x/db"),
-            ("AICD_DATABASE_MIGRATION_URL", "nope"),
-        ])
-        .unwrap_err();
-        assert!(
-            err.contains("DATABASE_URL must be")
-                && err.contains("AICD_DATABASE_MIGRATION_URL must be"),
-            "{err}"
-        );
+        let err =
+            config(&[("DATABASE_URL", "mysql://u:hunter2@x/db"), ("AICD_DATABASE_MIGRATION_URL", "nope")]).unwrap_err();
+        assert!(err.contains("DATABASE_URL must be") && err.contains("AICD_DATABASE_MIGRATION_URL must be"), "{err}");
         assert!(!err.contains("hunter2"));
     }
 

@@ -17,11 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Database};
 
 #[derive(Parser)]
-#[command(
-    name = "aicd-server",
-    version,
-    about = "AI-CD: turns issues into reviewed pull requests"
-)]
+#[command(name = "aicd-server", version, about = "AI-CD: turns issues into reviewed pull requests")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,28 +50,22 @@ enum AdminCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = Config::from_env()
-        .map_err(|problems| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
+    let config = Config::from_env().map_err(|problems| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
     match cli.command {
         Command::Migrate => migrate(&config).await,
-        Command::Admin {
-            command: AdminCommand::Bootstrap { org, json },
-        } => bootstrap(&config, org, json).await,
+        Command::Admin { command: AdminCommand::Bootstrap { org, json } } => bootstrap(&config, org, json).await,
     }
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     match &config.database {
         Database::Postgres { migration_url, .. } => {
-            let url = migration_url
-                .as_ref()
-                .context("AICD_DATABASE_MIGRATION_URL is required to migrate PostgreSQL")?;
+            let url =
+                migration_url.as_ref().context("AICD_DATABASE_MIGRATION_URL is required to migrate PostgreSQL")?;
             SqlStore::migrate_postgres(url.expose()).await?;
             tracing::info!("PostgreSQL migrations applied");
         }
@@ -96,9 +86,7 @@ async fn open_sqlite(path: &std::path::Path) -> anyhow::Result<SqlStore> {
 
 async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     Ok(match &config.database {
-        Database::Postgres { url, .. } => {
-            SqlStore::postgres(url.expose(), PostgresOptions::default()).await?
-        }
+        Database::Postgres { url, .. } => SqlStore::postgres(url.expose(), PostgresOptions::default()).await?,
         Database::Sqlite { path } => open_sqlite(path).await?,
     })
 }
@@ -106,23 +94,12 @@ async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 async fn bootstrap(config: &Config, name: String, json: bool) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let core = Core::new(Arc::new(store), CoreOptions::default());
-    let (org, _key, secret) = core
-        .bootstrap_org(NewOrg {
-            name,
-            max_concurrent_jobs: None,
-        })
-        .await?;
+    let (org, _key, secret) = core.bootstrap_org(NewOrg { name, max_concurrent_jobs: None }).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "org_id": org.id, "api_key": secret.expose() })
-        );
+        println!("{}", serde_json::json!({ "org_id": org.id, "api_key": secret.expose() }));
     } else {
         println!("Organization {} ({}) created.", org.name, org.id);
-        println!(
-            "Its org_admin API key (shown once, keep it safe):\n\n    {}\n",
-            secret.expose()
-        );
+        println!("Its org_admin API key (shown once, keep it safe):\n\n    {}\n", secret.expose());
     }
     Ok(())
 }

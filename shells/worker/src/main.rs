@@ -9,20 +9,12 @@ use anyhow::Context;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let url = std::env::var("DATABASE_URL")
-        .context("DATABASE_URL (PostgreSQL, the application role) is required")?;
-    let store = SqlStore::postgres(&url, PostgresOptions::default())
-        .await
-        .context("opening the store")?;
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL (PostgreSQL, the application role) is required")?;
+    let store = SqlStore::postgres(&url, PostgresOptions::default()).await.context("opening the store")?;
     store.ping().await?;
-    tracing::info!(
-        backend = store.backend(),
-        "database reachable and isolation verified"
-    );
+    tracing::info!(backend = store.backend(), "database reachable and isolation verified");
     Ok(())
 }

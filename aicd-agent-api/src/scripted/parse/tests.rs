@@ -51,23 +51,10 @@ fn crlf_and_cr_line_endings_are_normalised() {
 #[test]
 fn unterminated_directive_fence() {
     let e = err("text\n```aicd:write a.txt\nhello\n");
-    assert_eq!(
-        e,
-        ScriptError::UnterminatedFence {
-            line: 2,
-            fence: "```".into(),
-            info: "aicd:write a.txt".into()
-        }
-    );
-    assert!(
-        e.to_string()
-            .starts_with("line 2: the code block opened with ```aicd:write")
-    );
+    assert_eq!(e, ScriptError::UnterminatedFence { line: 2, fence: "```".into(), info: "aicd:write a.txt".into() });
+    assert!(e.to_string().starts_with("line 2: the code block opened with ```aicd:write"));
     // A shorter closer does not close it.
-    assert!(matches!(
-        err("````aicd:write a\nx\n```\n"),
-        ScriptError::UnterminatedFence { line: 1, .. }
-    ));
+    assert!(matches!(err("````aicd:write a\nx\n```\n"), ScriptError::UnterminatedFence { line: 1, .. }));
 }
 
 #[test]
@@ -75,33 +62,15 @@ fn unterminated_plain_fence_is_content_unless_it_hides_a_directive() {
     let body = "~~~aicd:write a\nA\n~~~\n```rust\nlet x = 1;\n";
     assert_eq!(ok(body).len(), 1);
     let body = "```rust\nlet x = 1;\n\n~~~aicd:write a\nA\n~~~\n";
-    assert_eq!(
-        err(body),
-        ScriptError::UnterminatedFence {
-            line: 1,
-            fence: "```".into(),
-            info: "rust".into()
-        }
-    );
+    assert_eq!(err(body), ScriptError::UnterminatedFence { line: 1, fence: "```".into(), info: "rust".into() });
 }
 
 #[test]
 fn missing_path() {
-    for body in [
-        "```aicd:write\nx\n```",
-        "```aicd:write   \nx\n```",
-        "~~~aicd:delete\n~~~",
-    ] {
-        assert!(
-            matches!(err(body), ScriptError::MissingPath { line: 1, .. }),
-            "{body}"
-        );
+    for body in ["```aicd:write\nx\n```", "```aicd:write   \nx\n```", "~~~aicd:delete\n~~~"] {
+        assert!(matches!(err(body), ScriptError::MissingPath { line: 1, .. }), "{body}");
     }
-    assert!(
-        err("```aicd:delete\n```")
-            .to_string()
-            .contains("`aicd:delete` needs a path")
-    );
+    assert!(err("```aicd:delete\n```").to_string().contains("`aicd:delete` needs a path"));
 }
 
 #[test]
@@ -113,21 +82,12 @@ fn no_blocks() {
 
 #[test]
 fn delete_blocks() {
-    assert_eq!(
-        ok("```aicd:delete old.txt\n```"),
-        [FileChange::delete("old.txt")]
-    );
+    assert_eq!(ok("```aicd:delete old.txt\n```"), [FileChange::delete("old.txt")]);
     // Blank lines are not content.
-    assert_eq!(
-        ok("```aicd:delete old.txt\n  \n\n```"),
-        [FileChange::delete("old.txt")]
-    );
+    assert_eq!(ok("```aicd:delete old.txt\n  \n\n```"), [FileChange::delete("old.txt")]);
     assert_eq!(
         err("text\n```aicd:delete old.txt\nsomething\n```"),
-        ScriptError::DeleteWithContent {
-            line: 2,
-            path: "old.txt".into()
-        }
+        ScriptError::DeleteWithContent { line: 2, path: "old.txt".into() }
     );
 }
 
@@ -151,10 +111,7 @@ fn a() {}
 ```
 ";
     let c = ok(body);
-    assert_eq!(
-        c.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(),
-        ["src/a.rs", "src/old.rs", "docs/b.md"]
-    );
+    assert_eq!(c.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["src/a.rs", "src/old.rs", "docs/b.md"]);
     assert_eq!(text(&c[0]), "fn a() {}\n");
     assert_eq!(c[1].op, ChangeOp::Delete);
     assert_eq!(text(&c[2]), "");
@@ -202,27 +159,14 @@ fn two_char_runs_are_not_fences() {
 
 #[test]
 fn unknown_directive_and_other_languages() {
-    assert_eq!(
-        err("```aicd:writ a\n```"),
-        ScriptError::UnknownDirective {
-            line: 1,
-            directive: "aicd:writ".into()
-        }
-    );
+    assert_eq!(err("```aicd:writ a\n```"), ScriptError::UnknownDirective { line: 1, directive: "aicd:writ".into() });
     assert!(ok("```rust aicd:write a\nx\n```").is_empty());
 }
 
 #[test]
 fn duplicate_paths() {
     let body = "```aicd:write a\n1\n```\n```aicd:delete a\n```";
-    assert_eq!(
-        err(body),
-        ScriptError::DuplicatePath {
-            line: 4,
-            path: "a".into(),
-            first_line: 1
-        }
-    );
+    assert_eq!(err(body), ScriptError::DuplicatePath { line: 4, path: "a".into(), first_line: 1 });
 }
 
 #[test]

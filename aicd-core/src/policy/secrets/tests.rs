@@ -5,11 +5,7 @@ use super::*;
 use crate::policy::{PolicyBlocked, PolicyConfig, evaluate};
 
 fn scan_with(policy: &Policy, path: &str, before: Option<&str>, after: &str) -> Vec<Violation> {
-    let diff = FileDiff {
-        path,
-        before: before.map(str::as_bytes),
-        after: Some(after.as_bytes()),
-    };
+    let diff = FileDiff { path, before: before.map(str::as_bytes), after: Some(after.as_bytes()) };
     let mut out = Vec::new();
     check(&diff, policy, &mut out);
     out
@@ -27,71 +23,22 @@ fn fakes() -> Vec<(&'static str, String, String)> {
     let aws_secret = format!("{}{}", "Tq3vL9xZ2pW8mK4nR7sY", "1bH6cJ0dF5gA/uE+iO3e");
     let stripe = format!("sk_{}_{}", "live", "Zq8mT4vW9pL2xR7nK5a1B2c3");
     let webhook = format!("whsec_{}", "Zq8mT4vW9pL2xR7nK5a1B2c3d4E5");
-    let slack = format!(
-        "xoxb-{}-{}",
-        "1234567890-9876543210", "Zq8mT4vW9pL2xR7nK5a1B2c3"
-    );
-    let slack_hook = format!(
-        "https://hooks.{}.com/services/{}",
-        "slack", "T0A1B2C3D/B0A1B2C3D/Zq8mT4vW9pL2xR7nK5a1B2c3"
-    );
+    let slack = format!("xoxb-{}-{}", "1234567890-9876543210", "Zq8mT4vW9pL2xR7nK5a1B2c3");
+    let slack_hook =
+        format!("https://hooks.{}.com/services/{}", "slack", "T0A1B2C3D/B0A1B2C3D/Zq8mT4vW9pL2xR7nK5a1B2c3");
     let generic = format!("{}{}", "Zq8mT4vW9", "pL2xR7nK5");
     vec![
-        (
-            "GitHub token",
-            github.clone(),
-            format!("TOKEN = \"{github}\""),
-        ),
-        (
-            "GitHub fine-grained token",
-            github_pat.clone(),
-            format!("auth({github_pat})"),
-        ),
-        (
-            "AWS access key id",
-            aws_id.clone(),
-            format!("key_id: {aws_id}"),
-        ),
-        (
-            "AWS secret access key",
-            aws_secret.clone(),
-            format!("aws_secret_access_key = {aws_secret}"),
-        ),
-        (
-            "Stripe secret key",
-            stripe.clone(),
-            format!("stripe.api_key = '{stripe}'"),
-        ),
-        (
-            "Stripe webhook secret",
-            webhook.clone(),
-            format!("hook({webhook})"),
-        ),
-        (
-            "Slack token",
-            slack.clone(),
-            format!("client = Slack(\"{slack}\")"),
-        ),
-        (
-            "Slack webhook URL",
-            slack_hook.clone(),
-            format!("url: {slack_hook}"),
-        ),
-        (
-            "secret in an assignment",
-            generic.clone(),
-            format!("api_key = \"{generic}\""),
-        ),
-        (
-            "secret in an assignment",
-            generic.clone(),
-            format!("\"password\": \"{generic}\","),
-        ),
-        (
-            "secret in an assignment",
-            generic.clone(),
-            format!("DB_PASSWORD={generic}"),
-        ),
+        ("GitHub token", github.clone(), format!("TOKEN = \"{github}\"")),
+        ("GitHub fine-grained token", github_pat.clone(), format!("auth({github_pat})")),
+        ("AWS access key id", aws_id.clone(), format!("key_id: {aws_id}")),
+        ("AWS secret access key", aws_secret.clone(), format!("aws_secret_access_key = {aws_secret}")),
+        ("Stripe secret key", stripe.clone(), format!("stripe.api_key = '{stripe}'")),
+        ("Stripe webhook secret", webhook.clone(), format!("hook({webhook})")),
+        ("Slack token", slack.clone(), format!("client = Slack(\"{slack}\")")),
+        ("Slack webhook URL", slack_hook.clone(), format!("url: {slack_hook}")),
+        ("secret in an assignment", generic.clone(), format!("api_key = \"{generic}\"")),
+        ("secret in an assignment", generic.clone(), format!("\"password\": \"{generic}\",")),
+        ("secret in an assignment", generic.clone(), format!("DB_PASSWORD={generic}")),
     ]
 }
 
@@ -121,10 +68,7 @@ fn detects_each_family_with_line_numbers_and_never_leaks_the_value() {
 fn private_key_with_body_is_detected() {
     let header = format!("-----BEGIN {} KEY-----", "OPENSSH PRIVATE");
     let body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
-    let after = format!(
-        "{header}\n{body}\n-----END {} KEY-----\n",
-        "OPENSSH PRIVATE"
-    );
+    let after = format!("{header}\n{body}\n-----END {} KEY-----\n", "OPENSSH PRIVATE");
     let found = scan(None, &after);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].line, Some(1));
@@ -182,10 +126,7 @@ fn placeholders_and_code_references_are_not_secrets() {
         "max_tokens = 1234567890123456".to_owned(),
         "token_url = \"https://example.com/oauth/token\"".to_owned(),
         "token_endpoint = \"https://auth.corp.io/oauth2/v1/token\"".to_owned(),
-        format!(
-            "aws_secret_access_key = {}",
-            "EXAMPLE".repeat(6).get(..40).unwrap_or("")
-        ),
+        format!("aws_secret_access_key = {}", "EXAMPLE".repeat(6).get(..40).unwrap_or("")),
         format!("key_id = {}{}", "AKIAIOSFODNN7", "EXAMPLE"),
         "let secret_len = secret.len();".to_owned(),
     ];
@@ -206,43 +147,28 @@ fn overlapping_detectors_report_once() {
 #[test]
 fn allowlisted_and_deleted_files_are_not_scanned() {
     let (_, _, line) = fakes().remove(0);
-    let cfg = PolicyConfig {
-        secret_allow: Some(vec!["tests/fixtures/**".into()]),
-        ..PolicyConfig::default()
-    };
+    let cfg = PolicyConfig { secret_allow: Some(vec!["tests/fixtures/**".into()]), ..PolicyConfig::default() };
     let policy = Policy::from_config(&cfg).unwrap();
     let text = format!("{line}\n");
     assert!(scan_with(&policy, "tests/fixtures/creds.txt", None, &text).is_empty());
-    assert_eq!(
-        scan_with(&policy, "tests/other/creds.txt", None, &text).len(),
-        1
-    );
+    assert_eq!(scan_with(&policy, "tests/other/creds.txt", None, &text).len(), 1);
     let deleted = FileDiff::deleted("src/creds.txt", text.as_bytes());
     assert!(evaluate(&[deleted], &policy).is_empty());
 }
 
 #[test]
 fn findings_per_file_are_capped() {
-    let text: String = (0..25)
-        .map(|i| format!("t{i} = \"ghp_{}{:04}\"\n", "Zq8m".repeat(8), i))
-        .collect();
+    let text: String = (0..25).map(|i| format!("t{i} = \"ghp_{}{:04}\"\n", "Zq8m".repeat(8), i)).collect();
     let found = scan(None, &text);
     assert_eq!(found.len(), MAX_PER_FILE + 1);
     let last = found.last().unwrap();
     assert_eq!(last.line, None);
-    assert!(
-        last.message.contains("5 more possible secrets"),
-        "{}",
-        last.message
-    );
+    assert!(last.message.contains("5 more possible secrets"), "{}", last.message);
 }
 
 #[test]
 fn custom_patterns_are_additive_and_validated() {
-    let cfg = PolicyConfig::from_repo_toml(
-        "[policy]\nsecret_patterns = ['acme_(?P<value>[0-9a-f]{32})']\n",
-    )
-    .unwrap();
+    let cfg = PolicyConfig::from_repo_toml("[policy]\nsecret_patterns = ['acme_(?P<value>[0-9a-f]{32})']\n").unwrap();
     let policy = Policy::from_config(&PolicyConfig::merge(&PolicyConfig::default(), &cfg)).unwrap();
     let value = "0123456789abcdef".repeat(2);
     let found = scan_with(&policy, "a.txt", None, &format!("k = acme_{value}\n"));
@@ -252,10 +178,7 @@ fn custom_patterns_are_additive_and_validated() {
     let (_, _, line) = fakes().remove(0);
     assert_eq!(scan_with(&policy, "a.txt", None, &line).len(), 1);
 
-    let bad = PolicyConfig {
-        secret_patterns: Some(vec!["acme_(".into()]),
-        ..PolicyConfig::default()
-    };
+    let bad = PolicyConfig { secret_patterns: Some(vec!["acme_(".into()]), ..PolicyConfig::default() };
     match Policy::from_config(&bad) {
         Err(PolicyError::InvalidRegex { pattern, message }) => {
             assert_eq!(pattern, "acme_(");
