@@ -46,6 +46,24 @@ pub enum Error {
         /// The job that could not be written.
         job_id: crate::JobId,
     },
+    /// A dependency (the forge, Redis) failed in a way that may pass: retry with backoff.
+    #[error("{service} unavailable: {message}")]
+    Unavailable {
+        /// Which dependency (`forge`, `redis`, ...).
+        service: &'static str,
+        /// What happened, for logs and the job's timeline.
+        message: String,
+        /// How long the dependency asked us to wait, if it said.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// A dependency refused for good (lost access, a missing repository): fail with this reason.
+    #[error("{service} refused: {message}")]
+    Rejected {
+        /// Which dependency.
+        service: &'static str,
+        /// Why, in words a person can act on.
+        message: String,
+    },
     /// The database refused to start safely (for example, row-level security is not enforced).
     #[error("unsafe database configuration: {0}")]
     UnsafeDatabase(String),

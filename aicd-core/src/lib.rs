@@ -2,11 +2,14 @@
 
 pub mod deliveries;
 mod error;
+pub mod forge;
 mod ids;
 pub mod jobs;
+pub mod orchestrator;
 pub mod policy;
 pub mod repos;
 mod service;
+pub mod signals;
 pub mod store;
 pub mod tenancy;
 

@@ -3,12 +3,14 @@
 
 mod events;
 mod state;
+mod update;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use events::{EventKind, JobEvent, NewEvent};
 pub use state::{JobState, TRANSITIONS};
+pub use update::{Fence, JobUpdate};
 
 use crate::{Error, JobId, OrgId, RepoId, Result};
 
@@ -95,6 +97,9 @@ pub struct StepAttempts {
     pub coding: u32,
     /// Attempts at reviewing and publishing.
     pub reviewing: u32,
+    /// Changesets the policy engine blocked.
+    #[serde(default)]
+    pub policy_blocks: u32,
 }
 
 /// A job's budget, shared by planner, coder and critic, and what it has spent of it.
@@ -150,10 +155,14 @@ pub struct Checkpoints {
     pub plan: Option<serde_json::Value>,
     /// The coder's changeset.
     pub changeset: Option<serde_json::Value>,
-    /// The critic's review.
+    /// The critic's review of the current changeset (cleared when a new changeset goes to review).
     pub review: Option<serde_json::Value>,
+    /// Feedback for the coder's next round (from the critic or the policy engine).
+    pub feedback: Option<serde_json::Value>,
     /// The pull request.
     pub pull_request: Option<PullRequestRef>,
+    /// The progress comment on the issue, once posted.
+    pub progress_comment: Option<u64>,
 }
 
 /// A job: one issue being turned into a reviewed pull request.

@@ -53,6 +53,8 @@ pub(crate) enum Scope<'a> {
     User(UserId),
     /// API keys with this lookup prefix, across orgs.
     KeyPrefix(&'a str),
+    /// Jobs and orgs of every organization: the dispatcher's claim and lease reaping only.
+    System,
     /// No tenant rows (users, webhook deliveries).
     Global,
 }
@@ -127,13 +129,7 @@ impl SqlStore {
             Pool::Sqlite(pool) => Ok(Tx::Sqlite(pool.begin().await?)),
             Pool::Postgres(pool) => {
                 let mut tx = Tx::Postgres(pool.begin().await?);
-                let (name, value) = match scope {
-                    Scope::Org(org) => ("app.org_id", org.to_string()),
-                    Scope::User(user) => ("app.user_id", user.to_string()),
-                    Scope::KeyPrefix(prefix) => ("app.key_prefix", prefix.to_owned()),
-                    Scope::Global => return Ok(tx),
-                };
-                tx.execute(q("SELECT set_config($1, $2, true)").arg(name).arg(value)).await?;
+                tx.set_scope(scope).await?;
                 Ok(tx)
             }
         }

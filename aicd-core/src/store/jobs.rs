@@ -253,7 +253,7 @@ impl JobStore for SqlStore {
     }
 }
 
-async fn fetch_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
+pub(crate) async fn fetch_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
     let row: Option<JobRow> = tx
         .fetch_optional(
             q(concat!("SELECT ", job_columns!(), " FROM jobs WHERE org_id = $1 AND id = $2")).arg(org).arg(job),
@@ -264,7 +264,7 @@ async fn fetch_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
 
 /// Reads a job after taking its row lock (PostgreSQL) or the write lock (SQLite), so the caller's
 /// decision and update are not raced by another writer.
-async fn lock_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
+pub(crate) async fn lock_job(tx: &mut Tx, org: OrgId, job: JobId) -> Result<Job> {
     tx.execute(q("UPDATE jobs SET updated_at = updated_at WHERE org_id = $1 AND id = $2").arg(org).arg(job)).await?;
     fetch_job(tx, org, job).await
 }

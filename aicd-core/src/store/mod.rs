@@ -6,6 +6,7 @@
 
 mod connect;
 mod deliveries;
+mod dispatch;
 mod jobs;
 mod repos;
 mod rows;
@@ -18,7 +19,7 @@ use chrono::{DateTime, Utc};
 pub use connect::{PostgresOptions, SqlStore};
 
 use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
-use crate::jobs::{Job, JobEvent, JobFilter, NewEvent, NewJob, Page, UsageRecord, UsageTotals};
+use crate::jobs::{Fence, Job, JobEvent, JobFilter, JobUpdate, NewEvent, NewJob, Page, UsageRecord, UsageTotals};
 use crate::repos::{NewRepo, RepoPatch, Repository};
 use crate::tenancy::{ApiKey, Membership, NewOrg, NewUser, Org, OrgPatch, Role, User};
 use crate::{ApiKeyId, JobId, OrgId, RepoId, Result, UserId};
@@ -167,9 +168,41 @@ pub trait DeliveryStore: Send + Sync {
     async fn get_delivery(&self, delivery_id: &str) -> Result<WebhookDelivery>;
 }
 
+/// Dispatch: how workers take jobs and write to the jobs they hold.
+///
+/// The database is the queue. A worker claims a job with a lease and a new epoch, extends the lease
+/// by heartbeats, and writes with [`DispatchStore::update_job`], a compare-and-set on (job, state,
+/// epoch, lease holder). A reaper re-queues jobs whose lease expired, so a crashed worker's job is
+/// taken over; the old worker's writes then fail with [`crate::Error::LeaseLost`].
+#[async_trait]
+pub trait DispatchStore: Send + Sync {
+    /// Claims the runnable, unheld job that has waited longest (`run_after` reached) among
+    /// organizations below their concurrency limit: it gets a lease for `lease` and its epoch is
+    /// incremented. `None` when there is nothing to do.
+    async fn claim_next(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Job>>;
+    /// Extends the lease by `lease` from now if the worker still holds the job under `fence`;
+    /// returns whether a person asked to cancel it. [`crate::Error::LeaseLost`] otherwise
+    /// (including when the lease has already expired).
+    async fn heartbeat(&self, org: OrgId, job: JobId, fence: &Fence, lease: chrono::Duration) -> Result<bool>;
+    /// Applies `update` if the worker still holds the job under `fence` and its lease has not
+    /// expired; a state change is checked against the transition table and recorded as an event,
+    /// together with `update.events`, in the same transaction. Terminal states and `release`
+    /// give the lease up. Returns the job as written and the events appended.
+    async fn update_job(
+        &self,
+        org: OrgId,
+        job: JobId,
+        fence: &Fence,
+        update: JobUpdate,
+    ) -> Result<(Job, Vec<JobEvent>)>;
+    /// Releases every lease that has expired (its worker died or stalled), so the jobs can be
+    /// claimed again; returns the events it appended.
+    async fn reap_expired_leases(&self) -> Result<Vec<JobEvent>>;
+}
+
 /// The whole storage port.
-pub trait Store: TenancyStore + RepoStore + JobStore + DeliveryStore {}
-impl<T: TenancyStore + RepoStore + JobStore + DeliveryStore> Store for T {}
+pub trait Store: TenancyStore + RepoStore + JobStore + DeliveryStore + DispatchStore {}
+impl<T: TenancyStore + RepoStore + JobStore + DeliveryStore + DispatchStore> Store for T {}
 
 /// Now, at the microsecond precision both databases keep, so values read back compare equal.
 pub(crate) fn now() -> DateTime<Utc> {

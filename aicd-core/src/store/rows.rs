@@ -213,7 +213,9 @@ pub(crate) struct JobRow {
     plan: Option<Json<serde_json::Value>>,
     changeset: Option<Json<serde_json::Value>>,
     review: Option<Json<serde_json::Value>>,
+    feedback: Option<Json<serde_json::Value>>,
     pull_request: Option<Json<PullRequestRef>>,
+    progress_comment_id: Option<i64>,
     failure_reason: Option<String>,
     created_by: String,
     created_at: DateTime<Utc>,
@@ -226,7 +228,7 @@ macro_rules! job_columns {
         "id, org_id, repo_id, issue_number, issue_title, issue_body, issue_url, \
      issue_author, trigger, state, attempts, review_round, budget_tokens, budget_cost_micros, spent_tokens, \
      spent_cost_micros, lease_owner, lease_expires_at, epoch, run_after, cancel_requested, plan, changeset, \
-     review, pull_request, failure_reason, created_by, created_at, updated_at, finished_at"
+     review, feedback, pull_request, progress_comment_id, failure_reason, created_by, created_at, updated_at, finished_at"
     };
 }
 pub(crate) use job_columns;
@@ -266,7 +268,9 @@ impl TryFrom<JobRow> for Job {
                 plan: r.plan.map(|j| j.0),
                 changeset: r.changeset.map(|j| j.0),
                 review: r.review.map(|j| j.0),
+                feedback: r.feedback.map(|j| j.0),
                 pull_request: r.pull_request.map(|j| j.0),
+                progress_comment: r.progress_comment_id.map(|n| unsigned(n, "comment id")).transpose()?,
             },
             failure_reason: r.failure_reason,
             created_by: r.created_by,

@@ -161,6 +161,24 @@ impl Tx {
         })
     }
 
+    /// Makes `scope`'s rows visible for the rest of the transaction (PostgreSQL row-level
+    /// security; a no-op on SQLite, where every query is scoped by the application alone).
+    pub(crate) async fn set_scope(&mut self, scope: super::connect::Scope<'_>) -> Result<()> {
+        use super::connect::Scope;
+        if matches!(self, Tx::Sqlite(_)) {
+            return Ok(());
+        }
+        let (name, value) = match scope {
+            Scope::Org(org) => ("app.org_id", org.to_string()),
+            Scope::User(user) => ("app.user_id", user.to_string()),
+            Scope::KeyPrefix(prefix) => ("app.key_prefix", prefix.to_owned()),
+            Scope::System => ("app.scope", "system".to_owned()),
+            Scope::Global => return Ok(()),
+        };
+        self.execute(q("SELECT set_config($1, $2, true)").arg(name).arg(value)).await?;
+        Ok(())
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Tx::Postgres(tx) => tx.commit().await?,

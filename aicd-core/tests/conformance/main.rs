@@ -5,6 +5,7 @@
 mod support;
 
 mod deliveries;
+mod dispatch;
 mod isolation;
 mod jobs;
 mod tenancy;
@@ -60,5 +61,17 @@ mod isolation_tests {
         org_a_cannot_update_cancel_or_delete_org_b_resources,
         the_store_scopes_every_query_by_org,
         every_role_gets_exactly_its_permissions,
+    );
+}
+
+mod dispatch_tests {
+    crate::conformance!(dispatch:
+        claims_take_the_oldest_runnable_job_once_with_a_new_epoch,
+        the_per_org_concurrency_limit_holds_when_claiming,
+        a_checkpoint_and_its_transition_are_written_together,
+        writes_follow_the_transition_table,
+        a_stale_worker_cannot_transition_or_checkpoint_after_lease_expiry,
+        heartbeats_extend_the_lease_and_report_cancellation,
+        a_released_job_waits_for_its_run_after,
     );
 }

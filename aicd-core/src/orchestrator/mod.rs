@@ -1,0 +1,106 @@
+//! The orchestrator: workers that claim jobs and drive them QUEUED -> PLANNING -> CODING ->
+//! REVIEWING -> PR_OPEN by calling the agent, checking its changes with the policy engine, and
+//! publishing through the forge.
+//!
+//! Durability comes from the store: every step's output is checkpointed in the same transaction as
+//! the transition that follows it, every write is fenced by the lease's epoch, and a crashed
+//! worker's job is re-queued by the reaper and resumed by another worker at the step it was in.
+
+mod backoff;
+mod policy_gate;
+mod progress;
+mod run;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aicd_agent_api::Agent;
+
+pub use backoff::Backoff;
+pub use worker::WorkerHandle;
+
+use crate::forge::Forge;
+use crate::policy::PolicyConfig;
+use crate::signals::{Doorbell, EventBus};
+use crate::store::Store;
+
+/// How workers behave.
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// This worker's identity, recorded as the lease holder (unique per process).
+    pub worker_id: String,
+    /// How many jobs this worker runs at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often a held job's lease is extended (well under `lease`).
+    pub heartbeat_every: Duration,
+    /// How long an idle worker waits for the doorbell before polling the database anyway.
+    pub poll_interval: Duration,
+    /// Attempts per step before the job fails (crashes and transient errors both count).
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// How many times the critic may send the coder back before the job fails.
+    pub max_review_rounds: u32,
+    /// When the policy engine blocks a changeset, hand the violations back to the coder once
+    /// instead of failing at once.
+    pub policy_feedback: bool,
+    /// The organization-wide policy defaults (a repository's `.aicd.toml` and settings add to
+    /// them).
+    pub policy: PolicyConfig,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(2),
+            max_attempts: 5,
+            backoff: Backoff::default(),
+            max_review_rounds: 3,
+            policy_feedback: false,
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+/// Everything a worker needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) agent: Arc<dyn Agent>,
+    pub(crate) forge: Arc<dyn Forge>,
+    pub(crate) doorbell: Arc<dyn Doorbell>,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) config: Arc<OrchestratorConfig>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator over these parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        agent: Arc<dyn Agent>,
+        forge: Arc<dyn Forge>,
+        doorbell: Arc<dyn Doorbell>,
+        bus: Arc<dyn EventBus>,
+        config: OrchestratorConfig,
+    ) -> Self {
+        Self { store, agent, forge, doorbell, bus, config: Arc::new(config) }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OrchestratorConfig {
+        &self.config
+    }
+}

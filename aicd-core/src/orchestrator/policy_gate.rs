@@ -1,0 +1,64 @@
+//! Running the policy engine on a changeset: compare each changed file with the base, under the
+//! organization's defaults merged with the repository's settings and its `.aicd.toml`.
+
+use aicd_agent_api::{ChangeOp, Changeset, RepoView};
+
+use crate::policy::{FileDiff, Policy, PolicyConfig, Violation, evaluate};
+use crate::repos::Repository;
+
+/// Why the gate could not decide: a configuration a person must fix, or a repository read that
+/// may pass.
+pub(crate) enum GateError {
+    Config(String),
+    Read(aicd_agent_api::RepoViewError),
+}
+
+/// The repository's policy file.
+const REPO_POLICY_FILE: &str = ".aicd.toml";
+
+pub(crate) async fn check(
+    org_defaults: &PolicyConfig,
+    repo: &Repository,
+    view: &dyn RepoView,
+    changeset: &Changeset,
+) -> Result<Vec<Violation>, GateError> {
+    let mut config = org_defaults.clone();
+    if let Some(settings) = repo.settings.get("policy") {
+        let from_settings: PolicyConfig = serde_json::from_value(settings.clone())
+            .map_err(|e| GateError::Config(format!("the repository's policy settings are invalid: {e}")))?;
+        config = PolicyConfig::merge(&config, &from_settings);
+    }
+    if let Some(text) = view.read_file(REPO_POLICY_FILE).await.map_err(GateError::Read)? {
+        let text =
+            String::from_utf8(text).map_err(|_| GateError::Config(format!("{REPO_POLICY_FILE} is not UTF-8")))?;
+        let from_file = PolicyConfig::from_repo_toml(&text)
+            .map_err(|e| GateError::Config(format!("{REPO_POLICY_FILE} is invalid: {e}")))?;
+        config = PolicyConfig::merge(&config, &from_file);
+    }
+    let policy = Policy::from_config(&config).map_err(|e| GateError::Config(format!("invalid policy: {e}")))?;
+
+    let mut before = Vec::with_capacity(changeset.changes.len());
+    for change in &changeset.changes {
+        // Unsafe paths are not read; the engine reports them.
+        let content = if aicd_agent_api::validate_repo_path(&change.path).is_ok() {
+            view.read_file(&change.path).await.map_err(GateError::Read)?
+        } else {
+            None
+        };
+        before.push(content);
+    }
+    let diffs: Vec<FileDiff<'_>> = changeset
+        .changes
+        .iter()
+        .zip(&before)
+        .map(|(change, before)| FileDiff {
+            path: &change.path,
+            before: before.as_deref(),
+            after: match &change.op {
+                ChangeOp::Write { content } => Some(content.as_slice()),
+                ChangeOp::Delete => None,
+            },
+        })
+        .collect();
+    Ok(evaluate(&diffs, &policy))
+}

@@ -1,0 +1,502 @@
+//! Driving one claimed job until it ends, waits (PR_OPEN), or gives its lease up.
+
+use std::sync::Arc;
+
+use aicd_agent_api::{
+    AgentError, Budget as AgentBudget, Changeset, Feedback, Issue, Output, Plan, RepoRef, RepoView, Review,
+    TaskContext, Usage, Verdict,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::policy_gate::{self, GateError};
+use super::{Orchestrator, progress};
+use crate::forge::NewPullRequest;
+use crate::jobs::{EventKind, Fence, Job, JobState, JobUpdate, NewEvent, StepAttempts};
+use crate::policy::PolicyBlocked;
+use crate::repos::Repository;
+use crate::store::{NewUsage, now};
+use crate::{Error, Result};
+
+/// What the heartbeat learned, or the worker was told, while a step ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    None,
+    /// A person asked to cancel the job.
+    Cancel,
+    /// The worker is shutting down: stop at the next checkpoint and release the lease.
+    Shutdown,
+    /// The lease is gone: write nothing more.
+    LeaseLost,
+}
+
+/// How a step ended, short of moving on.
+enum Stop {
+    /// A failure that may pass: retry later.
+    Transient { message: String, retry_after: Option<std::time::Duration> },
+    /// A failure that won't: the job fails with this reason.
+    Permanent(String),
+    /// Interrupted (see [`Interrupt`]).
+    Interrupted(Interrupt),
+}
+
+impl From<AgentError> for Stop {
+    fn from(err: AgentError) -> Self {
+        match err {
+            AgentError::Transient { message, retry_after } => Stop::Transient { message, retry_after },
+            AgentError::BudgetExhausted { message } => Stop::Permanent(format!("budget exhausted: {message}")),
+            other => Stop::Permanent(other.message().to_owned()),
+        }
+    }
+}
+
+impl From<Error> for Stop {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::LeaseLost { .. } => Stop::Interrupted(Interrupt::LeaseLost),
+            Error::Unavailable { service, message, retry_after } => {
+                Stop::Transient { message: format!("{service}: {message}"), retry_after }
+            }
+            Error::Database(e) => Stop::Transient { message: format!("database: {e}"), retry_after: None },
+            Error::Rejected { service, message } => Stop::Permanent(format!("{service}: {message}")),
+            other => Stop::Permanent(other.to_string()),
+        }
+    }
+}
+
+type StepResult<T> = std::result::Result<T, Stop>;
+
+/// One claimed job being driven by one worker.
+pub(crate) struct JobRun {
+    orch: Orchestrator,
+    job: Job,
+    fence: Fence,
+    interrupt: watch::Receiver<Interrupt>,
+    repo: Option<Repository>,
+    view: Option<Arc<dyn RepoView>>,
+}
+
+impl JobRun {
+    /// A run of `job`, just claimed, listening to `interrupt`.
+    pub(crate) fn new(orch: Orchestrator, job: Job, interrupt: watch::Receiver<Interrupt>) -> Self {
+        let fence = Fence { worker: orch.config.worker_id.clone(), epoch: job.epoch, state: job.state };
+        Self { orch, job, fence, interrupt, repo: None, view: None }
+    }
+
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Runs steps until the job leaves the runnable states or this worker has to let go.
+    pub(crate) async fn drive(mut self) {
+        loop {
+            let state = self.job.state;
+            if !state.is_runnable() {
+                return;
+            }
+            let interrupt = *self.interrupt.borrow();
+            let result = match interrupt {
+                Interrupt::None => self.step().await,
+                other => Err(Stop::Interrupted(other)),
+            };
+            let stop = match result {
+                Ok(()) => continue,
+                Err(stop) => stop,
+            };
+            let outcome = match stop {
+                Stop::Interrupted(Interrupt::LeaseLost) => {
+                    tracing::warn!(job_id = %self.job.id, "lease lost; leaving the job to its new holder");
+                    return;
+                }
+                Stop::Interrupted(Interrupt::Cancel) => self.finish(JobState::Cancelled, None).await,
+                Stop::Interrupted(_) => self.release(None, Vec::new()).await,
+                Stop::Transient { message, retry_after } => self.retry_later(message, retry_after).await,
+                Stop::Permanent(reason) => self.finish(JobState::Failed, Some(reason)).await,
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(job_id = %self.job.id, error = %e, "could not record how the step ended");
+            }
+            return;
+        }
+    }
+
+    async fn step(&mut self) -> StepResult<()> {
+        match self.job.state {
+            JobState::Queued => self.start().await,
+            JobState::Planning => self.plan().await,
+            JobState::Coding => self.code().await,
+            JobState::Reviewing => self.review_and_publish().await,
+            _ => Ok(()),
+        }
+    }
+
+    // --- steps -------------------------------------------------------------------------------
+
+    async fn start(&mut self) -> StepResult<()> {
+        self.write(JobUpdate { state: Some(JobState::Planning), ..Default::default() }).await
+    }
+
+    async fn plan(&mut self) -> StepResult<()> {
+        self.begin_attempt(|a| &mut a.planning).await?;
+        let ctx = self.context().await?;
+        let agent = self.orch.agent.clone();
+        let out = self.call("planning", agent.plan(&ctx)).await?;
+        let plan = out.value;
+        let summary = format!("planned {} step(s): {}", plan.steps.len(), plan.summary);
+        self.write(JobUpdate {
+            state: Some(JobState::Coding),
+            plan: Some(to_json(&plan)),
+            events: vec![self.step_event(EventKind::StepSucceeded, summary)],
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn code(&mut self) -> StepResult<()> {
+        self.begin_attempt(|a| &mut a.coding).await?;
+        let plan: Plan = self.checkpoint(self.job.checkpoints.plan.clone(), "plan")?;
+        let feedback: Option<Feedback> =
+            self.job.checkpoints.feedback.clone().map(|f| self.checkpoint(Some(f), "feedback")).transpose()?;
+        let ctx = self.context().await?;
+        let agent = self.orch.agent.clone();
+        let out = self.call("coding", agent.code(&ctx, &plan, feedback.as_ref())).await?;
+        let changeset = out.value;
+        if changeset.is_empty() {
+            return Err(Stop::Permanent("the coder produced no changes".into()));
+        }
+        let repo = self.repo().await?;
+        let view = self.view().await?;
+        let violations = match policy_gate::check(&self.orch.config.policy, &repo, view.as_ref(), &changeset).await {
+            Ok(v) => v,
+            Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
+            Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
+        };
+        if !violations.is_empty() {
+            return self.policy_blocked(PolicyBlocked::new(violations)).await;
+        }
+        let summary = format!("changed {} file(s): {}", changeset.changes.len(), changeset.summary);
+        self.write(JobUpdate {
+            state: Some(JobState::Reviewing),
+            changeset: Some(Some(to_json(&changeset))),
+            review: Some(None),
+            events: vec![self.step_event(EventKind::StepSucceeded, summary)],
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn policy_blocked(&mut self, blocked: PolicyBlocked) -> StepResult<()> {
+        let data = serde_json::json!({ "violations": blocked.violations() });
+        let event = self.step_event(EventKind::PolicyBlocked, blocked.to_string()).with_data(data);
+        if self.orch.config.policy_feedback && self.job.attempts.policy_blocks == 0 {
+            let notes = blocked.violations().iter().map(ToString::to_string).collect();
+            let mut attempts = self.job.attempts;
+            attempts.policy_blocks += 1;
+            return self
+                .write(JobUpdate {
+                    state: Some(JobState::Coding),
+                    feedback: Some(Some(to_json(&Feedback::new(self.job.review_round, notes)))),
+                    attempts: Some(attempts),
+                    events: vec![event],
+                    ..Default::default()
+                })
+                .await;
+        }
+        self.write(JobUpdate { events: vec![event], ..Default::default() }).await?;
+        Err(Stop::Permanent(format!("the policy engine blocked the change:\n{blocked}")))
+    }
+
+    async fn review_and_publish(&mut self) -> StepResult<()> {
+        self.begin_attempt(|a| &mut a.reviewing).await?;
+        let plan: Plan = self.checkpoint(self.job.checkpoints.plan.clone(), "plan")?;
+        let changeset: Changeset = self.checkpoint(self.job.checkpoints.changeset.clone(), "changeset")?;
+        let review: Review = match self.job.checkpoints.review.clone() {
+            Some(review) => self.checkpoint(Some(review), "review")?,
+            None => {
+                let ctx = self.context().await?;
+                let agent = self.orch.agent.clone();
+                let review = self.call("reviewing", agent.review(&ctx, &plan, &changeset)).await?.value;
+                if review.verdict == Verdict::RequestChanges {
+                    return self.send_back(review).await;
+                }
+                let event = self.step_event(EventKind::StepSucceeded, format!("approved: {}", review.summary));
+                self.write(JobUpdate {
+                    review: Some(Some(to_json(&review))),
+                    events: vec![event],
+                    ..Default::default()
+                })
+                .await?;
+                review
+            }
+        };
+        self.checkpoint_reached()?;
+        let repo = self.repo().await?;
+        let forge = self.orch.forge.clone();
+        let branch = progress::branch_name(&self.job);
+        let title = match self.job.issue.number {
+            Some(n) => format!("{} (#{n})", self.job.issue.title),
+            None => self.job.issue.title.clone(),
+        };
+        let message = format!("{title}\n\n{}\n\nAI-CD job {}", changeset.summary, self.job.id);
+        forge.create_branch(&repo, &branch).await?;
+        self.checkpoint_reached()?;
+        let head = forge.commit_changes(&repo, &branch, &changeset, &message).await?;
+        self.checkpoint_reached()?;
+        let body = progress::pull_request_body(&self.job, &plan, &review);
+        let pr = NewPullRequest { branch: branch.clone(), title, body, issue_number: self.job.issue.number };
+        let pr = forge.open_pull_request(&repo, &pr).await?;
+        let event = self
+            .step_event(EventKind::StepSucceeded, format!("opened pull request #{} ({})", pr.number, pr.url))
+            .with_data(serde_json::json!({ "branch": branch, "commit": head.head, "url": pr.url }));
+        self.write(JobUpdate {
+            state: Some(JobState::PrOpen),
+            pull_request: Some(pr),
+            events: vec![event],
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn send_back(&mut self, review: Review) -> StepResult<()> {
+        let round = self.job.review_round + 1;
+        if round > self.orch.config.max_review_rounds {
+            let reason = format!(
+                "the critic requested changes {round} times (the limit is {}); last review: {}",
+                self.orch.config.max_review_rounds, review.summary
+            );
+            return Err(Stop::Permanent(reason));
+        }
+        let event = self.step_event(EventKind::StepSucceeded, format!("changes requested: {}", review.summary));
+        self.write(JobUpdate {
+            state: Some(JobState::Coding),
+            review_round: Some(round),
+            feedback: Some(Some(to_json(&Feedback::from_review(round, &review)))),
+            changeset: Some(None),
+            events: vec![event],
+            ..Default::default()
+        })
+        .await
+    }
+
+    // --- endings -----------------------------------------------------------------------------
+
+    async fn finish(&mut self, state: JobState, reason: Option<String>) -> Result<()> {
+        if let Some(reason) = &reason {
+            tracing::info!(job_id = %self.job.id, %reason, "job failed");
+        }
+        let update = JobUpdate { state: Some(state), failure_reason: reason, ..Default::default() };
+        self.write_raw(update).await?;
+        self.post_progress().await;
+        Ok(())
+    }
+
+    async fn release(&mut self, run_after: Option<chrono::DateTime<chrono::Utc>>, events: Vec<NewEvent>) -> Result<()> {
+        self.write_raw(JobUpdate { release: true, run_after, events, ..Default::default() }).await
+    }
+
+    async fn retry_later(&mut self, message: String, retry_after: Option<std::time::Duration>) -> Result<()> {
+        let attempt = self.current_attempts();
+        let delay = self.orch.config.backoff.delay(attempt, retry_after);
+        let note = format!(
+            "{} failed (attempt {attempt} of {}): {message}; retrying in {:.1}s",
+            self.job.state,
+            self.orch.config.max_attempts,
+            delay.as_secs_f64()
+        );
+        let event = self.step_event(EventKind::StepFailed, note);
+        let run_after = now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        self.write_raw(JobUpdate {
+            release: true,
+            run_after: Some(run_after),
+            failure_reason: Some(message),
+            events: vec![event],
+            ..Default::default()
+        })
+        .await
+    }
+
+    // --- helpers -----------------------------------------------------------------------------
+
+    fn current_attempts(&self) -> u32 {
+        match self.job.state {
+            JobState::Planning => self.job.attempts.planning,
+            JobState::Coding => self.job.attempts.coding,
+            _ => self.job.attempts.reviewing,
+        }
+    }
+
+    /// Counts an attempt at the current step before doing it, so a job that crashes its worker
+    /// every time still runs out of attempts.
+    async fn begin_attempt(&mut self, counter: fn(&mut StepAttempts) -> &mut u32) -> StepResult<()> {
+        let mut attempts = self.job.attempts;
+        let n = counter(&mut attempts);
+        if *n >= self.orch.config.max_attempts {
+            let last = self.job.failure_reason.clone().unwrap_or_else(|| "the worker stopped mid-step".into());
+            return Err(Stop::Permanent(format!(
+                "{} did not succeed in {} attempts; last error: {last}",
+                self.job.state, self.orch.config.max_attempts
+            )));
+        }
+        *n += 1;
+        self.write(JobUpdate { attempts: Some(attempts), ..Default::default() }).await
+    }
+
+    fn checkpoint_reached(&self) -> StepResult<()> {
+        match *self.interrupt.borrow() {
+            Interrupt::None => Ok(()),
+            other => Err(Stop::Interrupted(other)),
+        }
+    }
+
+    /// Calls the agent, racing it against interruptions, and records what it spent.
+    async fn call<T>(
+        &mut self,
+        step: &str,
+        call: impl Future<Output = std::result::Result<Output<T>, AgentError>>,
+    ) -> StepResult<Output<T>> {
+        self.checkpoint_reached()?;
+        if self.job.budget.is_exhausted() {
+            return Err(Stop::Permanent(self.budget_message()));
+        }
+        let mut interrupt = self.interrupt.clone();
+        let span = tracing::info_span!("agent_call", job_id = %self.job.id, org_id = %self.job.org_id, step);
+        let result = tokio::select! {
+            result = tracing::Instrument::instrument(call, span) => result,
+            which = interrupt.wait_for(|i| *i != Interrupt::None) => {
+                // A closed channel means the worker is gone: treat it as a shutdown.
+                let which = which.map(|i| *i).unwrap_or(Interrupt::Shutdown);
+                return Err(Stop::Interrupted(which));
+            }
+        };
+        let out = result?;
+        self.record_usage(step, &out.usage).await?;
+        if self.job.budget.spent_tokens > self.job.budget.max_tokens
+            || self.job.budget.spent_cost_micros > self.job.budget.max_cost_micros
+        {
+            return Err(Stop::Permanent(self.budget_message()));
+        }
+        Ok(out)
+    }
+
+    fn budget_message(&self) -> String {
+        let b = &self.job.budget;
+        format!(
+            "budget exhausted: spent {} of {} tokens and {} of {} micro-units of cost",
+            b.spent_tokens, b.max_tokens, b.spent_cost_micros, b.max_cost_micros
+        )
+    }
+
+    async fn record_usage(&mut self, step: &str, usage: &Usage) -> Result<()> {
+        let record = NewUsage {
+            job_id: Some(self.job.id),
+            step: step.to_owned(),
+            model: usage.model.clone(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_micros: usage.cost_micros,
+        };
+        self.orch.store.record_usage(self.job.org_id, record).await?;
+        let b = &mut self.job.budget;
+        b.spent_tokens = b.spent_tokens.saturating_add(usage.input_tokens.saturating_add(usage.output_tokens));
+        b.spent_cost_micros = b.spent_cost_micros.saturating_add(usage.cost_micros);
+        Ok(())
+    }
+
+    fn step_event(&self, kind: EventKind, message: impl Into<String>) -> NewEvent {
+        NewEvent::new(format!("worker:{}", self.fence.worker), kind, message)
+    }
+
+    async fn write(&mut self, update: JobUpdate) -> StepResult<()> {
+        let moved = update.state.is_some();
+        self.write_raw(update).await?;
+        if moved {
+            self.post_progress().await;
+        }
+        Ok(())
+    }
+
+    /// A fenced write; on success the run continues with the job as written.
+    async fn write_raw(&mut self, update: JobUpdate) -> Result<()> {
+        let (job, events) = self.orch.store.update_job(self.job.org_id, self.job.id, &self.fence, update).await?;
+        self.fence.state = job.state;
+        self.job = job;
+        for event in &events {
+            self.orch.bus.publish(event).await;
+        }
+        Ok(())
+    }
+
+    /// Posts or edits the progress comment. Best effort: a forge hiccup here never fails the job.
+    async fn post_progress(&mut self) {
+        let Some(issue) = self.job.issue.number else { return };
+        let Ok(repo) = self.repo().await else { return };
+        let body = progress::comment(&self.job);
+        let forge = self.orch.forge.clone();
+        match self.job.checkpoints.progress_comment {
+            Some(id) => {
+                if let Err(e) = forge.update_comment(&repo, issue, crate::forge::CommentId(id), &body).await {
+                    tracing::warn!(job_id = %self.job.id, error = %e, "could not update the progress comment");
+                }
+            }
+            None => match forge.post_comment(&repo, issue, &body).await {
+                Ok(id) if self.job.state.is_runnable() => {
+                    let update = JobUpdate { progress_comment: Some(id.0), ..Default::default() };
+                    if let Err(e) = self.write_raw(update).await {
+                        tracing::warn!(job_id = %self.job.id, error = %e, "could not record the progress comment");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job_id = %self.job.id, error = %e, "could not post the progress comment"),
+            },
+        }
+    }
+
+    async fn repo(&mut self) -> StepResult<Repository> {
+        if self.repo.is_none() {
+            self.repo = Some(self.orch.store.get_repo(self.job.org_id, self.job.repo_id).await?);
+        }
+        Ok(self.repo.clone().expect("just set"))
+    }
+
+    async fn view(&mut self) -> StepResult<Arc<dyn RepoView>> {
+        if self.view.is_none() {
+            let repo = self.repo().await?;
+            self.view = Some(self.orch.forge.repo_view(&repo).await?);
+        }
+        Ok(self.view.clone().expect("just set"))
+    }
+
+    async fn context(&mut self) -> StepResult<TaskContext> {
+        let repo = self.repo().await?;
+        let view = self.view().await?;
+        let issue = &self.job.issue;
+        let mut agent_issue = Issue::new(issue.title.clone(), issue.body.clone());
+        agent_issue.number = issue.number;
+        agent_issue.url = issue.url.clone();
+        agent_issue.author = issue.author.clone();
+        let b = self.job.budget;
+        let budget = AgentBudget {
+            max_tokens: b.max_tokens,
+            max_cost_micros: b.max_cost_micros,
+            spent_tokens: b.spent_tokens,
+            spent_cost_micros: b.spent_cost_micros,
+        };
+        Ok(TaskContext::new(
+            self.job.id.to_string(),
+            agent_issue,
+            RepoRef::new(repo.full_name.clone(), repo.default_branch.clone()),
+            budget,
+            view,
+        ))
+    }
+
+    fn checkpoint<T: DeserializeOwned>(&self, value: Option<serde_json::Value>, what: &str) -> StepResult<T> {
+        let value = value.ok_or_else(|| Stop::Permanent(format!("the {what} checkpoint is missing")))?;
+        serde_json::from_value(value).map_err(|e| Stop::Permanent(format!("the {what} checkpoint is unreadable: {e}")))
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,137 @@
+//! Claiming, leases, fencing and reaping.
+
+use aicd_core::Error;
+use aicd_core::jobs::{EventKind, Fence, Job, JobState, JobUpdate, NewEvent};
+use aicd_core::store::{DispatchStore, JobStore, TenancyStore};
+use aicd_core::tenancy::OrgPatch;
+use chrono::Duration;
+use serde_json::json;
+
+use crate::jobs::{new_job, org_with_repo};
+use crate::support::Harness;
+
+fn fence(worker: &str, job: &Job) -> Fence {
+    Fence { worker: worker.into(), epoch: job.epoch, state: job.state }
+}
+
+fn to(state: JobState) -> JobUpdate {
+    JobUpdate { state: Some(state), ..Default::default() }
+}
+
+pub(crate) async fn claims_take_the_oldest_runnable_job_once_with_a_new_epoch(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    let first = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let second = h.core.create_job(&admin, org, new_job(repo.id, Some(2))).await.unwrap();
+    let a = h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().expect("a job");
+    assert_eq!(a.id, first.id);
+    assert_eq!(a.epoch, first.epoch + 1);
+    assert_eq!(a.lease.as_ref().unwrap().owner, "w1");
+    let b = h.store.claim_next("w2", Duration::seconds(30)).await.unwrap().expect("another job");
+    assert_eq!(b.id, second.id, "a held job is not claimed twice");
+    assert!(h.store.claim_next("w3", Duration::seconds(30)).await.unwrap().is_none());
+}
+
+pub(crate) async fn the_per_org_concurrency_limit_holds_when_claiming(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    h.store.update_org(org, OrgPatch { name: None, max_concurrent_jobs: Some(2) }).await.unwrap();
+    for n in 1..=4 {
+        h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap();
+    }
+    let (other, other_admin, other_repo) = org_with_repo(h, "Other").await;
+    let theirs = h.core.create_job(&other_admin, other, new_job(other_repo.id, Some(1))).await.unwrap();
+    let mut claimed = Vec::new();
+    while let Some(job) = h.store.claim_next("w", Duration::seconds(30)).await.unwrap() {
+        claimed.push(job);
+    }
+    assert_eq!(claimed.iter().filter(|j| j.org_id == org).count(), 2, "Acme is capped at 2");
+    assert!(claimed.iter().any(|j| j.id == theirs.id), "another org is not starved by Acme's backlog");
+    // Finishing one frees a slot.
+    let done = claimed.iter().find(|j| j.org_id == org).unwrap();
+    h.store.update_job(org, done.id, &fence("w", done), to(JobState::Failed)).await.unwrap();
+    let next = h.store.claim_next("w", Duration::seconds(30)).await.unwrap().expect("a freed slot");
+    assert_eq!(next.org_id, org);
+}
+
+pub(crate) async fn a_checkpoint_and_its_transition_are_written_together(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let job = h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().unwrap();
+    let (job, _) = h.store.update_job(org, job.id, &fence("w1", &job), to(JobState::Planning)).await.unwrap();
+    let update = JobUpdate {
+        state: Some(JobState::Coding),
+        plan: Some(json!({"summary": "do it", "steps": []})),
+        events: vec![NewEvent::new("worker:w1", EventKind::StepSucceeded, "planned")],
+        ..Default::default()
+    };
+    let (written, events) = h.store.update_job(org, job.id, &fence("w1", &job), update).await.unwrap();
+    assert_eq!(written.state, JobState::Coding);
+    assert_eq!(written.checkpoints.plan, Some(json!({"summary": "do it", "steps": []})));
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::StateChanged, EventKind::StepSucceeded]);
+    assert_eq!(h.store.get_job(org, job.id).await.unwrap(), written);
+}
+
+pub(crate) async fn writes_follow_the_transition_table(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let job = h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().unwrap();
+    let result = h.store.update_job(org, job.id, &fence("w1", &job), to(JobState::PrOpen)).await;
+    assert!(matches!(result, Err(Error::IllegalTransition { from: JobState::Queued, to: JobState::PrOpen })));
+    let (failed, _) = h.store.update_job(org, job.id, &fence("w1", &job), to(JobState::Failed)).await.unwrap();
+    assert!(failed.lease.is_none() && failed.finished_at.is_some(), "a terminal state gives the lease up");
+    assert!(h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().is_none(), "terminal jobs are not claimed");
+}
+
+pub(crate) async fn a_stale_worker_cannot_transition_or_checkpoint_after_lease_expiry(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let stale = h.store.claim_next("w1", Duration::milliseconds(200)).await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Expired but not yet reaped: the old holder is already fenced off.
+    let result = h.store.update_job(org, stale.id, &fence("w1", &stale), to(JobState::Planning)).await;
+    assert!(matches!(result, Err(Error::LeaseLost { .. })), "{result:?}");
+    let beat = h.store.heartbeat(org, stale.id, &fence("w1", &stale), Duration::seconds(30)).await;
+    assert!(matches!(beat, Err(Error::LeaseLost { .. })));
+
+    let reaped = h.store.reap_expired_leases().await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert!(reaped[0].message.contains("w1"));
+    let fresh = h.store.claim_next("w2", Duration::seconds(30)).await.unwrap().expect("re-queued");
+    assert_eq!((fresh.id, fresh.epoch), (stale.id, stale.epoch + 1));
+
+    let checkpoint = JobUpdate { plan: Some(json!({"stale": true})), ..Default::default() };
+    let result = h.store.update_job(org, stale.id, &fence("w1", &stale), checkpoint).await;
+    assert!(matches!(result, Err(Error::LeaseLost { .. })), "{result:?}");
+    let (job, _) = h.store.update_job(org, fresh.id, &fence("w2", &fresh), to(JobState::Planning)).await.unwrap();
+    assert_eq!(job.checkpoints.plan, None, "the stale worker wrote nothing");
+}
+
+pub(crate) async fn heartbeats_extend_the_lease_and_report_cancellation(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    let created = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let job = h.store.claim_next("w1", Duration::milliseconds(300)).await.unwrap().unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert!(!h.store.heartbeat(org, job.id, &fence("w1", &job), Duration::milliseconds(300)).await.unwrap());
+    }
+    assert!(h.store.reap_expired_leases().await.unwrap().is_empty(), "a live lease is not reaped");
+    let marked = h.core.cancel_job(&admin, org, created.id).await.unwrap();
+    assert!(marked.cancel_requested && marked.state == JobState::Queued, "a held job is only marked");
+    assert!(h.store.heartbeat(org, job.id, &fence("w1", &job), Duration::seconds(30)).await.unwrap());
+    let (cancelled, _) = h.store.update_job(org, job.id, &fence("w1", &job), to(JobState::Cancelled)).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+}
+
+pub(crate) async fn a_released_job_waits_for_its_run_after(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let job = h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().unwrap();
+    let later = chrono::Utc::now() + Duration::milliseconds(400);
+    let update = JobUpdate { release: true, run_after: Some(later), ..Default::default() };
+    let (released, _) = h.store.update_job(org, job.id, &fence("w1", &job), update).await.unwrap();
+    assert!(released.lease.is_none());
+    assert!(h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().is_none(), "not before run_after");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().is_some());
+}
