@@ -42,6 +42,9 @@ impl IssueRef {
         if self.title.chars().count() > MAX_TITLE_CHARS {
             return Err(Error::invalid(format!("issue.title must be at most {MAX_TITLE_CHARS} characters")));
         }
+        if self.title.contains('\0') || self.body.contains('\0') {
+            return Err(Error::invalid("issue.title and issue.body must not contain NUL characters"));
+        }
         if self.body.len() > MAX_BODY_BYTES {
             return Err(Error::invalid(format!("issue.body must be at most {MAX_BODY_BYTES} bytes")));
         }

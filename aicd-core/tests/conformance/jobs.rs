@@ -180,7 +180,9 @@ pub(crate) async fn invalid_job_input_is_rejected(h: &Harness) {
     zero.issue.number = Some(0);
     let mut no_budget = new_job(repo.id, Some(3));
     no_budget.max_tokens = Some(0);
-    for bad in [blank, huge, zero, no_budget] {
+    let mut nul = new_job(repo.id, Some(4));
+    nul.issue.body = "a\u{0}b".into();
+    for bad in [blank, huge, zero, no_budget, nul] {
         let result = h.core.create_job(&admin, org, bad).await;
         assert!(matches!(result, Err(Error::InvalidInput(_))), "{result:?}");
     }

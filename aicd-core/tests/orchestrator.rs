@@ -1,0 +1,604 @@
+//! The orchestrator end to end in one process: real stores (PostgreSQL with Redis signals, and
+//! SQLite with in-process signals), the scripted agent and its test variants, and the memory forge.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aicd_agent_api::testing::{FailingAgent, FlakyAgent, OverspendingAgent, RejectingAgent, SlowAgent};
+use aicd_agent_api::{
+    Agent, Changeset, Feedback, Output, Plan, Result as AgentResult, Review, ScriptedAgent, TaskContext, async_trait,
+};
+use aicd_core::forge::{ForgeCall, ForgeFailure, MemoryForge};
+use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, Trigger};
+use aicd_core::orchestrator::{Backoff, Orchestrator, OrchestratorConfig, WorkerHandle};
+use aicd_core::repos::{NewRepo, RepoSource, Repository};
+use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
+use aicd_core::store::{JobStore, TenancyStore};
+use aicd_core::tenancy::{Actor, OrgPatch};
+use aicd_core::{JobId, OrgId};
+use aicd_testkit::TestRedis;
+
+const REPO: &str = "acme/widgets";
+
+struct World {
+    h: support::Harness,
+    forge: MemoryForge,
+    doorbell: Arc<dyn Doorbell>,
+    bus: Arc<dyn EventBus>,
+    _redis: Option<TestRedis>,
+    org: OrgId,
+    admin: Actor,
+    repo: Repository,
+}
+
+async fn world(postgres: bool) -> World {
+    let (h, doorbell, bus, redis): (_, Arc<dyn Doorbell>, Arc<dyn EventBus>, _) = if postgres {
+        let h = support::postgres().await;
+        let redis = TestRedis::new().await;
+        let signals = Arc::new(RedisSignals::connect(redis.url(), redis.namespace()).await.unwrap());
+        (h, signals.clone(), signals, Some(redis))
+    } else {
+        (support::sqlite().await, Arc::new(LocalDoorbell::new()), Arc::new(LocalEventBus::new()), None)
+    };
+    let (org, _, admin) = h.org_with_admin("Acme").await;
+    let repo = NewRepo {
+        full_name: REPO.into(),
+        source: RepoSource::Github { installation_id: 1, repo_id: 1 },
+        default_branch: None,
+        settings: None,
+    };
+    let repo = h.core.create_repo(&admin, org.id, repo).await.unwrap();
+    let forge = MemoryForge::new();
+    forge.add_repo(
+        REPO,
+        "main",
+        [
+            ("README.md", "# Widgets\n"),
+            ("tests/widget_test.rs", "#[test]\nfn a() { assert!(true); }\n#[test]\nfn b() { assert_eq!(1, 1); }\n"),
+        ],
+    );
+    World { h, forge, doorbell, bus, _redis: redis, org: org.id, admin, repo }
+}
+
+fn config() -> OrchestratorConfig {
+    OrchestratorConfig {
+        concurrency: 4,
+        lease: Duration::from_secs(3),
+        heartbeat_every: Duration::from_millis(300),
+        poll_interval: Duration::from_millis(200),
+        max_attempts: 4,
+        backoff: Backoff { base: Duration::from_millis(40), max: Duration::from_millis(200) },
+        max_review_rounds: 3,
+        ..OrchestratorConfig::default()
+    }
+}
+
+fn write_block(path: &str, text: &str) -> String {
+    format!("```aicd:write {path}\n{text}\n```\n")
+}
+
+impl World {
+    fn orchestrator(&self, agent: impl Agent + 'static, config: OrchestratorConfig) -> Orchestrator {
+        Orchestrator::new(
+            self.h.store.clone(),
+            Arc::new(agent),
+            Arc::new(self.forge.clone()),
+            self.doorbell.clone(),
+            self.bus.clone(),
+            config,
+        )
+    }
+
+    fn worker(&self, agent: impl Agent + 'static) -> WorkerHandle {
+        self.orchestrator(agent, config()).spawn_worker()
+    }
+
+    async fn job(&self, number: u64, body: &str) -> Job {
+        let issue = IssueRef {
+            number: Some(number),
+            title: format!("Issue {number}"),
+            body: body.into(),
+            url: None,
+            author: Some("octocat".into()),
+        };
+        let job =
+            NewJob { repo_id: self.repo.id, issue, trigger: Trigger::Label, max_tokens: None, max_cost_micros: None };
+        let job = self.h.core.create_job(&self.admin, self.org, job).await.unwrap();
+        self.doorbell.ring().await;
+        job
+    }
+
+    async fn wait_until(&self, job: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let current = self.h.store.get_job(self.org, job).await.unwrap();
+            if done(&current) {
+                return current;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {current:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn settled(&self, job: JobId) -> Job {
+        self.wait_until(job, "a settled state", |j| !j.state.is_runnable()).await
+    }
+
+    async fn states(&self, job: JobId) -> Vec<JobState> {
+        let events = self.h.store.list_events(self.org, job, None, 1000).await.unwrap();
+        let mut states = vec![JobState::Queued];
+        states.extend(events.iter().filter(|e| e.kind == EventKind::StateChanged).filter_map(|e| e.to_state));
+        states
+    }
+
+    async fn events_of(&self, job: JobId, kind: EventKind) -> Vec<String> {
+        let events = self.h.store.list_events(self.org, job, None, 1000).await.unwrap();
+        events.into_iter().filter(|e| e.kind == kind).map(|e| e.message).collect()
+    }
+}
+
+/// Generates a test per backend: PostgreSQL with Redis signals, SQLite with in-process ones.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::world(true).await).await }
+        )* }
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::world(false).await).await }
+        )* }
+    };
+}
+
+both!(
+    the_scripted_agent_drives_a_job_through_every_state_to_pr_open,
+    the_critic_sends_the_coder_back_until_it_approves,
+    too_many_rejections_fail_the_job,
+    transient_failures_are_retried_with_backoff,
+    exhausted_retries_fail_the_job,
+    a_permanent_error_fails_the_job_with_its_reason,
+    an_exhausted_budget_fails_the_job,
+    cancelling_a_running_job_stops_it_at_its_next_checkpoint,
+    each_policy_rule_family_blocks_before_the_forge,
+    binary_content_is_blocked,
+    policy_feedback_sends_the_coder_back_once,
+    a_publish_retried_after_a_lost_response_opens_one_pull_request,
+    a_worker_shuts_down_gracefully_and_another_resumes,
+);
+
+async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
+    let worker = w.worker(ScriptedAgent::new());
+    let body = format!("Please greet.\n\n{}", write_block("src/hello.txt", "Hello, world!"));
+    let job = w.job(7, &body).await;
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    use JobState::*;
+    assert_eq!(w.states(job.id).await, [Queued, Planning, Coding, Reviewing, PrOpen]);
+
+    let pr = job.checkpoints.pull_request.clone().expect("the PR is recorded");
+    let prs = w.forge.pull_request_details(REPO);
+    assert_eq!(prs.len(), 1);
+    assert_eq!(prs[0].number, pr.number);
+    assert!(prs[0].body.contains("Closes #7"), "{}", prs[0].body);
+    let files = w.forge.branch_files(REPO, &pr.branch).expect("the branch exists");
+    assert_eq!(files.get("src/hello.txt").map(Vec::as_slice), Some(&b"Hello, world!\n"[..]));
+    assert_eq!(w.forge.commits_on(REPO, &pr.branch), 1);
+
+    let comments = w.forge.comments(REPO, 7);
+    assert_eq!(comments.len(), 1, "one progress comment, edited in place");
+    assert!(comments[0].contains(&pr.url), "{}", comments[0]);
+    assert!(job.budget.spent_tokens > 0, "usage is recorded against the job");
+    assert_eq!(job.attempts.planning, 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn the_critic_sends_the_coder_back_until_it_approves(w: World) {
+    let worker = w.worker(RejectingAgent::new(ScriptedAgent::new(), 2));
+    let job = w.job(1, &write_block("a.txt", "a")).await;
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert_eq!(job.review_round, 2);
+    use JobState::*;
+    assert_eq!(
+        w.states(job.id).await,
+        [Queued, Planning, Coding, Reviewing, Coding, Reviewing, Coding, Reviewing, PrOpen]
+    );
+    let requested = w.events_of(job.id, EventKind::StepSucceeded).await;
+    assert_eq!(requested.iter().filter(|m| m.starts_with("changes requested")).count(), 2);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn too_many_rejections_fail_the_job(w: World) {
+    let worker = w.worker(RejectingAgent::new(ScriptedAgent::new(), 10));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.failure_reason.as_deref().unwrap().contains("critic requested changes 4 times"), "{job:#?}");
+    assert!(w.forge.pull_requests(REPO).is_empty());
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn transient_failures_are_retried_with_backoff(w: World) {
+    let worker = w.worker(FlakyAgent::new(ScriptedAgent::new(), 2));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert_eq!((job.attempts.planning, job.attempts.coding, job.attempts.reviewing), (3, 3, 3));
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 6);
+    assert!(failures.iter().all(|m| m.contains("retrying in")), "{failures:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn exhausted_retries_fail_the_job(w: World) {
+    let worker = w.worker(FlakyAgent::new(ScriptedAgent::new(), 100));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    let reason = job.failure_reason.unwrap();
+    assert!(reason.contains("did not succeed in 4 attempts"), "{reason}");
+    assert_eq!(job.attempts.planning, 4);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_permanent_error_fails_the_job_with_its_reason(w: World) {
+    let worker = w.worker(FailingAgent::new("the model refused the request"));
+    let failed = w.settled(w.job(1, "anything").await.id).await;
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed.failure_reason.as_deref().unwrap().contains("the model refused the request"));
+    assert_eq!(failed.attempts.planning, 1, "permanent errors are not retried");
+    worker.shutdown(Duration::from_secs(5)).await;
+
+    let worker = w.worker(ScriptedAgent::new());
+    let nothing = w.settled(w.job(2, "No instructions here.").await.id).await;
+    assert_eq!(nothing.state, JobState::Failed);
+    assert!(nothing.failure_reason.as_deref().unwrap().contains("nothing to do"), "{nothing:#?}");
+    let comments = w.forge.comments(REPO, 2);
+    assert!(comments[0].contains("Failed") && comments[0].contains("nothing to do"), "{comments:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_exhausted_budget_fails_the_job(w: World) {
+    let worker = w.worker(OverspendingAgent::new(ScriptedAgent::new(), 5_000_000, 0));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.failure_reason.as_deref().unwrap().starts_with("budget exhausted"), "{job:#?}");
+    assert!(job.checkpoints.plan.is_none(), "an over-budget step is not checkpointed");
+    assert!(w.forge.pull_requests(REPO).is_empty());
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn cancelling_a_running_job_stops_it_at_its_next_checkpoint(w: World) {
+    let worker = w.worker(SlowAgent::new(ScriptedAgent::new(), Duration::from_secs(20)));
+    let job = w.job(1, &write_block("a.txt", "a")).await;
+    w.wait_until(job.id, "planning", |j| j.state == JobState::Planning).await;
+    let marked = w.h.core.cancel_job(&w.admin, w.org, job.id).await.unwrap();
+    assert!(marked.cancel_requested);
+    let started = std::time::Instant::now();
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(15), "the slow agent call was abandoned");
+    assert!(job.lease.is_none(), "the lease is released");
+    assert!(w.forge.pull_requests(REPO).is_empty());
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn each_policy_rule_family_blocks_before_the_forge(w: World) {
+    w.h.store.update_org(w.org, OrgPatch { name: None, max_concurrent_jobs: Some(10) }).await.unwrap();
+    let fake_aws_key = format!("AKIA{}", "QWERTYUIOPASDFGH");
+    let cases: Vec<(&str, String)> = vec![
+        ("protected_path", write_block(".github/workflows/ci.yml", "on: push")),
+        ("secret", write_block("config.py", &format!("aws_key = \"{fake_aws_key}\""))),
+        ("unsafe_path", write_block("../outside.txt", "x")),
+        ("deleted_test", "```aicd:delete tests/widget_test.rs\n```\n".to_owned()),
+        (
+            "removed_assertion",
+            write_block("tests/widget_test.rs", "#[test]\nfn a() { assert!(true); }\n#[test]\nfn b() {}"),
+        ),
+        ("too_many_files", (0..60).map(|i| write_block(&format!("f{i}.txt"), "x")).collect()),
+    ];
+    let worker = w.worker(ScriptedAgent::new());
+    let mut jobs = Vec::new();
+    for (n, (rule, body)) in cases.iter().enumerate() {
+        jobs.push((*rule, w.job(n as u64 + 1, body).await.id));
+    }
+    for (rule, id) in jobs {
+        let job = w.settled(id).await;
+        assert_eq!(job.state, JobState::Failed, "{rule}: {job:#?}");
+        assert!(job.failure_reason.as_deref().unwrap().contains("policy engine blocked"), "{rule}");
+        let events = w.h.store.list_events(w.org, id, None, 1000).await.unwrap();
+        let blocked = events.iter().find(|e| e.kind == EventKind::PolicyBlocked).expect("a policy event");
+        let rules: Vec<_> = blocked.data["violations"].as_array().unwrap().iter().map(|v| v["rule"].clone()).collect();
+        assert!(rules.contains(&serde_json::json!(rule)), "{rule}: {rules:?}");
+        assert!(!blocked.message.contains(&fake_aws_key), "secrets never reach the timeline");
+    }
+    assert_eq!(w.forge.call_count(ForgeCall::CreateBranch), 0, "nothing reached the forge");
+    assert_eq!(w.forge.call_count(ForgeCall::CommitChanges), 0);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn policy_feedback_sends_the_coder_back_once(w: World) {
+    let worker =
+        w.orchestrator(ScriptedAgent::new(), OrchestratorConfig { policy_feedback: true, ..config() }).spawn_worker();
+    let job = w.settled(w.job(1, &write_block(".github/workflows/x.yml", "on: push")).await.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    use JobState::*;
+    assert_eq!(w.states(job.id).await, [Queued, Planning, Coding, Coding, Failed]);
+    assert_eq!(w.events_of(job.id, EventKind::PolicyBlocked).await.len(), 2);
+    assert_eq!(job.attempts.policy_blocks, 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_publish_retried_after_a_lost_response_opens_one_pull_request(w: World) {
+    w.forge.fail_next(ForgeCall::CommitChanges, ForgeFailure::LostResponse, 1);
+    w.forge.fail_next(ForgeCall::OpenPullRequest, ForgeFailure::LostResponse, 1);
+    w.forge.fail_next(ForgeCall::CreateBranch, ForgeFailure::Transient, 1);
+    let agent = CountingAgent::default();
+    let reviews = agent.reviews.clone();
+    let worker = w.worker(agent);
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert_eq!(w.forge.pull_requests(REPO).len(), 1, "exactly one pull request");
+    assert_eq!(w.forge.commits_on(REPO, &job.checkpoints.pull_request.unwrap().branch), 1, "exactly one commit");
+    assert_eq!(*reviews.lock().unwrap(), 1, "the checkpointed review was not paid for again");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_worker_shuts_down_gracefully_and_another_resumes(w: World) {
+    let slow = w.worker(SlowAgent::new(ScriptedAgent::new(), Duration::from_secs(20)));
+    let job = w.job(1, &write_block("a.txt", "a")).await;
+    w.wait_until(job.id, "planning", |j| j.state == JobState::Planning && j.lease.is_some()).await;
+    slow.shutdown(Duration::from_secs(5)).await;
+    let released = w.h.store.get_job(w.org, job.id).await.unwrap();
+    assert!(released.lease.is_none(), "shutdown releases the lease at once: {released:#?}");
+    assert_eq!(released.state, JobState::Planning);
+    let worker = w.worker(ScriptedAgent::new());
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The scripted agent, counting reviews.
+#[derive(Default)]
+struct CountingAgent {
+    inner: ScriptedAgent,
+    reviews: Arc<Mutex<u32>>,
+}
+
+#[async_trait]
+impl Agent for CountingAgent {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        self.inner.plan(ctx).await
+    }
+    async fn code(
+        &self,
+        ctx: &TaskContext,
+        plan: &Plan,
+        feedback: Option<&Feedback>,
+    ) -> AgentResult<Output<Changeset>> {
+        self.inner.code(ctx, plan, feedback).await
+    }
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        *self.reviews.lock().unwrap() += 1;
+        self.inner.review(ctx, plan, changeset).await
+    }
+}
+
+/// An agent that records which jobs are inside a call at any moment, to catch a job held by two
+/// workers at once or an org over its concurrency limit.
+#[derive(Clone, Default)]
+struct Watchdog {
+    inner: Arc<ScriptedAgent>,
+    state: Arc<Mutex<WatchState>>,
+    org_of: Arc<Mutex<HashMap<String, OrgId>>>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    active: HashSet<String>,
+    per_org: HashMap<OrgId, usize>,
+    max_per_org: HashMap<OrgId, usize>,
+    double_held: Vec<String>,
+}
+
+impl Watchdog {
+    async fn guard<T>(&self, ctx: &TaskContext, call: impl Future<Output = T>) -> T {
+        let job = ctx.job_id().to_owned();
+        let org = self.org_of.lock().unwrap().get(&job).copied().unwrap_or(OrgId(uuid::Uuid::nil()));
+        {
+            let mut s = self.state.lock().unwrap();
+            if !s.active.insert(job.clone()) {
+                s.double_held.push(job.clone());
+            }
+            let n = s.per_org.entry(org).or_default();
+            *n += 1;
+            let n = *n;
+            let max = s.max_per_org.entry(org).or_default();
+            *max = (*max).max(n);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let out = call.await;
+        let mut s = self.state.lock().unwrap();
+        s.active.remove(&job);
+        *s.per_org.entry(org).or_default() -= 1;
+        out
+    }
+}
+
+#[async_trait]
+impl Agent for Watchdog {
+    fn name(&self) -> &str {
+        "watchdog"
+    }
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        self.guard(ctx, self.inner.plan(ctx)).await
+    }
+    async fn code(
+        &self,
+        ctx: &TaskContext,
+        plan: &Plan,
+        feedback: Option<&Feedback>,
+    ) -> AgentResult<Output<Changeset>> {
+        self.guard(ctx, self.inner.code(ctx, plan, feedback)).await
+    }
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        self.guard(ctx, self.inner.review(ctx, plan, changeset)).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits() {
+    let w = world(true).await;
+    w.h.store.update_org(w.org, OrgPatch { name: None, max_concurrent_jobs: Some(2) }).await.unwrap();
+    let (other, _, other_admin) = w.h.org_with_admin("Other").await;
+    let other_repo = NewRepo {
+        full_name: REPO.into(),
+        source: RepoSource::Github { installation_id: 2, repo_id: 2 },
+        default_branch: None,
+        settings: None,
+    };
+    let other_repo = w.h.core.create_repo(&other_admin, other.id, other_repo).await.unwrap();
+    let agent = Watchdog::default();
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let config = OrchestratorConfig { worker_id: format!("w{i}"), concurrency: 3, ..config() };
+            Orchestrator::new(
+                w.h.store.clone(),
+                Arc::new(agent.clone()),
+                Arc::new(w.forge.clone()),
+                w.doorbell.clone(),
+                w.bus.clone(),
+                config,
+            )
+            .spawn_worker()
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for n in 1..=24u64 {
+        let (org, actor, repo) =
+            if n % 3 == 0 { (other.id, &other_admin, other_repo.id) } else { (w.org, &w.admin, w.repo.id) };
+        let issue = IssueRef {
+            number: Some(n),
+            title: format!("#{n}"),
+            body: write_block(&format!("f{n}.txt"), "x"),
+            url: None,
+            author: None,
+        };
+        let job =
+            w.h.core
+                .create_job(
+                    actor,
+                    org,
+                    NewJob { repo_id: repo, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None },
+                )
+                .await
+                .unwrap();
+        agent.org_of.lock().unwrap().insert(job.id.to_string(), org);
+        jobs.push((org, job.id));
+        w.doorbell.ring().await;
+    }
+    for (org, id) in &jobs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = w.h.store.get_job(*org, *id).await.unwrap();
+            if !job.state.is_runnable() {
+                assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} did not finish");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let events = w.h.store.list_events(*org, *id, None, 1000).await.unwrap();
+        let opened = events.iter().filter(|e| e.to_state == Some(JobState::PrOpen)).count();
+        assert_eq!(opened, 1, "job {id} reached PR_OPEN exactly once");
+    }
+    for worker in workers {
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+    assert_eq!(w.forge.pull_requests(REPO).len(), 24, "one pull request per job");
+    let s = agent.state.lock().unwrap();
+    assert!(s.double_held.is_empty(), "jobs held by two workers at once: {:?}", s.double_held);
+    assert!(s.max_per_org[&w.org] <= 2, "Acme's limit of 2 was exceeded: {}", s.max_per_org[&w.org]);
+    assert!(s.max_per_org[&w.org] >= 1);
+    let _ = other;
+}
+
+/// Forwards TCP to Redis until told to stop, to take Redis away from one process.
+async fn redis_proxy(target: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = target.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { break };
+                    let target = target.clone();
+                    conns.spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }
+        }
+        conns.abort_all();
+    });
+    (format!("redis://127.0.0.1:{port}"), stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_jobs_still_finish_by_polling() {
+    let mut w = world(true).await;
+    let redis = w._redis.as_ref().unwrap();
+    let (proxied, stop) = redis_proxy(redis.url()).await;
+    let signals = Arc::new(RedisSignals::connect(&proxied, redis.namespace()).await.unwrap());
+    w.doorbell = signals.clone();
+    w.bus = signals;
+    let worker = w.worker(ScriptedAgent::new());
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = w.job(1, &write_block("a.txt", "a")).await;
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Writes one binary file, whatever the issue says.
+struct BinaryAgent(ScriptedAgent);
+
+#[async_trait]
+impl Agent for BinaryAgent {
+    fn name(&self) -> &str {
+        "binary"
+    }
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        self.0.plan(ctx).await
+    }
+    async fn code(&self, _: &TaskContext, _: &Plan, _: Option<&Feedback>) -> AgentResult<Output<Changeset>> {
+        let change = aicd_agent_api::FileChange::write("logo.png", vec![0x89, b'P', b'N', b'G', 0, 0, 0xff]);
+        Ok(Output::new(Changeset::new("add a logo", vec![change]), aicd_agent_api::Usage::zero("binary")))
+    }
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        self.0.review(ctx, plan, changeset).await
+    }
+}
+
+async fn binary_content_is_blocked(w: World) {
+    let worker = w.worker(BinaryAgent(ScriptedAgent::new()));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    let events = w.h.store.list_events(w.org, job.id, None, 1000).await.unwrap();
+    let blocked = events.iter().find(|e| e.kind == EventKind::PolicyBlocked).expect("a policy event");
+    assert_eq!(blocked.data["violations"][0]["rule"], "binary_content");
+    assert_eq!(w.forge.call_count(ForgeCall::CreateBranch), 0);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
