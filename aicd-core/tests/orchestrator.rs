@@ -107,9 +107,8 @@ impl World {
         };
         let job =
             NewJob { repo_id: self.repo.id, issue, trigger: Trigger::Label, max_tokens: None, max_cost_micros: None };
-        let job = self.h.core.create_job(&self.admin, self.org, job).await.unwrap();
-        self.doorbell.ring().await;
-        job
+        let core = self.h.core.clone().with_doorbell(self.doorbell.clone());
+        core.create_job(&self.admin, self.org, job).await.unwrap()
     }
 
     async fn wait_until(&self, job: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
@@ -166,6 +165,7 @@ both!(
     cancelling_a_running_job_stops_it_at_its_next_checkpoint,
     each_policy_rule_family_blocks_before_the_forge,
     binary_content_is_blocked,
+    a_new_job_wakes_an_idle_worker_through_the_doorbell,
     policy_feedback_sends_the_coder_back_once,
     a_publish_retried_after_a_lost_response_opens_one_pull_request,
     a_worker_shuts_down_gracefully_and_another_resumes,
@@ -600,5 +600,15 @@ async fn binary_content_is_blocked(w: World) {
     let blocked = events.iter().find(|e| e.kind == EventKind::PolicyBlocked).expect("a policy event");
     assert_eq!(blocked.data["violations"][0]["rule"], "binary_content");
     assert_eq!(w.forge.call_count(ForgeCall::CreateBranch), 0);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_new_job_wakes_an_idle_worker_through_the_doorbell(w: World) {
+    // With a one-minute poll, only the doorbell can get this job done within the wait's 30 s.
+    let config = OrchestratorConfig { poll_interval: Duration::from_secs(60), ..config() };
+    let worker = w.orchestrator(ScriptedAgent::new(), config).spawn_worker();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen);
     worker.shutdown(Duration::from_secs(5)).await;
 }

@@ -163,3 +163,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_state() -> impl Strategy<Value = JobState> {
+        proptest::sample::select(JobState::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Whatever is requested, the states a job passes through are linked by table rows only,
+        /// and once terminal it never moves again.
+        #[test]
+        fn no_sequence_of_requests_leaves_the_table(requests in proptest::collection::vec(any_state(), 0..64)) {
+            let mut state = JobState::Queued;
+            let mut terminal_at = None;
+            for (i, to) in requests.into_iter().enumerate() {
+                match state.check_transition(to) {
+                    Ok(()) => {
+                        prop_assert!(TRANSITIONS.iter().any(|(from, next)| *from == state && next.contains(&to)));
+                        prop_assert!(terminal_at.is_none(), "moved after reaching a terminal state");
+                        state = to;
+                        if state.is_terminal() {
+                            terminal_at = Some(i);
+                        }
+                    }
+                    Err(Error::IllegalTransition { from, to: refused }) => {
+                        prop_assert_eq!((from, refused), (state, to));
+                    }
+                    Err(other) => prop_assert!(false, "unexpected error {other}"),
+                }
+            }
+        }
+    }
+}

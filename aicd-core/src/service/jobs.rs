@@ -10,7 +10,9 @@ impl Core {
     /// Starts a job (it is queued in the same transaction that creates it).
     pub async fn create_job(&self, actor: &Actor, org: OrgId, job: NewJob) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCreate)?;
-        self.store.create_job(org, job, &actor.principal.label()).await
+        let job = self.store.create_job(org, job, &actor.principal.label()).await?;
+        self.job_queued().await;
+        Ok(job)
     }
 
     /// Reads a job.
@@ -93,6 +95,7 @@ impl Core {
         )
         .with_data(serde_json::json!({ "retry_of": old.id }));
         self.store.append_event(org, created.id, note).await?;
+        self.job_queued().await;
         Ok(created)
     }
 }

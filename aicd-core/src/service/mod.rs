@@ -8,6 +8,7 @@ mod tenancy;
 
 use std::sync::Arc;
 
+use crate::signals::Doorbell;
 use crate::store::Store;
 use crate::tenancy::{Actor, Permission, authorize};
 use crate::{OrgId, Result};
@@ -25,6 +26,7 @@ pub struct CoreOptions {
 pub struct Core {
     store: Arc<dyn Store>,
     options: CoreOptions,
+    doorbell: Option<Arc<dyn Doorbell>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -36,7 +38,20 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Core services over `store`.
     pub fn new(store: Arc<dyn Store>, options: CoreOptions) -> Self {
-        Self { store, options }
+        Self { store, options, doorbell: None }
+    }
+
+    /// Rings `doorbell` whenever a job is queued, so idle workers start at once instead of at
+    /// their next poll.
+    pub fn with_doorbell(mut self, doorbell: Arc<dyn Doorbell>) -> Self {
+        self.doorbell = Some(doorbell);
+        self
+    }
+
+    async fn job_queued(&self) {
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring().await;
+        }
     }
 
     /// The underlying store.
