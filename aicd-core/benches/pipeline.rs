@@ -233,7 +233,10 @@ impl World {
                 // The bus missed something (or is slow): read the missing jobs from the store.
                 lag_handled = lagged;
                 progress_at = Instant::now();
-                for job in jobs.iter().filter(|j| !done.contains_key(&j.id)) {
+                for job in &jobs {
+                    if done.contains_key(&job.id) {
+                        continue;
+                    }
                     let state = self.store.get_job(self.org, job.id).await?;
                     if state.state == JobState::PrOpen {
                         let at = self.pr_open_at(job.id).await?.context("PR_OPEN without its event")?;

@@ -166,6 +166,8 @@ both!(
     each_policy_rule_family_blocks_before_the_forge,
     binary_content_is_blocked,
     a_new_job_wakes_an_idle_worker_through_the_doorbell,
+    many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits,
+    the_local_git_repository_holds_the_branch_and_commit,
     policy_feedback_sends_the_coder_back_once,
     a_publish_retried_after_a_lost_response_opens_one_pull_request,
     a_worker_shuts_down_gracefully_and_another_resumes,
@@ -451,9 +453,7 @@ impl Agent for Watchdog {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits() {
-    let w = world(true).await;
+async fn many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits(w: World) {
     w.h.store.update_org(w.org, OrgPatch { name: None, max_concurrent_jobs: Some(2) }).await.unwrap();
     let (other, _, other_admin) = w.h.org_with_admin("Other").await;
     let other_repo = NewRepo {
@@ -610,5 +610,60 @@ async fn a_new_job_wakes_an_idle_worker_through_the_doorbell(w: World) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
     assert_eq!(job.state, JobState::PrOpen);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn the_local_git_repository_holds_the_branch_and_commit(w: World) {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("README.md"), "# Local\n").unwrap();
+    git(&["add", "README.md"]);
+    git(&["commit", "-q", "-m", "initial"]);
+    let repo = NewRepo {
+        full_name: "me/local".into(),
+        source: RepoSource::Local { path: dir.path().to_str().unwrap().into() },
+        default_branch: None,
+        settings: None,
+    };
+    let repo = w.h.core.create_repo(&w.admin, w.org, repo).await.unwrap();
+    let forge = aicd_core::forge::LocalGitForge::new();
+    let orch = Orchestrator::new(
+        w.h.store.clone(),
+        Arc::new(ScriptedAgent::new()),
+        Arc::new(forge.clone()),
+        w.doorbell.clone(),
+        w.bus.clone(),
+        config(),
+    );
+    let worker = orch.spawn_worker();
+    let issue = IssueRef {
+        number: Some(3),
+        title: "Greet".into(),
+        body: write_block("hello.txt", "Hello from AI-CD"),
+        url: None,
+        author: None,
+    };
+    let new = NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None };
+    let job = w.h.core.clone().with_doorbell(w.doorbell.clone()).create_job(&w.admin, w.org, new).await.unwrap();
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    let branch = job.checkpoints.pull_request.as_ref().unwrap().branch.clone();
+    assert_eq!(git(&["show", &format!("{branch}:hello.txt")]), "Hello from AI-CD\n");
+    assert_eq!(git(&["rev-list", "--count", &format!("main..{branch}")]).trim(), "1", "one commit on the branch");
+    assert_eq!(git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main", "the checkout is untouched");
+    let prs = forge.pull_requests(&repo).await.unwrap();
+    assert_eq!(prs.len(), 1);
+    let diff = forge.pull_request_diff(&repo, prs[0].number).await.unwrap();
+    assert!(diff.contains("+Hello from AI-CD"), "{diff}");
     worker.shutdown(Duration::from_secs(5)).await;
 }
