@@ -2,8 +2,9 @@
 //! CODING -> REVIEWING -> PR_OPEN) with the instant scripted agent and the memory forge, on
 //! PostgreSQL with Redis signals and on SQLite with in-process signals, one process-local worker.
 //!
-//! `cargo bench -p aicd-core --bench pipeline`; `AICD_BENCH_JOBS` sets N (default 200). Run with
-//! `--test` or `--list` it only pushes a handful of jobs through SQLite, as a smoke test.
+//! `cargo bench -p aicd-core --bench pipeline`; `AICD_BENCH_JOBS` sets N (default 200). Run without
+//! `--bench` (as `cargo test --benches` does) or with `--test` or `--list`, it only pushes a handful
+//! of jobs through SQLite, as a smoke test.
 
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
@@ -419,7 +420,10 @@ async fn run(smoke: bool) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let smoke = std::env::args().skip(1).any(|a| a == "--test" || a == "--list");
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing (or `--test`/`--list` when
+    // asked), and then a smoke run is enough.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = args.iter().any(|a| a == "--test" || a == "--list") || !args.iter().any(|a| a == "--bench");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

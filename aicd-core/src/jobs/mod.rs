@@ -105,30 +105,14 @@ pub struct StepAttempts {
     pub policy_blocks: u32,
 }
 
-/// A job's budget, shared by planner, coder and critic, and what it has spent of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Budget {
-    /// Most tokens (input and output) the job may spend.
-    pub max_tokens: u64,
-    /// Most cost, in micro-units of currency, the job may spend.
-    pub max_cost_micros: u64,
-    /// Tokens spent so far.
-    pub spent_tokens: u64,
-    /// Cost spent so far, in micro-units of currency.
-    pub spent_cost_micros: u64,
-}
+/// A job's budget, shared by planner, coder and critic, and what it has spent of it: the agent
+/// contract's own type, so the orchestrator hands it to the agent as it is.
+pub use aicd_agent_api::Budget;
 
-impl Budget {
-    /// Default budget of a job: 2 million tokens and 20 units of currency.
-    pub const DEFAULT_MAX_TOKENS: u64 = 2_000_000;
-    /// See [`Budget::DEFAULT_MAX_TOKENS`].
-    pub const DEFAULT_MAX_COST_MICROS: u64 = 20_000_000;
-
-    /// Whether anything is left.
-    pub fn is_exhausted(&self) -> bool {
-        self.spent_tokens >= self.max_tokens || self.spent_cost_micros >= self.max_cost_micros
-    }
-}
+/// Default token budget of a job.
+pub const DEFAULT_MAX_TOKENS: u64 = 2_000_000;
+/// Default cost budget of a job, in micro-units of currency (20 units).
+pub const DEFAULT_MAX_COST_MICROS: u64 = 20_000_000;
 
 /// The worker holding a job, and until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,9 +204,9 @@ pub struct NewJob {
     pub issue: IssueRef,
     /// What started it.
     pub trigger: Trigger,
-    /// Token budget; defaults to [`Budget::DEFAULT_MAX_TOKENS`].
+    /// Token budget; defaults to [`DEFAULT_MAX_TOKENS`].
     pub max_tokens: Option<u64>,
-    /// Cost budget; defaults to [`Budget::DEFAULT_MAX_COST_MICROS`].
+    /// Cost budget; defaults to [`DEFAULT_MAX_COST_MICROS`].
     pub max_cost_micros: Option<u64>,
 }
 

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use aicd_agent_api::{
-    AgentError, Budget as AgentBudget, Changeset, Feedback, Issue, Output, Plan, RepoRef, RepoView, Review,
-    TaskContext, Usage, Verdict,
+    AgentError, Changeset, Feedback, Issue, Output, Plan, RepoRef, RepoView, Review, TaskContext, Usage, Verdict,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -475,18 +474,11 @@ impl JobRun {
         agent_issue.number = issue.number;
         agent_issue.url = issue.url.clone();
         agent_issue.author = issue.author.clone();
-        let b = self.job.budget;
-        let budget = AgentBudget {
-            max_tokens: b.max_tokens,
-            max_cost_micros: b.max_cost_micros,
-            spent_tokens: b.spent_tokens,
-            spent_cost_micros: b.spent_cost_micros,
-        };
         Ok(TaskContext::new(
             self.job.id.to_string(),
             agent_issue,
             RepoRef::new(repo.full_name.clone(), repo.default_branch.clone()),
-            budget,
+            self.job.budget,
             view,
         ))
     }

@@ -8,8 +8,7 @@ use super::rows::{EventRow, JobRow, UsageRow, event_columns, job_columns, usage_
 use super::sql::{One, Tx, constraint_error, int, q};
 use super::{JobStore, NewUsage, SqlStore, now};
 use crate::jobs::{
-    Budget, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, StepAttempts, UsageRecord,
-    UsageTotals,
+    EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, StepAttempts, UsageRecord, UsageTotals,
 };
 use crate::{Error, JobId, OrgId, Result, UsageId};
 
@@ -17,8 +16,8 @@ use crate::{Error, JobId, OrgId, Result, UsageId};
 impl JobStore for SqlStore {
     async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job> {
         let issue = job.issue.validate()?;
-        let max_tokens = job.max_tokens.unwrap_or(Budget::DEFAULT_MAX_TOKENS);
-        let max_cost = job.max_cost_micros.unwrap_or(Budget::DEFAULT_MAX_COST_MICROS);
+        let max_tokens = job.max_tokens.unwrap_or(crate::jobs::DEFAULT_MAX_TOKENS);
+        let max_cost = job.max_cost_micros.unwrap_or(crate::jobs::DEFAULT_MAX_COST_MICROS);
         if max_tokens == 0 || max_cost == 0 || max_tokens > i64::MAX as u64 || max_cost > i64::MAX as u64 {
             return Err(Error::invalid("budgets must be positive"));
         }

@@ -83,7 +83,7 @@ pub(crate) async fn a_new_job_is_queued_with_defaults_and_a_created_event(h: &Ha
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.attempts, Default::default());
     assert_eq!((job.review_round, job.epoch), (0, 0));
-    assert_eq!(job.budget.max_tokens, aicd_core::jobs::Budget::DEFAULT_MAX_TOKENS);
+    assert_eq!(job.budget.max_tokens, aicd_core::jobs::DEFAULT_MAX_TOKENS);
     assert_eq!((job.budget.spent_tokens, job.budget.spent_cost_micros), (0, 0));
     assert!(job.lease.is_none() && !job.cancel_requested);
     assert_eq!(job.checkpoints, Default::default());

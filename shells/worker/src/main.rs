@@ -1,20 +1,168 @@
-//! `aicd-worker`: runs the orchestrator's executors against PostgreSQL.
+//! `aicd-worker`: claims jobs and drives them QUEUED -> PLANNING -> CODING -> REVIEWING -> PR_OPEN.
 //!
-//! This release checks its configuration and that the database is safe to use (row-level security
-//! enforced, a restricted role); the executors arrive with the orchestrator.
+//! Configured from the environment (see `config.rs`): PostgreSQL (`DATABASE_URL`, as the restricted
+//! application role) or the embedded SQLite file under `AICD_DATA_DIR`; Redis signals
+//! (`REDIS_URL`) or in-process ones; the scripted agent; the local git forge. Runs until SIGTERM
+//! or Ctrl-C, then stops claiming and lets running jobs reach a checkpoint and release their
+//! leases within `AICD_SHUTDOWN_GRACE_SECS`. A second signal stops it at once.
 
+mod config;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aicd_agent_api::testing::SlowAgent;
+use aicd_agent_api::{Agent, ScriptedAgent};
+use aicd_core::forge::LocalGitForge;
+use aicd_core::orchestrator::Orchestrator;
+use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{PostgresOptions, SqlStore};
 use anyhow::Context;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let url = std::env::var("DATABASE_URL").context("DATABASE_URL (PostgreSQL, the application role) is required")?;
-    let store = SqlStore::postgres(&url, PostgresOptions::default()).await.context("opening the store")?;
-    store.ping().await?;
-    tracing::info!(backend = store.backend(), "database reachable and isolation verified");
+use crate::config::{AgentKind, Config, Database, LogFormat, Signals};
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(problems) => {
+            let problems: Vec<String> = problems.lines().map(|p| format!("  - {p}")).collect();
+            eprintln!("aicd-worker: invalid configuration:\n{}", problems.join("\n"));
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %config.scrub(&format!("{e:#}")), "the worker stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+async fn run(config: &Config) -> anyhow::Result<()> {
+    let mut signals = shutdown::Signals::install()?;
+    let (store, orchestrator) = tokio::select! {
+        built = build(config) => built?,
+        signal = signals.next() => {
+            tracing::info!(signal, "stopped while starting");
+            return Ok(());
+        }
+    };
+    let worker = orchestrator.spawn_worker();
+    let signal = signals.next().await;
+    let grace_secs = config.shutdown_grace.as_secs();
+    tracing::info!(signal, grace_secs, "shutting down: no new claims; running jobs stop at their next checkpoint");
+    tokio::select! {
+        () = worker.shutdown(config.shutdown_grace) => {}
+        signal = signals.next() => {
+            anyhow::bail!("{signal} during shutdown: stopped without waiting for running jobs (their leases lapse)");
+        }
+    }
+    store.close().await;
+    tracing::info!("worker exited");
     Ok(())
+}
+
+/// Opens the store and the signals and assembles the orchestrator.
+async fn build(config: &Config) -> anyhow::Result<(Arc<SqlStore>, Orchestrator)> {
+    let store = Arc::new(match &config.database {
+        Database::Postgres { url } => {
+            let max_connections = u32::try_from(config.concurrency + 2).unwrap_or(u32::MAX).clamp(4, 32);
+            let options = PostgresOptions { max_connections, ..PostgresOptions::default() };
+            SqlStore::postgres(url.expose(), options).await.context("opening the PostgreSQL database (DATABASE_URL)")?
+        }
+        Database::Sqlite { path } => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {} (AICD_DATA_DIR)", dir.display()))?;
+            }
+            SqlStore::sqlite(path).await.with_context(|| format!("opening the SQLite database {}", path.display()))?
+        }
+    });
+    let (doorbell, bus): (Arc<dyn Doorbell>, Arc<dyn EventBus>) = match &config.signals {
+        Signals::Redis { url, namespace } => {
+            let redis =
+                Arc::new(RedisSignals::connect(url.expose(), namespace).await.context("connecting to REDIS_URL")?);
+            (redis.clone(), redis)
+        }
+        Signals::Local => (Arc::new(LocalDoorbell::new()), Arc::new(LocalEventBus::new())),
+    };
+    let agent: Arc<dyn Agent> = match config.agent {
+        AgentKind::Scripted { delay } if delay.is_zero() => Arc::new(ScriptedAgent::new()),
+        AgentKind::Scripted { delay } => Arc::new(SlowAgent::new(ScriptedAgent::new(), delay)),
+    };
+    tracing::info!(
+        worker_id = %config.worker_id,
+        database = store.backend(),
+        signals = if matches!(config.signals, Signals::Local) { "local" } else { "redis" },
+        agent = agent.name(),
+        concurrency = config.concurrency,
+        lease_secs = config.lease.as_secs(),
+        "worker ready"
+    );
+    let forge = Arc::new(LocalGitForge::new());
+    let orchestrator = Orchestrator::new(store.clone(), agent, forge, doorbell, bus, config.orchestrator());
+    Ok((store, orchestrator))
+}
+
+mod shutdown {
+    //! SIGTERM and SIGINT (Ctrl-C), as a stream of signal names.
+
+    #[cfg(unix)]
+    pub(crate) struct Signals {
+        term: tokio::signal::unix::Signal,
+        int: tokio::signal::unix::Signal,
+    }
+
+    #[cfg(unix)]
+    impl Signals {
+        pub(crate) fn install() -> std::io::Result<Self> {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        }
+
+        /// Waits for the next signal and returns its name.
+        pub(crate) async fn next(&mut self) -> &'static str {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) struct Signals;
+
+    #[cfg(not(unix))]
+    impl Signals {
+        pub(crate) fn install() -> std::io::Result<Self> {
+            Ok(Self)
+        }
+
+        /// Waits for the next Ctrl-C.
+        pub(crate) async fn next(&mut self) -> &'static str {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
+    }
 }
