@@ -7,6 +7,7 @@
 //! leases within `AICD_SHUTDOWN_GRACE_SECS`. A second signal stops it at once.
 
 mod config;
+mod shutdown;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %config.scrub(&format!("{e:#}")), "the worker stopped");
+            tracing::error!(error = %config.scrub(&describe(&e)), "the worker stopped");
             ExitCode::FAILURE
         }
     }
@@ -123,46 +124,16 @@ async fn build(config: &Config) -> anyhow::Result<(Arc<SqlStore>, Orchestrator)>
     Ok((store, orchestrator))
 }
 
-mod shutdown {
-    //! SIGTERM and SIGINT (Ctrl-C), as a stream of signal names.
-
-    #[cfg(unix)]
-    pub(crate) struct Signals {
-        term: tokio::signal::unix::Signal,
-        int: tokio::signal::unix::Signal,
-    }
-
-    #[cfg(unix)]
-    impl Signals {
-        pub(crate) fn install() -> std::io::Result<Self> {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
-        }
-
-        /// Waits for the next signal and returns its name.
-        pub(crate) async fn next(&mut self) -> &'static str {
-            tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
+/// The error and its causes on one line, each said once (core errors repeat their source).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
             }
+            text.push_str(&cause);
         }
     }
-
-    #[cfg(not(unix))]
-    pub(crate) struct Signals;
-
-    #[cfg(not(unix))]
-    impl Signals {
-        pub(crate) fn install() -> std::io::Result<Self> {
-            Ok(Self)
-        }
-
-        /// Waits for the next Ctrl-C.
-        pub(crate) async fn next(&mut self) -> &'static str {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            "Ctrl-C"
-        }
-    }
+    text
 }
