@@ -78,6 +78,7 @@ pub struct Orchestrator {
     pub(crate) doorbell: Arc<dyn Doorbell>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) config: Arc<OrchestratorConfig>,
+    pub(crate) policies: Arc<policy_gate::PolicyCache>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -96,7 +97,7 @@ impl Orchestrator {
         bus: Arc<dyn EventBus>,
         config: OrchestratorConfig,
     ) -> Self {
-        Self { store, agent, forge, doorbell, bus, config: Arc::new(config) }
+        Self { store, agent, forge, doorbell, bus, config: Arc::new(config), policies: Arc::default() }
     }
 
     /// The configuration.

@@ -1,6 +1,9 @@
 //! Running the policy engine on a changeset: compare each changed file with the base, under the
 //! organization's defaults merged with the repository's settings and its `.aicd.toml`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use aicd_agent_api::{ChangeOp, Changeset, RepoView};
 
 use crate::policy::{FileDiff, Policy, PolicyConfig, Violation, evaluate};
@@ -16,7 +19,36 @@ pub(crate) enum GateError {
 /// The repository's policy file.
 const REPO_POLICY_FILE: &str = ".aicd.toml";
 
+/// Compiled policies by their configuration. Compiling the secret rules costs milliseconds, far
+/// more than evaluating a typical changeset, and most jobs share a few configurations.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCache {
+    compiled: Mutex<HashMap<String, Arc<Policy>>>,
+}
+
+impl PolicyCache {
+    /// Distinct configurations kept before the cache starts over.
+    const CAPACITY: usize = 256;
+
+    fn get(&self, config: &PolicyConfig) -> Result<Arc<Policy>, GateError> {
+        let key = serde_json::to_string(config).unwrap_or_default();
+        if let Some(policy) = self.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(policy);
+        }
+        let policy =
+            Arc::new(Policy::from_config(config).map_err(|e| GateError::Config(format!("invalid policy: {e}")))?);
+        if let Ok(mut map) = self.compiled.lock() {
+            if map.len() >= Self::CAPACITY {
+                map.clear();
+            }
+            map.insert(key, policy.clone());
+        }
+        Ok(policy)
+    }
+}
+
 pub(crate) async fn check(
+    cache: &PolicyCache,
     org_defaults: &PolicyConfig,
     repo: &Repository,
     view: &dyn RepoView,
@@ -35,7 +67,7 @@ pub(crate) async fn check(
             .map_err(|e| GateError::Config(format!("{REPO_POLICY_FILE} is invalid: {e}")))?;
         config = PolicyConfig::merge(&config, &from_file);
     }
-    let policy = Policy::from_config(&config).map_err(|e| GateError::Config(format!("invalid policy: {e}")))?;
+    let policy = cache.get(&config)?;
 
     let mut before = Vec::with_capacity(changeset.changes.len());
     for change in &changeset.changes {
@@ -61,4 +93,22 @@ pub(crate) async fn check(
         })
         .collect();
     Ok(evaluate(&diffs, &policy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_is_compiled_once() {
+        let cache = PolicyCache::default();
+        let config = PolicyConfig::default();
+        let a = cache.get(&config).ok().unwrap();
+        let b = cache.get(&config).ok().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = PolicyConfig { max_files: Some(3), ..PolicyConfig::default() };
+        let c = cache.get(&other).ok().unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.max_files(), 3);
+    }
 }

@@ -166,11 +166,14 @@ impl JobRun {
         }
         let repo = self.repo().await?;
         let view = self.view().await?;
-        let violations = match policy_gate::check(&self.orch.config.policy, &repo, view.as_ref(), &changeset).await {
-            Ok(v) => v,
-            Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
-            Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
-        };
+        let violations =
+            match policy_gate::check(&self.orch.policies, &self.orch.config.policy, &repo, view.as_ref(), &changeset)
+                .await
+            {
+                Ok(v) => v,
+                Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
+                Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
+            };
         if !violations.is_empty() {
             return self.policy_blocked(PolicyBlocked::new(violations)).await;
         }
