@@ -167,6 +167,7 @@ both!(
     binary_content_is_blocked,
     a_new_job_wakes_an_idle_worker_through_the_doorbell,
     many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits,
+    every_state_change_reaches_subscribers_of_the_event_bus,
     the_local_git_repository_holds_the_branch_and_commit,
     policy_feedback_sends_the_coder_back_once,
     a_publish_retried_after_a_lost_response_opens_one_pull_request,
@@ -666,4 +667,39 @@ async fn the_local_git_repository_holds_the_branch_and_commit(w: World) {
     let diff = forge.pull_request_diff(&repo, prs[0].number).await.unwrap();
     assert!(diff.contains("+Hello from AI-CD"), "{diff}");
     worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn every_state_change_reaches_subscribers_of_the_event_bus(w: World) {
+    let mut events = w.bus.subscribe();
+    let worker = w.worker(ScriptedAgent::new());
+    let done = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let core = w.h.core.clone().with_event_bus(w.bus.clone());
+    let queued = core
+        .create_job(
+            &w.admin,
+            w.org,
+            NewJob {
+                repo_id: w.repo.id,
+                issue: IssueRef { number: Some(2), title: "Two".into(), body: String::new(), url: None, author: None },
+                trigger: Trigger::Api,
+                max_tokens: None,
+                max_cost_micros: None,
+            },
+        )
+        .await
+        .unwrap();
+    core.cancel_job(&w.admin, w.org, queued.id).await.unwrap();
+
+    let mut seen: Vec<(JobId, JobState)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&(queued.id, JobState::Cancelled)) {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.expect("events arrive").unwrap();
+        if let Some(to) = event.to_state {
+            seen.push((event.job_id, to));
+        }
+    }
+    use JobState::*;
+    let of_done: Vec<_> = seen.iter().filter(|(id, _)| *id == done.id).map(|(_, s)| *s).collect();
+    assert_eq!(of_done, [Planning, Coding, Reviewing, PrOpen]);
 }

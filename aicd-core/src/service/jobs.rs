@@ -30,7 +30,9 @@ impl Core {
     /// Cancels a job (see [`crate::store::JobStore::cancel_job`]).
     pub async fn cancel_job(&self, actor: &Actor, org: OrgId, job: JobId) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCancel)?;
-        self.store.cancel_job(org, job, &actor.principal.label()).await
+        let (job, events) = self.store.cancel_job(org, job, &actor.principal.label()).await?;
+        self.publish(&events).await;
+        Ok(job)
     }
 
     /// Deletes a finished job.

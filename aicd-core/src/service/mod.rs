@@ -8,7 +8,7 @@ mod tenancy;
 
 use std::sync::Arc;
 
-use crate::signals::Doorbell;
+use crate::signals::{Doorbell, EventBus};
 use crate::store::Store;
 use crate::tenancy::{Actor, Permission, authorize};
 use crate::{OrgId, Result};
@@ -27,6 +27,7 @@ pub struct Core {
     store: Arc<dyn Store>,
     options: CoreOptions,
     doorbell: Option<Arc<dyn Doorbell>>,
+    bus: Option<Arc<dyn EventBus>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Core services over `store`.
     pub fn new(store: Arc<dyn Store>, options: CoreOptions) -> Self {
-        Self { store, options, doorbell: None }
+        Self { store, options, doorbell: None, bus: None }
     }
 
     /// Rings `doorbell` whenever a job is queued, so idle workers start at once instead of at
@@ -46,6 +47,21 @@ impl Core {
     pub fn with_doorbell(mut self, doorbell: Arc<dyn Doorbell>) -> Self {
         self.doorbell = Some(doorbell);
         self
+    }
+
+    /// Publishes the events this service appends (a cancellation, say) on `bus`, for live
+    /// streams; the workers publish theirs.
+    pub fn with_event_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    async fn publish(&self, events: &[crate::jobs::JobEvent]) {
+        if let Some(bus) = &self.bus {
+            for event in events {
+                bus.publish(event).await;
+            }
+        }
     }
 
     async fn job_queued(&self) {

@@ -93,11 +93,12 @@ impl JobStore for SqlStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<Job> {
+    async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<(Job, Vec<JobEvent>)> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let current = lock_job(&mut tx, org, job).await?;
         current.state.check_transition(JobState::Cancelled)?;
         let at = now();
+        let mut events = Vec::new();
         if current.lease.is_some() {
             if !current.cancel_requested {
                 tx.execute(
@@ -113,7 +114,7 @@ impl JobStore for SqlStore {
                     EventKind::CancelRequested,
                     "cancellation requested; the worker stops at its next checkpoint",
                 );
-                insert_event(&mut tx, org, job, event).await?;
+                events.push(insert_event(&mut tx, org, job, event).await?);
             }
         } else {
             // Bumping the epoch fences off any worker that still believes it holds the job.
@@ -125,11 +126,12 @@ impl JobStore for SqlStore {
                 .arg(at),
             )
             .await?;
-            insert_event(&mut tx, org, job, NewEvent::state_changed(actor, current.state, JobState::Cancelled)).await?;
+            let event = NewEvent::state_changed(actor, current.state, JobState::Cancelled);
+            events.push(insert_event(&mut tx, org, job, event).await?);
         }
         let job = fetch_job(&mut tx, org, job).await?;
         tx.commit().await?;
-        Ok(job)
+        Ok((job, events))
     }
 
     async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()> {

@@ -138,9 +138,10 @@ pub trait JobStore: Send + Sync {
     /// An organization's jobs, newest first, one page at a time.
     async fn list_jobs(&self, org: OrgId, filter: JobFilter) -> Result<Page<Job>>;
     /// Cancels a job: a queued (or unheld) job moves to CANCELLED at once; a job a worker holds is
-    /// marked, and the worker stops at its next checkpoint. Both append an event.
-    /// [`crate::Error::IllegalTransition`] if the job is past cancelling.
-    async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<Job>;
+    /// marked, and the worker stops at its next checkpoint. Both append an event, which is returned
+    /// with the job (none when the job was already marked). [`crate::Error::IllegalTransition`] if
+    /// the job is past cancelling.
+    async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<(Job, Vec<JobEvent>)>;
     /// Deletes a finished job and its events; [`crate::Error::Conflict`] if it is still active.
     async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()>;
     /// Appends an event to a job's timeline.
