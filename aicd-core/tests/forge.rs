@@ -8,7 +8,7 @@ use std::process::Command;
 
 use aicd_agent_api::{Changeset, FileChange, RepoViewError, RepoViewLimits};
 use aicd_core::forge::{
-    CommentId, Forge, ForgeCall, ForgeFailure, LocalGitForge, LocalPullRequestState, MemoryForge, NewPullRequest,
+    CommentId, Forge, ForgeCall, ForgeFailure, LocalGitForge, MemoryForge, NewPullRequest, PullRequestState,
 };
 use aicd_core::jobs::PullRequestRef;
 use aicd_core::repos::{RepoSource, Repository};
@@ -539,7 +539,7 @@ mod local_git_only {
             (pull.title.as_str(), pull.body.as_str(), pull.issue_number),
             ("Fix the greeting", "Resolves #7.", Some(7))
         );
-        assert_eq!(pull.state, LocalPullRequestState::Open);
+        assert_eq!(pull.state, PullRequestState::Open);
         assert_eq!(pull.base_commit, git_text(path, &["rev-parse", "main"]));
         let record: serde_json::Value =
             serde_json::from_slice(&std::fs::read(path.join(".git/aicd/pulls/1.json")).unwrap()).unwrap();

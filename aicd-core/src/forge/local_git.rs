@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use aicd_agent_api::{Changeset, RepoView, RepoViewLimits};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use self::git::{Git, TreeEntry};
 use self::records::Records;
@@ -23,7 +22,7 @@ use super::memory::{
     apply_changes, check_branch_name, check_changes, check_comment, check_commit_target, check_issue,
     check_pull_request, normalize_message, rejected, unavailable,
 };
-use super::{BranchRef, CommentId, Forge, NewPullRequest};
+use super::{BranchRef, CommentId, Forge, NewPullRequest, PullRequest, PullRequestState};
 use crate::jobs::PullRequestRef;
 use crate::repos::{RepoSource, Repository};
 use crate::{Error, Result};
@@ -45,50 +44,6 @@ const MAX_DIFF_BYTES: usize = 8 * 1024 * 1024;
 pub struct LocalGitForge {
     limits: RepoViewLimits,
     timeout: Duration,
-}
-
-/// The state of a [`LocalPullRequest`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LocalPullRequestState {
-    /// Open: [`Forge::open_pull_request`] returns it for its branch.
-    Open,
-    /// Closed without merging.
-    Closed,
-    /// Merged into its base.
-    Merged,
-}
-
-/// A pull request of a local repository, as recorded in `<git-dir>/aicd/pulls/<number>.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalPullRequest {
-    /// Its number (1, 2, ... per repository).
-    pub number: u64,
-    /// Its address, `file://<repository path>#pull/<number>`.
-    pub url: String,
-    /// The branch it proposes.
-    pub branch: String,
-    /// The branch it targets (the default branch when it was opened).
-    pub base: String,
-    /// The base branch's head commit when it was opened; its diff is taken from there.
-    pub base_commit: String,
-    /// Its title.
-    pub title: String,
-    /// Its body (markdown).
-    pub body: String,
-    /// The issue it resolves, if any.
-    pub issue_number: Option<u64>,
-    /// Whether it is open.
-    pub state: LocalPullRequestState,
-    /// When it was opened.
-    pub created_at: DateTime<Utc>,
-}
-
-impl LocalPullRequest {
-    /// The reference a [`Forge`] hands back for it.
-    pub fn to_ref(&self) -> PullRequestRef {
-        PullRequestRef { number: self.number, url: self.url.clone(), branch: self.branch.clone() }
-    }
 }
 
 impl Default for LocalGitForge {
@@ -132,7 +87,7 @@ impl LocalGitForge {
     }
 
     /// Every pull request of `repo`, by number, open or not.
-    pub async fn pull_requests(&self, repo: &Repository) -> Result<Vec<LocalPullRequest>> {
+    pub async fn pull_requests(&self, repo: &Repository) -> Result<Vec<PullRequest>> {
         self.unlocked(repo, |r| Records::new(&r.common_dir).pulls()).await
     }
 
@@ -281,8 +236,7 @@ impl Opened {
     fn open_pull_request(&self, pr: &NewPullRequest) -> Result<PullRequestRef> {
         self.check_branch(&pr.branch)?;
         let records = Records::new(&self.common_dir);
-        let open =
-            records.pulls()?.into_iter().find(|p| p.branch == pr.branch && p.state == LocalPullRequestState::Open);
+        let open = records.pulls()?.into_iter().find(|p| p.branch == pr.branch && p.state == PullRequestState::Open);
         if let Some(open) = open {
             return Ok(open.to_ref());
         }
@@ -291,7 +245,7 @@ impl Opened {
         }
         let base_commit = self.default_head()?;
         let created_at = Utc::now();
-        let pull = records.create_pull(|number| LocalPullRequest {
+        let pull = records.create_pull(|number| PullRequest {
             number,
             url: format!("file://{}#pull/{number}", self.path),
             branch: pr.branch.clone(),
@@ -300,7 +254,7 @@ impl Opened {
             title: pr.title.clone(),
             body: pr.body.clone(),
             issue_number: pr.issue_number,
-            state: LocalPullRequestState::Open,
+            state: PullRequestState::Open,
             created_at,
         })?;
         Ok(pull.to_ref())

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use aicd_agent_api::{ChangeOp, Changeset, FileChange, MemoryRepoView, RepoView, RepoViewLimits, validate_repo_path};
 use async_trait::async_trait;
 
-use super::{BranchRef, CommentId, Forge, NewPullRequest};
+use super::{BranchRef, CommentId, Forge, NewPullRequest, PullRequest, PullRequestState};
 use crate::jobs::PullRequestRef;
 use crate::repos::Repository;
 use crate::{Error, Result};
@@ -56,34 +56,6 @@ pub enum ForgeFailure {
     LostResponse,
 }
 
-/// A pull request opened on a [`MemoryForge`], with everything it was opened with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryPullRequest {
-    /// Its number (1, 2, ... per repository).
-    pub number: u64,
-    /// Its address, `memory://<full_name>/pull/<number>`.
-    pub url: String,
-    /// The branch it proposes.
-    pub branch: String,
-    /// The branch it targets (the repository's default branch when it was opened).
-    pub base: String,
-    /// The default branch's head commit when it was opened.
-    pub base_commit: String,
-    /// Its title.
-    pub title: String,
-    /// Its body.
-    pub body: String,
-    /// The issue it resolves, if any.
-    pub issue_number: Option<u64>,
-}
-
-impl MemoryPullRequest {
-    /// The reference a [`Forge`] hands back for it.
-    pub fn to_ref(&self) -> PullRequestRef {
-        PullRequestRef { number: self.number, url: self.url.clone(), branch: self.branch.clone() }
-    }
-}
-
 /// A [`Forge`] that keeps repositories in memory, for tests.
 ///
 /// Repositories are found by [`Repository::full_name`] (its `source` is ignored) and must be seeded
@@ -112,7 +84,7 @@ struct MemRepo {
     seeded_default: String,
     commits: HashMap<String, Commit>,
     branches: BTreeMap<String, String>,
-    pulls: Vec<MemoryPullRequest>,
+    pulls: Vec<PullRequest>,
     comments: BTreeMap<u64, Vec<(u64, String)>>,
 }
 
@@ -176,12 +148,12 @@ impl MemoryForge {
     /// The pull requests of `full_name` in the order they were opened (empty for an unknown
     /// repository).
     pub fn pull_requests(&self, full_name: &str) -> Vec<PullRequestRef> {
-        self.pull_request_details(full_name).iter().map(MemoryPullRequest::to_ref).collect()
+        self.pull_request_details(full_name).iter().map(PullRequest::to_ref).collect()
     }
 
     /// The pull requests of `full_name` with their titles, bodies and bases, in the order they were
     /// opened.
-    pub fn pull_request_details(&self, full_name: &str) -> Vec<MemoryPullRequest> {
+    pub fn pull_request_details(&self, full_name: &str) -> Vec<PullRequest> {
         self.lock().repos.get(full_name).map(|r| r.pulls.clone()).unwrap_or_default()
     }
 
@@ -341,14 +313,14 @@ impl Forge for MemoryForge {
         self.with_repo(ForgeCall::OpenPullRequest, repo, |state, name| {
             check_pull_request(repo, pr)?;
             let r = state.repo(name);
-            if let Some(open) = r.pulls.iter().find(|p| p.branch == pr.branch) {
+            if let Some(open) = r.pulls.iter().find(|p| p.branch == pr.branch && p.state == PullRequestState::Open) {
                 return Ok(open.to_ref());
             }
             if !r.branches.contains_key(&pr.branch) {
                 return Err(Error::NotFound { kind: "branch" });
             }
             let number = r.pulls.len() as u64 + 1;
-            let opened = MemoryPullRequest {
+            let opened = PullRequest {
                 number,
                 url: format!("memory://{name}/pull/{number}"),
                 branch: pr.branch.clone(),
@@ -357,6 +329,8 @@ impl Forge for MemoryForge {
                 title: pr.title.clone(),
                 body: pr.body.clone(),
                 issue_number: pr.issue_number,
+                state: PullRequestState::Open,
+                created_at: chrono::Utc::now(),
             };
             r.pulls.push(opened.clone());
             Ok(opened.to_ref())

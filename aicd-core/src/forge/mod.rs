@@ -14,12 +14,14 @@ use aicd_agent_api::{Changeset, RepoView};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use chrono::{DateTime, Utc};
+
 use crate::Result;
 use crate::jobs::PullRequestRef;
 use crate::repos::Repository;
 
-pub use local_git::{LocalGitForge, LocalPullRequest, LocalPullRequestState};
-pub use memory::{ForgeCall, ForgeFailure, MemoryForge, MemoryPullRequest};
+pub use local_git::LocalGitForge;
+pub use memory::{ForgeCall, ForgeFailure, MemoryForge};
 
 /// A branch and the commit at its tip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,52 @@ pub struct NewPullRequest {
     pub body: String,
     /// The issue it resolves, if any.
     pub issue_number: Option<u64>,
+}
+
+/// The state of a [`PullRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullRequestState {
+    /// Open: [`Forge::open_pull_request`] returns it for its branch.
+    Open,
+    /// Closed without merging.
+    Closed,
+    /// Merged into its base.
+    Merged,
+}
+
+/// A pull request as a built-in forge records it ([`LocalGitForge`] in
+/// `<git-dir>/aicd/pulls/<number>.json`, [`MemoryForge`] in memory), with everything it was opened
+/// with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Its number (1, 2, ... per repository).
+    pub number: u64,
+    /// Its address (`file://<repository path>#pull/<number>`, `memory://<full_name>/pull/<number>`).
+    pub url: String,
+    /// The branch it proposes.
+    pub branch: String,
+    /// The branch it targets (the default branch when it was opened).
+    pub base: String,
+    /// The base branch's head commit when it was opened; its diff is taken from there.
+    pub base_commit: String,
+    /// Its title.
+    pub title: String,
+    /// Its body (markdown).
+    pub body: String,
+    /// The issue it resolves, if any.
+    pub issue_number: Option<u64>,
+    /// Whether it is open.
+    pub state: PullRequestState,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+}
+
+impl PullRequest {
+    /// The reference a [`Forge`] hands back for it.
+    pub fn to_ref(&self) -> PullRequestRef {
+        PullRequestRef { number: self.number, url: self.url.clone(), branch: self.branch.clone() }
+    }
 }
 
 /// Identifies a comment on an issue.

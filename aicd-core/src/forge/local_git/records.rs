@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::CommentId;
 use super::super::memory::{rejected, unavailable};
-use super::LocalPullRequest;
+use crate::forge::PullRequest;
 use crate::{Error, Result};
 
 /// Largest record file read back.
@@ -37,11 +37,11 @@ impl Records {
     }
 
     /// Every pull request, by number.
-    pub(super) fn pulls(&self) -> Result<Vec<LocalPullRequest>> {
+    pub(super) fn pulls(&self) -> Result<Vec<PullRequest>> {
         let mut pulls = Vec::new();
         for (_, path) in numbered(&self.pulls_dir(), "json")? {
             let raw = read_bounded(&path)?;
-            let pull: LocalPullRequest = serde_json::from_slice(&raw)
+            let pull: PullRequest = serde_json::from_slice(&raw)
                 .map_err(|e| Error::Corrupt(format!("pull request record {}: {e}", path.display())))?;
             pulls.push(pull);
         }
@@ -49,7 +49,7 @@ impl Records {
     }
 
     /// Records a new pull request made by `make` from the number it gets (the next free one).
-    pub(super) fn create_pull(&self, make: impl Fn(u64) -> LocalPullRequest) -> Result<LocalPullRequest> {
+    pub(super) fn create_pull(&self, make: impl Fn(u64) -> PullRequest) -> Result<PullRequest> {
         let dir = self.pulls_dir();
         let next = numbered(&dir, "json")?.last().map_or(1, |(n, _)| n + 1);
         let mut made = None;
