@@ -455,18 +455,22 @@ impl JobRun {
     }
 
     async fn repo(&mut self) -> StepResult<Repository> {
-        if self.repo.is_none() {
-            self.repo = Some(self.orch.store.get_repo(self.job.org_id, self.job.repo_id).await?);
+        if let Some(repo) = &self.repo {
+            return Ok(repo.clone());
         }
-        Ok(self.repo.clone().expect("just set"))
+        let repo = self.orch.store.get_repo(self.job.org_id, self.job.repo_id).await?;
+        self.repo = Some(repo.clone());
+        Ok(repo)
     }
 
     async fn view(&mut self) -> StepResult<Arc<dyn RepoView>> {
-        if self.view.is_none() {
-            let repo = self.repo().await?;
-            self.view = Some(self.orch.forge.repo_view(&repo).await?);
+        if let Some(view) = &self.view {
+            return Ok(view.clone());
         }
-        Ok(self.view.clone().expect("just set"))
+        let repo = self.repo().await?;
+        let view = self.orch.forge.repo_view(&repo).await?;
+        self.view = Some(view.clone());
+        Ok(view)
     }
 
     async fn context(&mut self) -> StepResult<TaskContext> {

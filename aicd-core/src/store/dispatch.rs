@@ -94,7 +94,7 @@ impl DispatchStore for SqlStore {
         org: OrgId,
         job: JobId,
         fence: &Fence,
-        update: JobUpdate,
+        mut update: JobUpdate,
     ) -> Result<(Job, Vec<JobEvent>)> {
         let at = now();
         let mut tx = self.begin(Scope::Org(org)).await?;
@@ -116,8 +116,10 @@ impl DispatchStore for SqlStore {
             }
             events.push(event);
         }
-        apply(&mut next, update.clone_fields(), at);
-        if update.release || next.state.is_terminal() || !next.state.is_runnable() {
+        let extra_events = std::mem::take(&mut update.events);
+        let release = update.release;
+        apply(&mut next, update, at);
+        if release || next.state.is_terminal() || !next.state.is_runnable() {
             next.lease = None;
         }
         let c = &next.checkpoints;
@@ -151,7 +153,7 @@ impl DispatchStore for SqlStore {
         if written != 1 {
             return Err(Error::LeaseLost { job_id: job });
         }
-        events.extend(update.events);
+        events.extend(extra_events);
         let mut appended = Vec::with_capacity(events.len());
         for event in events {
             appended.push(insert_event(&mut tx, org, job, event).await?);
@@ -192,12 +194,6 @@ impl DispatchStore for SqlStore {
         }
         tx.commit().await?;
         Ok(events)
-    }
-}
-
-impl JobUpdate {
-    fn clone_fields(&self) -> JobUpdate {
-        JobUpdate { events: Vec::new(), ..self.clone() }
     }
 }
 
