@@ -1,0 +1,3 @@
+//! What the AI-CD binaries (`aicd-server`, `aicd-worker`) share: typed configuration read from the
+//! environment, telemetry (logs, traces, Prometheus metrics), the assembly of the store, signals,
+//! agent, forge and orchestrator, the operational HTTP endpoints, and signal-driven shutdown.
