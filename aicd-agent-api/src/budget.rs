@@ -11,6 +11,7 @@ use crate::Usage;
 /// [`Budget::unlimited`] (or `u64::MAX` for one limit) for no limit.
 /// All arithmetic saturates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Budget {
     /// Most tokens (input plus output) the job may use.
     pub max_tokens: u64,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod deliveries;
+pub mod diff;
 mod error;
 pub mod forge;
 mod ids;

@@ -8,6 +8,7 @@ use crate::{Error, OrgId, RepoId, Result};
 
 /// Where a repository lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RepoSource {
     /// A GitHub repository reached through an App installation.
@@ -36,6 +37,7 @@ impl RepoSource {
 
 /// A repository registered with an organization.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Repository {
     /// Its identifier.
     pub id: RepoId,
@@ -57,6 +59,7 @@ pub struct Repository {
 
 /// What is needed to register a repository.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewRepo {
     /// `owner/name` (1 to 200 characters).
     pub full_name: String,
@@ -70,6 +73,7 @@ pub struct NewRepo {
 
 /// A change to a repository; absent fields are left as they are.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepoPatch {
     /// A new target branch.
     pub default_branch: Option<String>,

@@ -14,7 +14,7 @@ use aicd_agent_api::{
 };
 use aicd_core::forge::{ForgeCall, ForgeFailure, MemoryForge};
 use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, Trigger};
-use aicd_core::orchestrator::{Backoff, Orchestrator, OrchestratorConfig, WorkerHandle};
+use aicd_core::orchestrator::{Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, WorkerHandle};
 use aicd_core::repos::{NewRepo, RepoSource, Repository};
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{JobStore, TenancyStore};
@@ -172,6 +172,7 @@ both!(
     policy_feedback_sends_the_coder_back_once,
     a_publish_retried_after_a_lost_response_opens_one_pull_request,
     a_worker_shuts_down_gracefully_and_another_resumes,
+    the_observer_sees_every_step_of_a_job_that_reaches_pr_open,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -197,6 +198,42 @@ async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World
     assert!(comments[0].contains(&pr.url), "{}", comments[0]);
     assert!(job.budget.spent_tokens > 0, "usage is recorded against the job");
     assert_eq!(job.attempts.planning, 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Records every step the orchestrator reports.
+#[derive(Default)]
+struct RecordingObserver {
+    steps: Mutex<Vec<(JobState, StepOutcome, Option<u64>)>>,
+}
+
+impl StepObserver for RecordingObserver {
+    fn step_finished(&self, step: JobState, outcome: StepOutcome, _: Duration, usage: Option<&aicd_agent_api::Usage>) {
+        let tokens = usage.map(|u| u.input_tokens + u.output_tokens);
+        self.steps.lock().unwrap().push((step, outcome, tokens));
+    }
+}
+
+async fn the_observer_sees_every_step_of_a_job_that_reaches_pr_open(w: World) {
+    let observer = Arc::new(RecordingObserver::default());
+    let worker = w.orchestrator(ScriptedAgent::new(), config()).with_observer(observer.clone()).spawn_worker();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    // The observer hears of the last step just after it is written: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while observer.steps.lock().unwrap().len() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let steps = observer.steps.lock().unwrap().clone();
+    let seen: Vec<(JobState, StepOutcome)> = steps.iter().map(|(s, o, _)| (*s, *o)).collect();
+    use JobState::*;
+    use StepOutcome::Succeeded;
+    assert_eq!(seen, [(Planning, Succeeded), (Coding, Succeeded), (Reviewing, Succeeded), (PrOpen, Succeeded)]);
+    assert!(
+        steps[..3].iter().all(|(_, _, tokens)| tokens.is_some_and(|t| t > 0)),
+        "agent steps report usage: {steps:?}"
+    );
+    assert_eq!(steps[3].2, None, "publishing calls no agent");
     worker.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -1,6 +1,13 @@
 //! The error type of the GitHub integration.
+//!
+//! Calls to GitHub itself (the App's tokens, the REST client, the forge) fail with
+//! [`aicd_core::Error`], so the orchestrator can tell transient failures from permanent ones; this
+//! type covers what is checked before anything is sent: webhook signatures and payloads, and the
+//! App's configuration.
 
-/// What can go wrong talking to GitHub or reading what it sends.
+/// What can go wrong verifying or reading what GitHub sends, or configuring the App.
+///
+/// No variant ever carries a secret (the webhook secret, the private key, a token).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,6 +23,16 @@ pub enum Error {
     /// The webhook secret is unusable (empty).
     #[error("invalid webhook secret: {0}")]
     InvalidSecret(&'static str),
+    /// A webhook body is not well-formed JSON; the message says where.
+    #[error("malformed webhook payload: {0}")]
+    MalformedPayload(String),
+    /// The App's private key is not a PEM-encoded RSA private key; the message says why, never
+    /// what the key is.
+    #[error("invalid GitHub App private key: {0}")]
+    InvalidPrivateKey(String),
+    /// The GitHub API address is not an absolute `http` or `https` URL.
+    #[error("invalid GitHub API URL: {0}")]
+    InvalidApiUrl(String),
     /// A core operation failed.
     #[error(transparent)]
     Core(#[from] aicd_core::Error),

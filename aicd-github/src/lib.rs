@@ -1,6 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+pub mod app;
+pub mod client;
 mod error;
+pub mod forge;
 pub mod webhooks;
 
+pub use app::{AppCredentials, DEFAULT_API_URL, InstallationToken, InstallationTokens};
+pub use client::{InstallationClient, RepoPermission};
 pub use error::{Error, Result};
+pub use forge::GitHubForge;

@@ -1,8 +1,17 @@
-//! Verifying GitHub webhook deliveries.
+//! GitHub webhook deliveries: verifying their signatures, reading their payloads
+//! ([`parse_event`]) and the commands in comments ([`parse_command`]).
 //!
 //! GitHub signs each delivery with HMAC-SHA256 of the raw body under the webhook secret and sends
 //! it as `X-Hub-Signature-256: sha256=<hex>`. The signature is checked before anything in the body
 //! is parsed, with a constant-time comparison.
+
+mod events;
+
+pub use events::{
+    Command, CommentAction, CommentInfo, Ignored, InstallationAction, InstallationEvent, InstallationRepositoriesEvent,
+    IssueCommentEvent, IssueInfo, IssuesAction, IssuesEvent, Ping, PullRequestAction, PullRequestEvent, RepoInfo,
+    RepoSummary, RepositoriesAction, WebhookEvent, parse_command, parse_event,
+};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -11,7 +20,10 @@ use crate::{Error, Result};
 
 /// The webhook secret shared with GitHub. Its `Debug` never prints the value.
 #[derive(Clone)]
-pub struct WebhookSecret(Vec<u8>);
+pub struct WebhookSecret {
+    /// HMAC-SHA256 keyed with the secret, cloned for each delivery.
+    keyed: Hmac<Sha256>,
+}
 
 impl WebhookSecret {
     /// Wraps a secret; an empty one is refused, since it would accept forged deliveries.
@@ -20,12 +32,13 @@ impl WebhookSecret {
         if secret.is_empty() {
             return Err(Error::InvalidSecret("the webhook secret must not be empty"));
         }
-        Ok(Self(secret))
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret)
+            .map_err(|_| Error::InvalidSecret("the webhook secret cannot key HMAC-SHA256"))?;
+        Ok(Self { keyed })
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes keys of any length; the secret is known to be non-empty.
-        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
+        self.keyed.clone()
     }
 
     /// The `X-Hub-Signature-256` value GitHub would send for `body`.

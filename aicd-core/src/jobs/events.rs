@@ -8,6 +8,7 @@ use crate::{JobId, OrgId};
 
 /// What kind of thing happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
@@ -60,6 +61,7 @@ impl EventKind {
 /// One entry of a job's timeline. Ids increase in the order events were appended, so a stream
 /// can resume after the last id it saw.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobEvent {
     /// Position in the timeline (increasing).
     pub id: i64,

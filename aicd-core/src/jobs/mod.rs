@@ -16,6 +16,7 @@ use crate::{Error, JobId, OrgId, RepoId, Result};
 
 /// The issue a job works on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssueRef {
     /// The issue number on the forge, if the job came from a real issue.
     pub number: Option<u64>,
@@ -57,6 +58,7 @@ impl IssueRef {
 
 /// What started a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The trigger label was put on the issue.
@@ -93,6 +95,7 @@ impl std::str::FromStr for Trigger {
 
 /// How many times each step has been attempted (retries of transient failures included).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepAttempts {
     /// Attempts at planning.
     pub planning: u32,
@@ -116,6 +119,7 @@ pub const DEFAULT_MAX_COST_MICROS: u64 = 20_000_000;
 
 /// The worker holding a job, and until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// The worker's identity.
     pub owner: String,
@@ -125,6 +129,7 @@ pub struct Lease {
 
 /// A pull request opened for a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullRequestRef {
     /// Its number on the forge.
     pub number: u64,
@@ -137,6 +142,7 @@ pub struct PullRequestRef {
 /// Each finished step's output, saved before the transition that follows it, so a resumed job
 /// continues where it was and never pays twice for a finished step.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoints {
     /// The planner's plan.
     pub plan: Option<serde_json::Value>,
@@ -154,6 +160,7 @@ pub struct Checkpoints {
 
 /// A job: one issue being turned into a reviewed pull request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     /// Its identifier (time-ordered).
     pub id: JobId,
@@ -197,6 +204,7 @@ pub struct Job {
 
 /// What is needed to create a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewJob {
     /// The repository to work on (must belong to the job's organization).
     pub repo_id: RepoId,
@@ -241,6 +249,7 @@ impl JobFilter {
 
 /// One page of a listing, newest first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -250,6 +259,7 @@ pub struct Page<T> {
 
 /// One agent call's usage, recorded against an organization and a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageRecord {
     /// Its identifier.
     pub id: crate::UsageId,
@@ -275,6 +285,7 @@ pub struct UsageRecord {
 
 /// Usage added up over a period.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageTotals {
     /// Input tokens.
     pub input_tokens: u64,
@@ -284,4 +295,139 @@ pub struct UsageTotals {
     pub cost_micros: u64,
     /// Number of agent calls.
     pub calls: u64,
+}
+
+/// Usage and outcomes added up over a period (the totals, one repository's, or one day's share of
+/// a [`UsageReport`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageSummary {
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in micro-units of currency.
+    pub cost_micros: u64,
+    /// Number of agent calls.
+    pub calls: u64,
+    /// Number of jobs whose pull request was opened (the job moved to `pr_open`) in the period.
+    pub pull_requests: u64,
+}
+
+impl UsageSummary {
+    /// Adds `other` to this summary (saturating).
+    pub fn add(&mut self, other: &UsageSummary) {
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+        self.calls = self.calls.saturating_add(other.calls);
+        self.pull_requests = self.pull_requests.saturating_add(other.pull_requests);
+    }
+}
+
+/// One repository's share of a [`UsageReport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepoUsage {
+    /// The repository.
+    pub repo_id: RepoId,
+    /// What was spent on its jobs and how many pull requests they opened.
+    #[serde(flatten)]
+    pub summary: UsageSummary,
+}
+
+/// One day's share of a [`UsageReport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DayUsage {
+    /// The day, in UTC.
+    pub day: chrono::NaiveDate,
+    /// What was spent that day and how many pull requests were opened.
+    #[serde(flatten)]
+    pub summary: UsageSummary,
+}
+
+/// An organization's usage over `[from, to)`: the totals, and the same split by repository and by
+/// day (UTC).
+///
+/// Only repositories and days with usage or an opened pull request are listed. The days add up to
+/// the totals exactly; so do the repositories, except for usage not tied to a job (hence to no
+/// repository), which counts in the totals and its day only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageReport {
+    /// Start of the period (inclusive).
+    pub from: DateTime<Utc>,
+    /// End of the period (exclusive).
+    pub to: DateTime<Utc>,
+    /// Everything in the period.
+    pub totals: UsageSummary,
+    /// Per repository, sorted by repository id.
+    pub by_repo: Vec<RepoUsage>,
+    /// Per day (UTC), oldest first.
+    pub by_day: Vec<DayUsage>,
+}
+
+impl UsageReport {
+    /// Longest period a report may cover, in days.
+    pub const MAX_DAYS: i64 = 366;
+}
+
+#[cfg(all(test, feature = "openapi"))]
+mod openapi_tests {
+    use serde_json::json;
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    fn schema_of<T: PartialSchema>() -> serde_json::Value {
+        serde_json::to_value(T::schema()).expect("the schema serializes")
+    }
+
+    #[test]
+    fn api_types_have_schemas_that_follow_their_serde_form() {
+        let job = schema_of::<Job>();
+        assert_eq!(job["type"], "object");
+        assert_eq!(job["properties"]["state"]["$ref"], "#/components/schemas/JobState");
+        assert_eq!(job["properties"]["budget"]["$ref"], "#/components/schemas/Budget");
+        assert!(job["required"].as_array().unwrap().contains(&json!("checkpoints")));
+
+        // Ids are UUID strings; enums use their snake_case names; internally tagged enums name
+        // their tag; flattened summaries are merged in.
+        assert_eq!(
+            schema_of::<crate::JobId>(),
+            json!({
+                "description": "Identifies a job (one issue being turned into a pull request).",
+                "type": "string",
+                "format": "uuid",
+            })
+        );
+        assert!(schema_of::<JobState>()["enum"].as_array().unwrap().contains(&json!("pr_open")));
+        assert!(schema_of::<EventKind>()["enum"].as_array().unwrap().contains(&json!("state_changed")));
+        assert!(schema_of::<crate::tenancy::Role>()["enum"].as_array().unwrap().contains(&json!("org_admin")));
+        let source = schema_of::<crate::repos::RepoSource>();
+        assert_eq!(source["oneOf"][0]["properties"]["kind"]["enum"], json!(["github"]));
+        let day = schema_of::<DayUsage>();
+        assert_eq!(day["allOf"][0]["$ref"], "#/components/schemas/UsageSummary");
+        assert_eq!(day["allOf"][1]["properties"]["day"]["format"], "date");
+        let page = schema_of::<Page<Job>>();
+        assert_eq!(page["properties"]["items"]["items"]["$ref"], "#/components/schemas/Job");
+        let diff = schema_of::<crate::diff::DiffFile>();
+        assert_eq!(diff["properties"]["status"]["$ref"], "#/components/schemas/DiffStatus");
+        assert_eq!(schema_of::<crate::diff::DiffStatus>()["enum"], json!(["added", "modified", "deleted"]));
+        for schema in [
+            schema_of::<JobEvent>(),
+            schema_of::<UsageReport>(),
+            schema_of::<UsageTotals>(),
+            schema_of::<crate::diff::JobDiff>(),
+            schema_of::<crate::repos::Repository>(),
+            schema_of::<crate::tenancy::Org>(),
+            schema_of::<crate::tenancy::ApiKey>(),
+            schema_of::<crate::tenancy::Membership>(),
+            schema_of::<crate::tenancy::User>(),
+            schema_of::<Budget>(),
+        ] {
+            assert_eq!(schema["type"], "object", "{schema}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ use crate::{Error, Result};
 /// QUEUED, PLANNING, CODING, REVIEWING -> CANCELLED | FAILED
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a worker.

@@ -7,6 +7,7 @@
 //! worker's job is re-queued by the reaper and resumed by another worker at the step it was in.
 
 mod backoff;
+mod observer;
 mod policy_gate;
 mod progress;
 mod run;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use aicd_agent_api::Agent;
 
 pub use backoff::Backoff;
+pub use observer::{StepObserver, StepOutcome};
 pub use worker::WorkerHandle;
 
 use crate::forge::Forge;
@@ -79,11 +81,15 @@ pub struct Orchestrator {
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) config: Arc<OrchestratorConfig>,
     pub(crate) policies: Arc<policy_gate::PolicyCache>,
+    pub(crate) observer: Option<Arc<dyn StepObserver>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Orchestrator").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Orchestrator")
+            .field("config", &self.config)
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +103,14 @@ impl Orchestrator {
         bus: Arc<dyn EventBus>,
         config: OrchestratorConfig,
     ) -> Self {
-        Self { store, agent, forge, doorbell, bus, config: Arc::new(config), policies: Arc::default() }
+        Self { store, agent, forge, doorbell, bus, config: Arc::new(config), policies: Arc::default(), observer: None }
+    }
+
+    /// This orchestrator, telling `observer` how every attempt at a step ends (replacing any
+    /// observer set before).
+    pub fn with_observer(mut self, observer: Arc<dyn StepObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The configuration.

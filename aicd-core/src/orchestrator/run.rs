@@ -1,6 +1,7 @@
 //! Driving one claimed job until it ends, waits (PR_OPEN), or gives its lease up.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use aicd_agent_api::{
     AgentError, Changeset, Feedback, Issue, Output, Plan, RepoRef, RepoView, Review, TaskContext, Usage, Verdict,
@@ -10,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::policy_gate::{self, GateError};
-use super::{Orchestrator, progress};
+use super::{Orchestrator, StepOutcome, progress};
 use crate::forge::NewPullRequest;
 use crate::jobs::{EventKind, Fence, Job, JobState, JobUpdate, NewEvent, StepAttempts};
 use crate::policy::PolicyBlocked;
@@ -74,13 +75,25 @@ pub(crate) struct JobRun {
     interrupt: watch::Receiver<Interrupt>,
     repo: Option<Repository>,
     view: Option<Arc<dyn RepoView>>,
+    /// What the current attempt's agent call spent, for the observer.
+    usage: Option<Usage>,
+    /// Whether the policy engine blocked the current attempt, for the observer.
+    blocked: bool,
+}
+
+/// What reviewing ended with.
+enum Reviewed {
+    /// The critic requested changes; the job went back to CODING.
+    SentBack,
+    /// Approved (now or in an earlier attempt) and checkpointed: ready to publish.
+    Approved { plan: Plan, changeset: Changeset, review: Review },
 }
 
 impl JobRun {
     /// A run of `job`, just claimed, listening to `interrupt`.
     pub(crate) fn new(orch: Orchestrator, job: Job, interrupt: watch::Receiver<Interrupt>) -> Self {
         let fence = Fence { worker: orch.config.worker_id.clone(), epoch: job.epoch, state: job.state };
-        Self { orch, job, fence, interrupt, repo: None, view: None }
+        Self { orch, job, fence, interrupt, repo: None, view: None, usage: None, blocked: false }
     }
 
     pub(crate) fn fence(&self) -> &Fence {
@@ -121,13 +134,38 @@ impl JobRun {
     }
 
     async fn step(&mut self) -> StepResult<()> {
+        let started = Instant::now();
         match self.job.state {
             JobState::Queued => self.start().await,
-            JobState::Planning => self.plan().await,
-            JobState::Coding => self.code().await,
+            JobState::Planning => {
+                let result = self.plan().await;
+                self.observe(JobState::Planning, started, &result);
+                result
+            }
+            JobState::Coding => {
+                let result = self.code().await;
+                self.observe(JobState::Coding, started, &result);
+                result
+            }
             JobState::Reviewing => self.review_and_publish().await,
             _ => Ok(()),
         }
+    }
+
+    /// Tells the observer, if any, how the attempt at `step` begun at `started` ended.
+    fn observe<T>(&mut self, step: JobState, started: Instant, result: &StepResult<T>) {
+        let usage = self.usage.take();
+        let blocked = std::mem::take(&mut self.blocked);
+        let Some(observer) = &self.orch.observer else { return };
+        let outcome = match result {
+            _ if blocked => StepOutcome::Blocked,
+            Ok(_) => StepOutcome::Succeeded,
+            Err(Stop::Transient { .. }) => StepOutcome::Retrying,
+            Err(Stop::Permanent(_)) => StepOutcome::Failed,
+            Err(Stop::Interrupted(Interrupt::Cancel)) => StepOutcome::Cancelled,
+            Err(Stop::Interrupted(_)) => StepOutcome::Retrying,
+        };
+        observer.step_finished(step, outcome, started.elapsed(), usage.as_ref());
     }
 
     // --- steps -------------------------------------------------------------------------------
@@ -189,6 +227,7 @@ impl JobRun {
     }
 
     async fn policy_blocked(&mut self, blocked: PolicyBlocked) -> StepResult<()> {
+        self.blocked = true;
         let data = serde_json::json!({ "violations": blocked.violations() });
         let event = self.step_event(EventKind::PolicyBlocked, blocked.to_string()).with_data(data);
         if self.orch.config.policy_feedback && self.job.attempts.policy_blocks == 0 {
@@ -209,7 +248,23 @@ impl JobRun {
         Err(Stop::Permanent(format!("the policy engine blocked the change:\n{blocked}")))
     }
 
+    /// Reviews (unless an earlier attempt's approval is checkpointed), then publishes. The
+    /// observer hears of the review and of publishing as two steps.
     async fn review_and_publish(&mut self) -> StepResult<()> {
+        let resumed = self.job.checkpoints.review.is_some();
+        let started = Instant::now();
+        let reviewed = self.review().await;
+        if !resumed {
+            self.observe(JobState::Reviewing, started, &reviewed);
+        }
+        let Reviewed::Approved { plan, changeset, review } = reviewed? else { return Ok(()) };
+        let started = if resumed { started } else { Instant::now() };
+        let published = self.publish(plan, changeset, review).await;
+        self.observe(JobState::PrOpen, started, &published);
+        published
+    }
+
+    async fn review(&mut self) -> StepResult<Reviewed> {
         self.begin_attempt(|a| &mut a.reviewing).await?;
         let plan: Plan = self.checkpoint(self.job.checkpoints.plan.clone(), "plan")?;
         let changeset: Changeset = self.checkpoint(self.job.checkpoints.changeset.clone(), "changeset")?;
@@ -220,7 +275,8 @@ impl JobRun {
                 let agent = self.orch.agent.clone();
                 let review = self.call("reviewing", agent.review(&ctx, &plan, &changeset)).await?.value;
                 if review.verdict == Verdict::RequestChanges {
-                    return self.send_back(review).await;
+                    self.send_back(review).await?;
+                    return Ok(Reviewed::SentBack);
                 }
                 let event = self.step_event(EventKind::StepSucceeded, format!("approved: {}", review.summary));
                 self.write(JobUpdate {
@@ -232,6 +288,11 @@ impl JobRun {
                 review
             }
         };
+        Ok(Reviewed::Approved { plan, changeset, review })
+    }
+
+    /// Branch, commit and pull request through the forge, each idempotent, then PR_OPEN.
+    async fn publish(&mut self, plan: Plan, changeset: Changeset, review: Review) -> StepResult<()> {
         self.checkpoint_reached()?;
         let repo = self.repo().await?;
         let forge = self.orch.forge.clone();
@@ -372,6 +433,7 @@ impl JobRun {
             }
         };
         let out = result?;
+        self.usage = Some(out.usage.clone());
         self.record_usage(step, &out.usage).await?;
         if self.job.budget.spent_tokens > self.job.budget.max_tokens
             || self.job.budget.spent_cost_micros > self.job.budget.max_cost_micros

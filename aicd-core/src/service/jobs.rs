@@ -2,15 +2,19 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::jobs::{Job, JobEvent, JobFilter, NewJob, Page, UsageTotals};
+use crate::diff::JobDiff;
+use crate::forge::Forge;
+use crate::jobs::{Job, JobEvent, JobFilter, NewJob, Page, UsageReport, UsageTotals};
 use crate::tenancy::{Actor, Permission};
-use crate::{Core, JobId, OrgId, Result};
+use crate::{Core, Error, JobId, OrgId, Result};
 
 impl Core {
-    /// Starts a job (it is queued in the same transaction that creates it).
+    /// Starts a job (it is queued in the same transaction that creates it). Its `created` event
+    /// is published on the event bus, if there is one.
     pub async fn create_job(&self, actor: &Actor, org: OrgId, job: NewJob) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCreate)?;
         let job = self.store.create_job(org, job, &actor.principal.label()).await?;
+        self.publish_created(actor, org, job.id).await;
         self.job_queued().await;
         Ok(job)
     }
@@ -68,11 +72,68 @@ impl Core {
         }
         self.store.usage_totals(org, from, to).await
     }
+
+    /// An organization's usage over `[from, to)`: totals, per repository and per day (UTC), with
+    /// the number of pull requests opened (see [`UsageReport`]). [`Error::InvalidInput`] unless
+    /// `from` is before `to` and the period is at most [`UsageReport::MAX_DAYS`] days long.
+    pub async fn usage_report(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<UsageReport> {
+        self.authorize(actor, org, Permission::UsageRead)?;
+        if from >= to {
+            return Err(Error::invalid("`from` must be before `to`"));
+        }
+        if to - from > chrono::Duration::days(UsageReport::MAX_DAYS) {
+            return Err(Error::invalid(format!("a usage report covers at most {} days", UsageReport::MAX_DAYS)));
+        }
+        self.store.usage_report(org, from, to).await
+    }
+
+    /// The changes a job proposes, as a git-style unified diff against the head of its
+    /// repository's default branch (read through `forge`; see [`crate::diff::unified_diff`]).
+    /// [`Error::Conflict`] if the job has no changeset yet.
+    pub async fn job_diff(&self, actor: &Actor, org: OrgId, job: JobId, forge: &dyn Forge) -> Result<JobDiff> {
+        self.authorize(actor, org, Permission::JobRead)?;
+        let job = self.store.get_job(org, job).await?;
+        let Some(changeset) = &job.checkpoints.changeset else {
+            return Err(Error::Conflict(format!("job {} has no changeset yet (it is {})", job.id, job.state)));
+        };
+        let changeset: aicd_agent_api::Changeset = serde_json::from_value(changeset.clone())
+            .map_err(|e| Error::Corrupt(format!("the changeset of job {} cannot be read: {e}", job.id)))?;
+        let repo = self.store.get_repo(org, job.repo_id).await?;
+        let base = forge.repo_view(&repo).await?;
+        let diff = crate::diff::unified_diff(&changeset, base.as_ref()).await?;
+        Ok(JobDiff { job_id: job.id, base_branch: repo.default_branch, files: diff.files, patch: diff.patch })
+    }
+
+    /// Publishes the first events `actor` appended to a new job (its `created` event, and the
+    /// note of a retry) on the event bus, so live streams see the job appear. Events a worker may
+    /// already have appended are left to the worker, which publishes its own. Best effort: the job
+    /// exists either way.
+    async fn publish_created(&self, actor: &Actor, org: OrgId, job: JobId) {
+        if self.bus.is_none() {
+            return;
+        }
+        match self.store.list_events(org, job, None, 10).await {
+            Ok(mut events) => {
+                let label = actor.principal.label();
+                events.retain(|e| e.actor == label);
+                self.publish(&events).await;
+            }
+            Err(err) => tracing::warn!(%org, %job, %err, "could not read a new job's events to publish them"),
+        }
+    }
 }
 
 impl Core {
     /// Starts a new job for the same issue as a failed or cancelled one, with the same budget.
-    /// The old job stays as it was; [`crate::Error::Conflict`] if it has not ended that way.
+    /// The old job stays as it was; [`crate::Error::Conflict`] if it has not ended that way. The
+    /// new job's `created` event and the note linking it to the old one are published on the
+    /// event bus, if there is one.
     pub async fn retry_job(&self, actor: &Actor, org: OrgId, job: JobId) -> Result<Job> {
         self.authorize(actor, org, Permission::JobRetry)?;
         let old = self.store.get_job(org, job).await?;
@@ -97,6 +158,7 @@ impl Core {
         )
         .with_data(serde_json::json!({ "retry_of": old.id }));
         self.store.append_event(org, created.id, note).await?;
+        self.publish_created(actor, org, created.id).await;
         self.job_queued().await;
         Ok(created)
     }

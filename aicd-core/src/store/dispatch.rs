@@ -1,5 +1,5 @@
 //! [`DispatchStore`] for [`SqlStore`]: claiming with a lease and an epoch, heartbeats, fenced
-//! writes, and reaping expired leases.
+//! writes, reaping expired leases, and the queue depth.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -194,6 +194,14 @@ impl DispatchStore for SqlStore {
         }
         tx.commit().await?;
         Ok(events)
+    }
+
+    async fn queue_depth(&self) -> Result<u64> {
+        // The system scope sees every org's jobs on PostgreSQL, as the claim does.
+        let mut tx = self.begin(Scope::System).await?;
+        let queued: One<i64> = tx.fetch_one(q("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")).await?;
+        tx.commit().await?;
+        Ok(u64::try_from(queued.0).unwrap_or(0))
     }
 }
 

@@ -8,9 +8,82 @@ use super::rows::{EventRow, JobRow, UsageRow, event_columns, job_columns, usage_
 use super::sql::{One, Tx, constraint_error, int, q};
 use super::{JobStore, NewUsage, SqlStore, now};
 use crate::jobs::{
-    EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, StepAttempts, UsageRecord, UsageTotals,
+    DayUsage, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, RepoUsage, StepAttempts,
+    UsageRecord, UsageReport, UsageSummary, UsageTotals,
 };
 use crate::{Error, JobId, OrgId, Result, UsageId};
+
+/// One group of a usage report: its key, then input tokens, output tokens, cost, calls and pull
+/// requests opened.
+#[derive(sqlx::FromRow)]
+struct SummaryRow<K>(K, i64, i64, i64, i64, i64);
+
+impl<K> SummaryRow<K> {
+    fn summary(&self) -> UsageSummary {
+        let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+        UsageSummary {
+            input_tokens: non_negative(self.1),
+            output_tokens: non_negative(self.2),
+            cost_micros: non_negative(self.3),
+            calls: non_negative(self.4),
+            pull_requests: non_negative(self.5),
+        }
+    }
+}
+
+/// The jobs of org `$1` whose pull request was opened in `[$2, $3)`, with their repository and
+/// when (`repo_id`, `opened_at`). A job reaches PR_OPEN at most once, and stays there or moves to
+/// MERGED or CLOSED, so only jobs in those states are looked at (through the org's index on jobs,
+/// then each job's events).
+macro_rules! opened_pull_requests_sql {
+    () => {
+        "SELECT repo_id, opened_at FROM (SELECT j.repo_id, \
+         (SELECT MIN(e.at) FROM job_events e WHERE e.org_id = j.org_id AND e.job_id = j.id \
+         AND e.kind = 'state_changed' AND e.to_state = 'pr_open') AS opened_at \
+         FROM jobs j WHERE j.org_id = $1 AND j.state IN ('pr_open', 'merged', 'closed')) AS o \
+         WHERE opened_at >= $2 AND opened_at < $3"
+    };
+}
+
+/// Usage and opened pull requests of org `$1` in `[$2, $3)` per day; the day of a timestamp `t` is
+/// `$day_start t $day_end`.
+macro_rules! usage_by_day_sql {
+    ($day_start:literal, $day_end:literal) => {
+        concat!(
+            "SELECT day, CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+             CAST(SUM(cost_micros) AS BIGINT), CAST(SUM(calls) AS BIGINT), CAST(SUM(pull_requests) AS BIGINT) \
+             FROM (SELECT ",
+            $day_start,
+            "at",
+            $day_end,
+            " AS day, input_tokens, output_tokens, cost_micros, 1 AS calls, 0 AS pull_requests \
+             FROM usage_records WHERE org_id = $1 AND at >= $2 AND at < $3 \
+             UNION ALL SELECT ",
+            $day_start,
+            "opened_at",
+            $day_end,
+            ", 0, 0, 0, 0, 1 FROM (",
+            opened_pull_requests_sql!(),
+            ") AS p) AS u GROUP BY day ORDER BY day"
+        )
+    };
+}
+
+/// Usage and opened pull requests of org `$1` in `[$2, $3)` per repository (usage of no job has
+/// no repository and is left out).
+macro_rules! usage_by_repo_sql {
+    () => {
+        concat!(
+            "SELECT repo_id, CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+             CAST(SUM(cost_micros) AS BIGINT), CAST(SUM(calls) AS BIGINT), CAST(SUM(pull_requests) AS BIGINT) \
+             FROM (SELECT repo_id, input_tokens, output_tokens, cost_micros, 1 AS calls, 0 AS pull_requests \
+             FROM usage_records WHERE org_id = $1 AND at >= $2 AND at < $3 AND repo_id IS NOT NULL \
+             UNION ALL SELECT repo_id, 0, 0, 0, 0, 1 FROM (",
+            opened_pull_requests_sql!(),
+            ") AS p) AS u GROUP BY repo_id ORDER BY repo_id"
+        )
+    };
+}
 
 #[async_trait]
 impl JobStore for SqlStore {
@@ -251,6 +324,36 @@ impl JobStore for SqlStore {
             cost_micros: non_negative(cost),
             calls: non_negative(calls),
         })
+    }
+
+    async fn usage_report(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<UsageReport> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // The day of a timestamp, in UTC, as `YYYY-MM-DD` text: PostgreSQL converts from
+        // `timestamptz`; SQLite's `date()` reads the stored RFC 3339 text (offset included).
+        let by_day_sql = match tx {
+            Tx::Postgres(_) => usage_by_day_sql!("to_char(", " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+            Tx::Sqlite(_) => usage_by_day_sql!("date(", ")"),
+        };
+        let by_day: Vec<SummaryRow<String>> = tx.fetch_all(q(by_day_sql).arg(org).arg(from).arg(to)).await?;
+        let by_repo: Vec<SummaryRow<uuid::Uuid>> =
+            tx.fetch_all(q(usage_by_repo_sql!()).arg(org).arg(from).arg(to)).await?;
+        let mut by_day = by_day
+            .into_iter()
+            .map(|r| {
+                let day = r.0.parse().map_err(|_| Error::Corrupt(format!("unreadable usage day `{}`", r.0)))?;
+                Ok(DayUsage { day, summary: r.summary() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        by_day.sort_by_key(|d| d.day);
+        let mut by_repo: Vec<RepoUsage> =
+            by_repo.into_iter().map(|r| RepoUsage { repo_id: r.0.into(), summary: r.summary() }).collect();
+        by_repo.sort_by_key(|r| r.repo_id);
+        // Every usage record and every opened pull request of the period falls on exactly one day.
+        let mut totals = UsageSummary::default();
+        for day in &by_day {
+            totals.add(&day.summary);
+        }
+        Ok(UsageReport { from, to, totals, by_repo, by_day })
     }
 }
 

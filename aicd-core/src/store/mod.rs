@@ -154,6 +154,15 @@ pub trait JobStore: Send + Sync {
     async fn list_usage(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<UsageRecord>>;
     /// Usage of an organization added up over `[from, to)`.
     async fn usage_totals(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<UsageTotals>;
+    /// Usage of an organization over `[from, to)` added up in total, per repository and per day
+    /// (UTC), with the number of jobs whose pull request was opened in the period (see
+    /// [`crate::jobs::UsageReport`]).
+    async fn usage_report(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<crate::jobs::UsageReport>;
 }
 
 /// Webhook deliveries (not tenant data: they arrive before their org is known).
@@ -199,6 +208,9 @@ pub trait DispatchStore: Send + Sync {
     /// Releases every lease that has expired (its worker died or stalled), so the jobs can be
     /// claimed again; returns the events it appended.
     async fn reap_expired_leases(&self) -> Result<Vec<JobEvent>>;
+    /// How many jobs are QUEUED, across every organization (held or not, whatever their
+    /// `run_after`): the backlog gauge for operators. Not tenant data: a count only.
+    async fn queue_depth(&self) -> Result<u64>;
 }
 
 /// The whole storage port.

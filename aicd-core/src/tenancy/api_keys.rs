@@ -127,6 +127,7 @@ fn hash(key: &str) -> [u8; 32] {
 
 /// An API key as listed: everything but the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     /// Its identifier.
     pub id: ApiKeyId,
@@ -159,6 +160,7 @@ impl ApiKey {
 
 /// What is needed to create an API key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApiKey {
     /// A name to recognise it by (1 to 100 characters).
     pub name: String,

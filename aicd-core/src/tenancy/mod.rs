@@ -14,6 +14,7 @@ use crate::{Error, OrgId, Result, UserId};
 /// A member's role within one organization. Roles are ordered: each grants everything the one
 /// before it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads the organization's repositories, jobs and usage.
@@ -56,6 +57,7 @@ impl std::str::FromStr for Role {
 
 /// An organization: the unit of tenancy, billing and isolation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Org {
     /// Its identifier.
     pub id: OrgId,
@@ -71,6 +73,7 @@ pub struct Org {
 
 /// What is needed to create an organization.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewOrg {
     /// Its display name (1 to 100 characters, not blank).
     pub name: String,
@@ -80,6 +83,7 @@ pub struct NewOrg {
 
 /// A change to an organization; absent fields are left as they are.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrgPatch {
     /// A new display name.
     pub name: Option<String>,
@@ -134,6 +138,7 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<String> {
 
 /// A person, known by the subject of the OAuth provider's tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Its identifier.
     pub id: UserId,
@@ -160,6 +165,7 @@ pub struct NewUser {
 
 /// A user's role in an organization.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Membership {
     /// The organization.
     pub org_id: OrgId,

@@ -135,3 +135,25 @@ pub(crate) async fn a_released_job_waits_for_its_run_after(h: &Harness) {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().is_some());
 }
+
+pub(crate) async fn the_queue_depth_counts_queued_jobs_of_every_org(h: &Harness) {
+    assert_eq!(h.store.queue_depth().await.unwrap(), 0, "an empty database has no backlog");
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    for n in 1..=3 {
+        h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap();
+    }
+    let (other, other_admin, other_repo) = org_with_repo(h, "Other").await;
+    let theirs = h.core.create_job(&other_admin, other, new_job(other_repo.id, Some(1))).await.unwrap();
+    assert_eq!(h.store.queue_depth().await.unwrap(), 4, "queued jobs of both orgs are counted");
+
+    // A job that moves on, or is cancelled, leaves the queue.
+    let job = h.store.claim_next("w1", Duration::seconds(30)).await.unwrap().unwrap();
+    h.store.update_job(job.org_id, job.id, &fence("w1", &job), to(JobState::Planning)).await.unwrap();
+    h.core.cancel_job(&other_admin, other, theirs.id).await.unwrap();
+    assert_eq!(h.store.queue_depth().await.unwrap(), 2);
+}
+
+/// Registered here rather than in `main.rs`, next to the test it runs.
+mod queue_depth_tests {
+    crate::conformance!(dispatch: the_queue_depth_counts_queued_jobs_of_every_org);
+}

@@ -1,7 +1,9 @@
-use aicd_core::jobs::{EventKind, IssueRef, JobFilter, JobState, NewEvent, NewJob, Trigger};
+use aicd_core::jobs::{
+    DayUsage, EventKind, IssueRef, JobFilter, JobState, NewEvent, NewJob, RepoUsage, Trigger, UsageSummary,
+};
 use aicd_core::repos::{NewRepo, RepoPatch, RepoSource, Repository};
 use aicd_core::store::{JobStore, NewUsage, RepoStore};
-use aicd_core::tenancy::Actor;
+use aicd_core::tenancy::{Actor, NewOrg, NewUser, Role};
 use aicd_core::{Core, CoreOptions, Error, OrgId, RepoId};
 use chrono::{Duration, Utc};
 use serde_json::json;
@@ -296,4 +298,227 @@ pub(crate) async fn deleting_an_org_removes_everything_it_owns(h: &Harness) {
     assert!(matches!(h.store.get_repo(org, repo.id).await, Err(Error::NotFound { .. })));
     assert!(h.store.list_repos(org).await.unwrap().is_empty());
     assert_eq!(h.store.get_job(other, survivor.id).await.unwrap().id, survivor.id);
+}
+
+/// Direct access to the database under the store, to move rows to chosen times (the store stamps
+/// usage and events with the current time). On PostgreSQL it connects as the owner, whom RLS does
+/// not restrict; on SQLite it opens a second connection to the same file.
+enum Raw {
+    Postgres(String),
+    Sqlite(std::path::PathBuf),
+}
+
+/// A row to move in time.
+enum Row {
+    Usage(aicd_core::UsageId),
+    Event(i64),
+}
+
+impl Raw {
+    async fn set_time(&self, row: Row, at: chrono::DateTime<Utc>) {
+        use sqlx::Connection;
+        macro_rules! run {
+            ($conn:expr) => {{
+                let mut conn = $conn;
+                let query = match row {
+                    Row::Usage(id) => {
+                        sqlx::query("UPDATE usage_records SET at = $1 WHERE id = $2").bind(at).bind(id.as_uuid())
+                    }
+                    Row::Event(id) => sqlx::query("UPDATE job_events SET at = $1 WHERE id = $2").bind(at).bind(id),
+                };
+                query.execute(&mut conn).await.unwrap().rows_affected()
+            }};
+        }
+        let touched = match self {
+            Raw::Postgres(url) => run!(sqlx::PgConnection::connect(url).await.unwrap()),
+            Raw::Sqlite(path) => {
+                run!(sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap())
+            }
+        };
+        assert_eq!(touched, 1, "one row moved");
+    }
+}
+
+/// The store, core and raw access for a test that sets timestamps: the harness's on PostgreSQL; a
+/// store of its own on SQLite, whose file the test can open.
+struct Timed {
+    store: std::sync::Arc<aicd_core::store::SqlStore>,
+    core: Core,
+    raw: Raw,
+    _sqlite: Option<aicd_testkit::TestSqlite>,
+}
+
+impl Timed {
+    async fn new(h: &Harness) -> Self {
+        match &h.postgres {
+            Some(db) => Timed {
+                store: h.store.clone(),
+                core: h.core.clone(),
+                raw: Raw::Postgres(db.owner_url()),
+                _sqlite: None,
+            },
+            None => {
+                let db = aicd_testkit::TestSqlite::new();
+                let store = std::sync::Arc::new(aicd_core::store::SqlStore::sqlite(db.path()).await.unwrap());
+                let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
+                Timed { store, core, raw: Raw::Sqlite(db.path().to_owned()), _sqlite: Some(db) }
+            }
+        }
+    }
+
+    /// A new org and its admin.
+    async fn org(&self, name: &str) -> (OrgId, Actor) {
+        let subject = format!("https://idp.example|{name}-{}", uuid::Uuid::new_v4());
+        let user = self.core.sign_in(NewUser { subject, email: None, name: None }).await.unwrap().id;
+        let org = self.core.create_org(user, NewOrg { name: name.into(), max_concurrent_jobs: None }).await.unwrap();
+        (org.id, Actor::user(user, org.id, Role::OrgAdmin))
+    }
+}
+
+fn utc(s: &str) -> chrono::DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Drives a job (the only runnable one) to PR_OPEN through the dispatch port; returns the
+/// `pr_open` event's id.
+async fn open_pull_request(store: &aicd_core::store::SqlStore, org: OrgId, job: aicd_core::JobId) -> i64 {
+    use aicd_core::jobs::{Fence, JobUpdate, PullRequestRef};
+    use aicd_core::store::DispatchStore;
+    let claimed = store.claim_next("w1", Duration::seconds(60)).await.unwrap().expect("the job is claimed");
+    assert_eq!(claimed.id, job);
+    let mut current = claimed;
+    let mut last_event = 0;
+    for state in [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrOpen] {
+        let fence = Fence { worker: "w1".into(), epoch: current.epoch, state: current.state };
+        let pull_request = (state == JobState::PrOpen).then(|| PullRequestRef {
+            number: 1,
+            url: "https://example.test/pull/1".into(),
+            branch: "aicd/1".into(),
+        });
+        let update = JobUpdate { state: Some(state), pull_request, ..Default::default() };
+        let (job, events) = store.update_job(org, job, &fence, update).await.unwrap();
+        current = job;
+        last_event = events[0].id;
+    }
+    assert_eq!(current.state, JobState::PrOpen);
+    last_event
+}
+
+pub(crate) async fn a_usage_report_adds_up_per_repository_and_per_day(h: &Harness) {
+    let t = Timed::new(h).await;
+    let (acme, admin) = t.org("Acme").await;
+    let repo_a = t.core.create_repo(&admin, acme, github_repo("acme/a")).await.unwrap();
+    let repo_b = t.core.create_repo(&admin, acme, github_repo("acme/b")).await.unwrap();
+    let (other, other_admin) = t.org("Other").await;
+    let other_repo = t.core.create_repo(&other_admin, other, github_repo("other/a")).await.unwrap();
+
+    // Each job is taken to PR_OPEN before the next is created, so the claim takes it.
+    let job_a = t.core.create_job(&admin, acme, new_job(repo_a.id, Some(1))).await.unwrap();
+    let opened_a = open_pull_request(&t.store, acme, job_a.id).await;
+    let job_b = t.core.create_job(&admin, acme, new_job(repo_b.id, Some(2))).await.unwrap();
+    let opened_b = open_pull_request(&t.store, acme, job_b.id).await;
+    // Another org, with usage and a pull request in the same period: never in Acme's report.
+    let other_job = t.core.create_job(&other_admin, other, new_job(other_repo.id, Some(1))).await.unwrap();
+    let opened_other = open_pull_request(&t.store, other, other_job.id).await;
+    // A job still being worked on has opened no pull request.
+    t.core.create_job(&admin, acme, new_job(repo_b.id, Some(3))).await.unwrap();
+
+    let usage = |job: Option<aicd_core::JobId>, input: u64| NewUsage {
+        job_id: job,
+        step: "coding".into(),
+        model: "m-1".into(),
+        input_tokens: input,
+        output_tokens: input / 10,
+        cost_micros: input * 10,
+    };
+    let records = [
+        (Some(job_a.id), 100, "2026-03-01T10:00:00Z"),
+        (Some(job_a.id), 200, "2026-03-02T09:00:00Z"),
+        (Some(job_b.id), 300, "2026-03-02T23:59:59.500000Z"),
+        (None, 7, "2026-03-01T12:00:00Z"),
+        // Just outside the period on either side.
+        (Some(job_b.id), 50_000, "2026-03-03T00:00:00Z"),
+        (Some(job_a.id), 60_000, "2026-02-28T23:59:59.999999Z"),
+    ];
+    for (job, input, at) in records {
+        let record = t.store.record_usage(acme, usage(job, input)).await.unwrap();
+        t.raw.set_time(Row::Usage(record.id), utc(at)).await;
+    }
+    let record = t.store.record_usage(other, usage(Some(other_job.id), 9_000)).await.unwrap();
+    t.raw.set_time(Row::Usage(record.id), utc("2026-03-01T10:00:00Z")).await;
+    // Job A's pull request was opened in the period, job B's just after it.
+    t.raw.set_time(Row::Event(opened_a), utc("2026-03-02T12:00:00Z")).await;
+    t.raw.set_time(Row::Event(opened_b), utc("2026-03-03T00:00:01Z")).await;
+    t.raw.set_time(Row::Event(opened_other), utc("2026-03-01T08:00:00Z")).await;
+
+    let (from, to) = (utc("2026-03-01T00:00:00Z"), utc("2026-03-03T00:00:00Z"));
+    let report = t.core.usage_report(&admin, acme, from, to).await.unwrap();
+    let summary = |input: u64, output: u64, cost: u64, calls: u64, pull_requests: u64| UsageSummary {
+        input_tokens: input,
+        output_tokens: output,
+        cost_micros: cost,
+        calls,
+        pull_requests,
+    };
+    assert_eq!((report.from, report.to), (from, to));
+    assert_eq!(report.totals, summary(607, 60, 6_070, 4, 1));
+    let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    assert_eq!(
+        report.by_day,
+        [
+            DayUsage { day: day("2026-03-01"), summary: summary(107, 10, 1_070, 2, 0) },
+            DayUsage { day: day("2026-03-02"), summary: summary(500, 50, 5_000, 2, 1) },
+        ]
+    );
+    let mut by_repo = vec![
+        RepoUsage { repo_id: repo_a.id, summary: summary(300, 30, 3_000, 2, 1) },
+        RepoUsage { repo_id: repo_b.id, summary: summary(300, 30, 3_000, 1, 0) },
+    ];
+    by_repo.sort_by_key(|r| r.repo_id);
+    assert_eq!(report.by_repo, by_repo);
+
+    // The JSON form: the summary is flattened into each day and repository.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["by_day"][0]["day"], "2026-03-01");
+    assert_eq!(json["by_day"][1]["pull_requests"], 1);
+    assert_eq!(json["by_repo"][0]["repo_id"], json!(by_repo[0].repo_id));
+
+    // The other org sees only its own.
+    let theirs = t.core.usage_report(&other_admin, other, from, to).await.unwrap();
+    assert_eq!(theirs.totals, summary(9_000, 900, 90_000, 1, 1));
+    assert_eq!(theirs.by_repo.iter().map(|r| r.repo_id).collect::<Vec<_>>(), [other_repo.id]);
+    // Nor can Acme's actor ask for it.
+    assert!(matches!(t.core.usage_report(&admin, other, from, to).await, Err(Error::NotFound { .. })));
+
+    // An empty period is an empty report.
+    let empty = t.core.usage_report(&admin, acme, utc("2025-01-01T00:00:00Z"), utc("2025-02-01T00:00:00Z")).await;
+    let empty = empty.unwrap();
+    assert_eq!((empty.totals, empty.by_day.len(), empty.by_repo.len()), (UsageSummary::default(), 0, 0));
+
+    // Periods must run forwards and span at most 366 days.
+    for (from, to) in [(to, from), (from, from), (from, from + Duration::days(366) + Duration::microseconds(1))] {
+        let result = t.core.usage_report(&admin, acme, from, to).await;
+        assert!(matches!(result, Err(Error::InvalidInput(_))), "{result:?}");
+    }
+    t.core.usage_report(&admin, acme, from, from + Duration::days(366)).await.unwrap();
+}
+
+pub(crate) async fn creating_and_retrying_a_job_publish_its_created_events(h: &Harness) {
+    use aicd_core::signals::{EventBus, LocalEventBus};
+    let bus = std::sync::Arc::new(LocalEventBus::new());
+    let core = h.core.clone().with_event_bus(bus.clone());
+    let mut events = bus.subscribe();
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+
+    let job = core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let created = events.try_recv().expect("the created event is published");
+    assert_eq!((created.job_id, created.kind), (job.id, EventKind::Created));
+    assert!(events.try_recv().is_err(), "nothing else");
+
+    core.cancel_job(&admin, org, job.id).await.unwrap();
+    assert_eq!(events.try_recv().unwrap().to_state, Some(JobState::Cancelled));
+    let retried = core.retry_job(&admin, org, job.id).await.unwrap();
+    let published: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert_eq!(published, h.core.list_events(&admin, org, retried.id, None, 10).await.unwrap());
+    assert_eq!(published.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Created, EventKind::Note]);
 }

@@ -44,6 +44,8 @@ mod jobs_tests {
         events_are_appended_in_order_and_resume_after_an_id,
         usage_is_recorded_against_the_org_and_the_job,
         deleting_an_org_removes_everything_it_owns,
+        a_usage_report_adds_up_per_repository_and_per_day,
+        creating_and_retrying_a_job_publish_its_created_events,
     );
 }
 

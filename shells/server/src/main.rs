@@ -1,37 +1,52 @@
 //! `aicd-server`: the AI-CD server binary.
 //!
-//! Today it manages the database (`migrate`) and bootstraps an organization with a first admin API
-//! key (`admin bootstrap`). With no `DATABASE_URL` it uses the embedded SQLite database under
-//! `AICD_DATA_DIR`.
+//! `serve` (the default) runs the HTTP API; with no `DATABASE_URL` it is the embedded default (a
+//! SQLite file under `AICD_DATA_DIR`, the worker in-process, no Redis). `migrate` applies database
+//! migrations, `config check` validates every setting at once, and `admin bootstrap` creates an
+//! organization with a first org_admin API key.
 
-mod config;
-
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use aicd_core::store::{PostgresOptions, SqlStore};
+use aicd_core::store::SqlStore;
 use aicd_core::tenancy::NewOrg;
 use aicd_core::{Core, CoreOptions};
+use aicd_runtime::config::{Config, Database};
+use aicd_runtime::shutdown::Signals;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-
-use crate::config::{Config, Database};
 
 #[derive(Parser)]
 #[command(name = "aicd-server", version, about = "AI-CD: turns issues into reviewed pull requests")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (the default). Without DATABASE_URL: the embedded default, with the
+    /// worker in-process.
+    Serve,
     /// Apply database migrations (PostgreSQL: as the owner role of AICD_DATABASE_MIGRATION_URL).
     Migrate,
+    /// Configuration tasks.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Administrative tasks.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate every setting at once; print each problem, or the effective settings (secrets
+    /// hidden). Exits 2 when there is a problem.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -47,18 +62,70 @@ enum AdminCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = Config::from_env().map_err(|problems| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
-    match cli.command {
-        Command::Migrate => migrate(&config).await,
-        Command::Admin { command: AdminCommand::Bootstrap { org, json } } => bootstrap(&config, org, json).await,
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(problems) => {
+            let list: Vec<String> = problems.0.iter().map(|p| format!("  - {p}")).collect();
+            eprintln!("aicd-server: invalid configuration:\n{}", list.join("\n"));
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config { command: ConfigCommand::Check }) = cli.command {
+        println!("configuration OK ({} environment)", config.environment.as_str());
+        for (name, value) in config.summary() {
+            println!("  {name}={value}");
+        }
+        return ExitCode::SUCCESS;
     }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("aicd-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let _telemetry = match aicd_runtime::telemetry::init(&config, "aicd-server") {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("aicd-server: cannot set up telemetry: {}", config.scrub(&format!("{e:#}")));
+                return Err(None);
+            }
+        };
+        let result = match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(&config).await,
+            Command::Migrate => migrate(&config).await,
+            Command::Admin { command: AdminCommand::Bootstrap { org, json } } => bootstrap(&config, org, json).await,
+            Command::Config { .. } => Ok(()),
+        };
+        result.map_err(Some)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Some(e)) => {
+            let message = config.scrub(&format!("{e:#}"));
+            tracing::error!(error = %message, "aicd-server stopped");
+            eprintln!("aicd-server: {message}");
+            ExitCode::FAILURE
+        }
+        Err(None) => ExitCode::FAILURE,
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    let server = aicd_server::Server::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (AICD_LISTEN_ADDR)", config.server.listen_addr))?;
+    server
+        .serve(listener, async move {
+            let signal = signals.next().await;
+            tracing::info!(signal, "shutdown requested");
+        })
+        .await
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -70,30 +137,16 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
             tracing::info!("PostgreSQL migrations applied");
         }
         Database::Sqlite { path } => {
-            open_sqlite(path).await?;
+            aicd_runtime::assemble::open_store(config).await?;
             tracing::info!(path = %path.display(), "SQLite migrations applied");
         }
     }
     Ok(())
 }
 
-async fn open_sqlite(path: &std::path::Path) -> anyhow::Result<SqlStore> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    Ok(SqlStore::sqlite(path).await?)
-}
-
-async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
-    Ok(match &config.database {
-        Database::Postgres { url, .. } => SqlStore::postgres(url.expose(), PostgresOptions::default()).await?,
-        Database::Sqlite { path } => open_sqlite(path).await?,
-    })
-}
-
 async fn bootstrap(config: &Config, name: String, json: bool) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
-    let core = Core::new(Arc::new(store), CoreOptions::default());
+    let store = aicd_runtime::assemble::open_store(config).await?;
+    let core = Core::new(store.clone() as Arc<dyn aicd_core::store::Store>, CoreOptions::default());
     let (org, _key, secret) = core.bootstrap_org(NewOrg { name, max_concurrent_jobs: None }).await?;
     if json {
         println!("{}", serde_json::json!({ "org_id": org.id, "api_key": secret.expose() }));
@@ -101,5 +154,6 @@ async fn bootstrap(config: &Config, name: String, json: bool) -> anyhow::Result<
         println!("Organization {} ({}) created.", org.name, org.id);
         println!("Its org_admin API key (shown once, keep it safe):\n\n    {}\n", secret.expose());
     }
+    store.close().await;
     Ok(())
 }

@@ -1,74 +1,106 @@
 //! `aicd-worker`: claims jobs and drives them QUEUED -> PLANNING -> CODING -> REVIEWING -> PR_OPEN.
 //!
-//! Configured from the environment (see `config.rs`): PostgreSQL (`DATABASE_URL`, as the restricted
-//! application role) or the embedded SQLite file under `AICD_DATA_DIR`; Redis signals
-//! (`REDIS_URL`) or in-process ones; the scripted agent; the local git forge. Runs until SIGTERM
-//! or Ctrl-C, then stops claiming and lets running jobs reach a checkpoint and release their
-//! leases within `AICD_SHUTDOWN_GRACE_SECS`. A second signal stops it at once.
+//! Configured from the environment (see `aicd_runtime::config`): PostgreSQL (`DATABASE_URL`, as the
+//! restricted application role) or the embedded SQLite file under `AICD_DATA_DIR`; Redis signals
+//! (`REDIS_URL`) or in-process ones; the scripted agent; the local git forge. Serves `/health`,
+//! `/ready` and `/metrics` on `AICD_WORKER_LISTEN_ADDR`. Runs until SIGTERM or Ctrl-C, then stops
+//! claiming, lets running jobs reach a checkpoint and release their leases within
+//! `AICD_SHUTDOWN_GRACE_SECS`, and stops serving. A second signal stops it at once.
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for an invalid configuration (every problem listed), 1
+//! for anything else.
 
-mod config;
-mod shutdown;
-
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aicd_agent_api::testing::SlowAgent;
-use aicd_agent_api::{Agent, ScriptedAgent};
-use aicd_core::forge::LocalGitForge;
 use aicd_core::orchestrator::Orchestrator;
-use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
-use aicd_core::store::{PostgresOptions, SqlStore};
+use aicd_core::store::SqlStore;
+use aicd_runtime::assemble::{self, Readiness};
+use aicd_runtime::config::{Config, Signals};
+use aicd_runtime::metrics::Metrics;
+use aicd_runtime::shutdown;
+use aicd_runtime::{ops, telemetry};
 use anyhow::Context;
 
-use crate::config::{AgentKind, Config, Database, LogFormat, Signals};
+/// How long the ops server gets to finish requests in flight once the worker has stopped.
+const OPS_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(problems) => {
-            let problems: Vec<String> = problems.lines().map(|p| format!("  - {p}")).collect();
+            let problems: Vec<String> = problems.0.iter().map(|p| format!("  - {p}")).collect();
             eprintln!("aicd-worker: invalid configuration:\n{}", problems.join("\n"));
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            eprintln!("aicd-worker: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&config)) {
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(&config, "aicd-worker")
+    };
+    let telemetry = match telemetry {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("aicd-worker: cannot start telemetry: {}", config.scrub(&describe(&e)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(&config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %config.scrub(&describe(&e)), "the worker stopped");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log_filter);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
+    };
+    // Flushes the traces still buffered, on the runtime that exports them.
+    drop(telemetry);
+    code
 }
 
 async fn run(config: &Config) -> anyhow::Result<()> {
     let mut signals = shutdown::Signals::install()?;
-    let (store, orchestrator) = tokio::select! {
-        built = build(config) => built?,
+    let metrics = Metrics::new();
+    let (store, orchestrator, readiness) = tokio::select! {
+        built = build(config, &metrics) => built?,
         signal = signals.next() => {
             tracing::info!(signal, "stopped while starting");
             return Ok(());
         }
     };
+    let addr = config.worker.listen_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (AICD_WORKER_LISTEN_ADDR)"))?;
+    let bound = listener.local_addr().context("the ops listener has no address")?;
+    tracing::info!(addr = %bound, "ops listening");
+    let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = ops::router(metrics, readiness, store.clone());
+    let mut ops_server = tokio::spawn(ops::serve(listener, router, async {
+        let _ = ops_stopped.await;
+    }));
+
     let worker = orchestrator.spawn_worker();
-    let signal = signals.next().await;
+    let mut ops_failed = None;
+    let signal = tokio::select! {
+        signal = signals.next() => signal,
+        ended = &mut ops_server => {
+            let error = match ended {
+                Ok(Ok(())) => "it stopped".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(%error, "the ops server failed; shutting down");
+            ops_failed = Some(error);
+            "the ops server's failure"
+        }
+    };
     let grace_secs = config.shutdown_grace.as_secs();
     tracing::info!(signal, grace_secs, "shutting down: no new claims; running jobs stop at their next checkpoint");
     tokio::select! {
@@ -77,51 +109,41 @@ async fn run(config: &Config) -> anyhow::Result<()> {
             anyhow::bail!("{signal} during shutdown: stopped without waiting for running jobs (their leases lapse)");
         }
     }
+    if ops_failed.is_none() {
+        let _ = stop_ops.send(());
+        match tokio::time::timeout(OPS_STOP_TIMEOUT, ops_server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the ops server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the ops server task failed"),
+            Err(_) => tracing::warn!("the ops server did not stop in time"),
+        }
+    }
     store.close().await;
+    if let Some(error) = ops_failed {
+        anyhow::bail!("the ops server on {bound} failed: {error}");
+    }
     tracing::info!("worker exited");
     Ok(())
 }
 
-/// Opens the store and the signals and assembles the orchestrator.
-async fn build(config: &Config) -> anyhow::Result<(Arc<SqlStore>, Orchestrator)> {
-    let store = Arc::new(match &config.database {
-        Database::Postgres { url } => {
-            let max_connections = u32::try_from(config.concurrency + 2).unwrap_or(u32::MAX).clamp(4, 32);
-            let options = PostgresOptions { max_connections, ..PostgresOptions::default() };
-            SqlStore::postgres(url.expose(), options).await.context("opening the PostgreSQL database (DATABASE_URL)")?
-        }
-        Database::Sqlite { path } => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {} (AICD_DATA_DIR)", dir.display()))?;
-            }
-            SqlStore::sqlite(path).await.with_context(|| format!("opening the SQLite database {}", path.display()))?
-        }
-    });
-    let (doorbell, bus): (Arc<dyn Doorbell>, Arc<dyn EventBus>) = match &config.signals {
-        Signals::Redis { url, namespace } => {
-            let redis =
-                Arc::new(RedisSignals::connect(url.expose(), namespace).await.context("connecting to REDIS_URL")?);
-            (redis.clone(), redis)
-        }
-        Signals::Local => (Arc::new(LocalDoorbell::new()), Arc::new(LocalEventBus::new())),
-    };
-    let agent: Arc<dyn Agent> = match config.agent {
-        AgentKind::Scripted { delay } if delay.is_zero() => Arc::new(ScriptedAgent::new()),
-        AgentKind::Scripted { delay } => Arc::new(SlowAgent::new(ScriptedAgent::new(), delay)),
-    };
+/// Opens the store and the signals and assembles the orchestrator (reporting to `metrics`) and the
+/// readiness checks.
+async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<(Arc<SqlStore>, Orchestrator, Readiness)> {
+    let store = assemble::open_store(config).await?;
+    let signals = assemble::open_signals(config).await?;
+    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics);
     tracing::info!(
-        worker_id = %config.worker_id,
+        worker_id = %config.worker.worker_id,
+        environment = config.environment.as_str(),
         database = store.backend(),
         signals = if matches!(config.signals, Signals::Local) { "local" } else { "redis" },
-        agent = agent.name(),
-        concurrency = config.concurrency,
-        lease_secs = config.lease.as_secs(),
+        agent = assemble::build_agent(config).name(),
+        concurrency = config.worker.concurrency,
+        lease_secs = config.worker.lease.as_secs(),
         "worker ready"
     );
-    let forge = Arc::new(LocalGitForge::new());
-    let orchestrator = Orchestrator::new(store.clone(), agent, forge, doorbell, bus, config.orchestrator());
-    Ok((store, orchestrator))
+    let readiness = Readiness::new(store.clone(), signals.redis.clone());
+    Ok((store, orchestrator, readiness))
 }
 
 /// The error and its causes on one line, each said once (core errors repeat their source).

@@ -246,13 +246,15 @@ impl Drop for Worker {
     }
 }
 
-/// `aicd-worker` with a clean environment: only `PATH` (the local forge runs `git`) and `env`.
+/// `aicd-worker` with a clean environment: only `PATH` (the local forge runs `git`), its ops
+/// endpoints on a free port (workers of parallel tests must not share one), and `env`.
 fn command(env: &[(String, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_aicd-worker"));
     command.env_clear().stdin(Stdio::null()).stdout(Stdio::null());
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
+    command.env("AICD_WORKER_LISTEN_ADDR", "127.0.0.1:0");
     command.envs(env.iter().map(|(k, v)| (k, v)));
     command
 }

@@ -1,0 +1,284 @@
+//! Building the parts a binary runs from its [`Config`]: the store, the signals, the agent, the
+//! forge and the orchestrator, and the readiness checks over them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aicd_agent_api::testing::SlowAgent;
+use aicd_agent_api::{Agent, ScriptedAgent};
+use aicd_core::forge::{Forge, LocalGitForge};
+use aicd_core::orchestrator::Orchestrator;
+use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
+use aicd_core::store::{PostgresOptions, SqlStore};
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::{AgentKind, Config, Database, Signals};
+use crate::metrics::Metrics;
+
+/// How long each readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest error shown in a readiness report.
+const MAX_ERROR_CHARS: usize = 200;
+
+/// Opens the store: PostgreSQL as the application role (`DATABASE_URL`; a pool of the worker's
+/// concurrency plus two connections, between 4 and 32), or the SQLite file, creating its
+/// directory. Errors name the variable and never carry a secret.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
+    let store = match &config.database {
+        Database::Postgres { url, .. } => {
+            let max_connections = u32::try_from(config.worker.concurrency.saturating_add(2)).unwrap_or(u32::MAX);
+            let options =
+                PostgresOptions { max_connections: max_connections.clamp(4, 32), ..PostgresOptions::default() };
+            SqlStore::postgres(url.expose(), options).await.map_err(|e| {
+                anyhow::anyhow!("opening the PostgreSQL database (DATABASE_URL): {}", config.scrub(&e.to_string()))
+            })?
+        }
+        Database::Sqlite { path } => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {} (AICD_DATA_DIR)", dir.display()))?;
+            }
+            SqlStore::sqlite(path)
+                .await
+                .with_context(|| format!("opening the SQLite database {} (AICD_DATA_DIR)", path.display()))?
+        }
+    };
+    Ok(Arc::new(store))
+}
+
+/// The doorbell and event bus workers and the API share, and the Redis connection behind them,
+/// if any (for readiness checks).
+#[derive(Clone)]
+pub struct SignalSet {
+    /// Wakes idle workers when a job is queued.
+    pub doorbell: Arc<dyn Doorbell>,
+    /// Fans job events out to subscribers.
+    pub bus: Arc<dyn EventBus>,
+    /// The Redis connection, when signals go through Redis.
+    pub redis: Option<Arc<RedisSignals>>,
+}
+
+impl std::fmt::Debug for SignalSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalSet").field("redis", &self.redis.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Connects the signals: through Redis (`REDIS_URL`), or in-process ones. Errors name the
+/// variable and never carry a secret.
+pub async fn open_signals(config: &Config) -> anyhow::Result<SignalSet> {
+    Ok(match &config.signals {
+        Signals::Redis { url, namespace } => {
+            let redis = RedisSignals::connect(url.expose(), namespace)
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to REDIS_URL: {}", config.scrub(&e.to_string())))?;
+            let redis = Arc::new(redis);
+            SignalSet { doorbell: redis.clone(), bus: redis.clone(), redis: Some(redis) }
+        }
+        Signals::Local => {
+            SignalSet { doorbell: Arc::new(LocalDoorbell::new()), bus: Arc::new(LocalEventBus::new()), redis: None }
+        }
+    })
+}
+
+/// The configured agent (`AICD_AGENT`): the scripted agent, slowed down by its delay if any.
+pub fn build_agent(config: &Config) -> Arc<dyn Agent> {
+    match config.agent {
+        AgentKind::Scripted { delay } if delay.is_zero() => Arc::new(ScriptedAgent::new()),
+        AgentKind::Scripted { delay } => Arc::new(SlowAgent::new(ScriptedAgent::new(), delay)),
+    }
+}
+
+/// The forge jobs publish through: for now the local git forge (repositories on this machine).
+pub fn build_forge(_config: &Config) -> Arc<dyn Forge> {
+    Arc::new(LocalGitForge::new())
+}
+
+/// The orchestrator over these parts, with the configured agent and forge, reporting every step
+/// to `metrics`.
+pub fn build_orchestrator(
+    config: &Config,
+    store: Arc<SqlStore>,
+    signals: &SignalSet,
+    metrics: &Metrics,
+) -> Orchestrator {
+    Orchestrator::new(
+        store,
+        build_agent(config),
+        build_forge(config),
+        signals.doorbell.clone(),
+        signals.bus.clone(),
+        config.orchestrator(),
+    )
+    .with_observer(Arc::new(metrics.clone()))
+}
+
+/// Whether the process can do its work: the database answers, and Redis too when it is used.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    store: Arc<SqlStore>,
+    redis: Option<Arc<RedisSignals>>,
+}
+
+/// The outcome of every readiness check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadinessReport {
+    /// Whether every check passed.
+    pub ready: bool,
+    /// Each check, `database` first.
+    pub checks: Vec<CheckResult>,
+}
+
+/// One readiness check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    /// `database` or `redis`.
+    pub name: &'static str,
+    /// Whether it answered in time.
+    pub ok: bool,
+    /// How long it took, in milliseconds.
+    pub latency_ms: u64,
+    /// Why not, in short and without credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Readiness {
+    /// Checks of `store`, and of `redis` if given.
+    pub fn new(store: Arc<SqlStore>, redis: Option<Arc<RedisSignals>>) -> Self {
+        Self { store, redis }
+    }
+
+    /// Runs every check at once, each within 2 seconds.
+    pub async fn check(&self) -> ReadinessReport {
+        let database = timed("database", self.store.ping());
+        let checks = match &self.redis {
+            Some(redis) => {
+                let (database, redis) = tokio::join!(database, timed("redis", redis.ping()));
+                vec![database, redis]
+            }
+            None => vec![database.await],
+        };
+        ReadinessReport { ready: checks.iter().all(|c| c.ok), checks }
+    }
+}
+
+async fn timed(name: &'static str, check: impl Future<Output = aicd_core::Result<()>>) -> CheckResult {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(short(&redact_userinfo(&e.to_string()))),
+        Err(_) => Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    };
+    CheckResult { name, ok: error.is_none(), latency_ms, error }
+}
+
+/// `text` with the user information of any URL in it (`scheme://user:password@`) replaced.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || "/?#\"'".contains(c)).unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("[REDACTED]");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn short(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        text.to_owned()
+    } else {
+        format!("{}...", text.chars().take(MAX_ERROR_CHARS).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use aicd_testkit::{TestRedis, TestSqlite};
+
+    fn sqlite_config(dir: &Path) -> Config {
+        let dir = dir.to_str().expect("a UTF-8 path").to_owned();
+        Config::from_lookup(|name| (name == "AICD_DATA_DIR").then(|| dir.clone())).expect("a valid configuration")
+    }
+
+    #[test]
+    fn urls_lose_their_user_information() {
+        assert_eq!(
+            redact_userinfo("PING to redis://:hunter2@cache:6379 failed; see https://docs.example.com/x"),
+            "PING to redis://[REDACTED]@cache:6379 failed; see https://docs.example.com/x"
+        );
+        assert_eq!(redact_userinfo("postgres://app:pw@db/x?a=b@c"), "postgres://[REDACTED]@db/x?a=b@c");
+        assert_eq!(redact_userinfo("no url here"), "no url here");
+        assert_eq!(short(&"x".repeat(500)).chars().count(), MAX_ERROR_CHARS + 3);
+    }
+
+    #[tokio::test]
+    async fn sqlite_opens_in_a_new_data_dir_and_is_ready() {
+        let db = TestSqlite::new();
+        let dir = db.dir().join("nested").join("data");
+        let config = sqlite_config(&dir);
+        let store = open_store(&config).await.unwrap();
+        assert!(dir.join("aicd.db").exists());
+        let signals = open_signals(&config).await.unwrap();
+        assert!(signals.redis.is_none());
+        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new());
+        assert_eq!(build_agent(&config).name(), ScriptedAgent::new().name());
+
+        let report = Readiness::new(store.clone(), None).check().await;
+        assert!(report.ready, "{report:?}");
+        assert_eq!(report.checks.len(), 1);
+        assert_eq!((report.checks[0].name, report.checks[0].error.as_deref()), ("database", None));
+
+        store.close().await;
+        let report = Readiness::new(store, None).check().await;
+        assert!(!report.ready && report.checks[0].error.is_some(), "{report:?}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ready"], false);
+        assert_eq!(json["checks"][0]["name"], "database");
+    }
+
+    #[tokio::test]
+    async fn redis_signals_are_checked_too() {
+        let db = TestSqlite::new();
+        let redis = TestRedis::new().await;
+        let (url, namespace) = (redis.url().to_owned(), redis.namespace().to_owned());
+        let config = Config::from_lookup(|name| match name {
+            "AICD_DATA_DIR" => db.dir().to_str().map(str::to_owned),
+            "REDIS_URL" => Some(url.clone()),
+            "AICD_REDIS_NAMESPACE" => Some(namespace.clone()),
+            _ => None,
+        })
+        .unwrap();
+        let store = open_store(&config).await.unwrap();
+        let signals = open_signals(&config).await.unwrap();
+        let report = Readiness::new(store, signals.redis.clone()).check().await;
+        assert!(report.ready, "{report:?}");
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["database", "redis"]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_fails_naming_the_variable_without_the_password() {
+        let config = Config::from_lookup(|name| {
+            (name == "DATABASE_URL").then(|| "postgres://aicd:hunter2-secret@127.0.0.1:1/aicd".to_owned())
+        })
+        .unwrap();
+        let err = format!("{:#}", open_store(&config).await.unwrap_err());
+        assert!(err.contains("DATABASE_URL") && !err.contains("hunter2-secret"), "{err}");
+    }
+}

@@ -1,0 +1,146 @@
+//! The operational endpoints every binary serves: `GET /health` (the process is up), `GET /ready`
+//! (its dependencies answer) and `GET /metrics` (Prometheus).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aicd_core::store::{DispatchStore, SqlStore};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::assemble::Readiness;
+use crate::metrics::{CONTENT_TYPE, Metrics};
+
+/// How long `/metrics` waits for the queue depth before rendering the last known value.
+const QUEUE_DEPTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+struct Ops {
+    metrics: Metrics,
+    readiness: Readiness,
+    store: Arc<SqlStore>,
+    started: Instant,
+}
+
+/// The routes `GET /health`, `GET /ready` and `GET /metrics`, as a router to serve alone or to
+/// merge into another.
+///
+/// - `/health`: 200 `{"status":"ok","version":...,"uptime_secs":...}` while the process runs.
+/// - `/ready`: 200 when every check of `readiness` passes, else 503; the body is the
+///   [`crate::assemble::ReadinessReport`].
+/// - `/metrics`: refreshes the queue depth from `store_for_depth` (keeping the last value if it
+///   does not answer within 2 s), then renders `metrics` as OpenMetrics text.
+pub fn router(metrics: Metrics, readiness: Readiness, store_for_depth: Arc<SqlStore>) -> Router {
+    let ops = Ops { metrics, readiness, store: store_for_depth, started: Instant::now() };
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(ops)
+}
+
+async fn health(State(ops): State<Ops>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": ops.started.elapsed().as_secs(),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn ready(State(ops): State<Ops>) -> Response {
+    let report = ops.readiness.check().await;
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(report)).into_response()
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> Response {
+    match tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, ops.store.queue_depth()).await {
+        Ok(Ok(depth)) => ops.metrics.set_queue_depth(depth),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not read the queue depth"),
+        Err(_) => tracing::warn!("reading the queue depth timed out"),
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], ops.metrics.render()).into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aicd_testkit::TestSqlite;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, String, String) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_ready_and_metrics_answer() {
+        let db = TestSqlite::new();
+        let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
+        let metrics = Metrics::new();
+        metrics.set_queue_depth(99);
+        let router = router(metrics, Readiness::new(store.clone(), None), store.clone());
+
+        let (status, content_type, body) = get(&router, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("application/json"), "{content_type}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+        assert!(health["uptime_secs"].is_u64(), "{health}");
+
+        let (status, _, body) = get(&router, "/ready").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(report["ready"], true);
+        assert_eq!(report["checks"][0]["name"], "database");
+
+        let (status, content_type, body) = get(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, CONTENT_TYPE);
+        assert!(body.lines().any(|l| l == "aicd_jobs_queued 0"), "the depth is refreshed from the store:\n{body}");
+
+        store.close().await;
+        let (status, _, body) = get(&router, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let (status, _, body) = get(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK, "metrics render without the database");
+        assert!(body.lines().any(|l| l == "aicd_jobs_queued 0"), "the last value is kept:\n{body}");
+    }
+
+    #[tokio::test]
+    async fn serve_stops_when_told() {
+        let db = TestSqlite::new();
+        let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
+        let router = router(Metrics::new(), Readiness::new(store.clone(), None), store);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stops");
+        assert!(result.unwrap().is_ok());
+    }
+}

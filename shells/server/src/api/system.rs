@@ -1,0 +1,127 @@
+//! Liveness, readiness, metrics and the API's own description.
+
+use std::sync::OnceLock;
+
+use aicd_core::store::DispatchStore;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// Liveness.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok` when the process answers.
+    status: &'static str,
+    /// The server's version.
+    version: &'static str,
+    /// Seconds since the server started.
+    uptime_secs: u64,
+}
+
+/// Liveness: the process is up. Checks nothing else (see `/ready`).
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), uptime_secs: state.uptime().as_secs() })
+}
+
+/// Readiness: the database (and Redis, when configured) answer. 503 when one does not, so a load
+/// balancer stops sending traffic here.
+#[utoipa::path(
+    get, path = "/ready", tag = "system",
+    responses(
+        (status = 200, description = "Every dependency answers", body = Object),
+        (status = 503, description = "A dependency does not answer; `checks` says which", body = Object),
+    )
+)]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    let report = state.readiness().check().await;
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report)).into_response()
+}
+
+/// Prometheus metrics: request rates and durations, job steps, queue depth, tokens, webhook
+/// outcomes.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    match state.store().queue_depth().await {
+        Ok(depth) => state.metrics().set_queue_depth(depth),
+        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth for /metrics"),
+    }
+    ([(header::CONTENT_TYPE, aicd_runtime::metrics::CONTENT_TYPE)], state.metrics().render()).into_response()
+}
+
+/// The OpenAPI 3.1 document of this API, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI document", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document().to_owned()).into_response()
+}
+
+/// The document, rendered once.
+pub(crate) fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let (_, doc) = super::routes();
+        doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}"))
+    })
+}
+
+/// Human-readable API reference: every route with its summary, linking to the OpenAPI document.
+#[utoipa::path(get, path = "/docs", tag = "system", responses((status = 200, description = "HTML", content_type = "text/html")))]
+pub(crate) async fn docs() -> Response {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let (_, doc) = super::routes();
+        render_docs(&doc)
+    });
+    let mut response = Html(page.clone()).into_response();
+    // The page is static: inline styles only, no scripts.
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    response
+}
+
+fn render_docs(doc: &utoipa::openapi::OpenApi) -> String {
+    let mut rows = String::new();
+    for (path, item) in &doc.paths.paths {
+        let operations = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PATCH", &item.patch),
+            ("PUT", &item.put),
+            ("DELETE", &item.delete),
+        ];
+        for (method, operation) in operations {
+            if let Some(op) = operation {
+                let summary = op.summary.clone().or_else(|| op.description.clone()).unwrap_or_default();
+                rows.push_str(&format!(
+                    "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
+                    escape(path),
+                    escape(&summary)
+                ));
+            }
+        }
+    }
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} reference</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}}\
+         td{{padding:.3rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}}</style></head><body>\
+         <h1>{title} {version}</h1><p>{description}</p>\
+         <p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a> (OpenAPI 3.1).</p>\
+         <table>{rows}</table></body></html>",
+        title = escape(&doc.info.title),
+        version = escape(&doc.info.version),
+        description = escape(doc.info.description.as_deref().unwrap_or("")),
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

@@ -1,0 +1,234 @@
+//! The AI-CD HTTP API server as a library: [`Server`] assembles the core services, the store, the
+//! signals and (in the embedded default) an in-process worker from an
+//! [`aicd_runtime::config::Config`], and serves the API the web frontend uses. The `aicd-server`
+//! binary is a thin CLI over it.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = aicd_runtime::config::Config::from_env()?;
+//! let server = aicd_server::Server::build(&config).await?;
+//! let listener = tokio::net::TcpListener::bind(config.server.listen_addr).await?;
+//! server.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub(crate) mod auth;
+mod error;
+mod extract;
+mod middleware;
+pub(crate) mod ratelimit;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aicd_core::orchestrator::WorkerHandle;
+use aicd_core::store::SqlStore;
+use aicd_core::{Core, CoreOptions};
+use aicd_runtime::assemble::{self, Readiness};
+use aicd_runtime::config::{Config, Signals};
+use aicd_runtime::metrics::Metrics;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use crate::error::ApiError;
+use crate::state::{AppState, HttpSettings, Inner};
+
+/// Knobs that are not configuration variables, for embedding and tests.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The shortest time between two fetches of the identity provider's keys triggered by an
+    /// unknown key id (so garbage tokens cannot make the server hammer the provider).
+    pub jwks_min_refetch: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { jwks_min_refetch: Duration::from_secs(10) }
+    }
+}
+
+/// An assembled server: the API, and in the embedded default the worker too.
+pub struct Server {
+    state: AppState,
+    router: Router,
+    store: Arc<SqlStore>,
+    worker: Option<WorkerHandle>,
+    stop: watch::Sender<bool>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("embedded_worker", &self.worker.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store and signals described by `config`, and starts the in-process worker when
+    /// `config.server.embedded_worker` is set.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with(config, ServerOptions::default()).await
+    }
+
+    /// [`Server::build`] with `options`.
+    pub async fn build_with(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
+        aicd_runtime::telemetry::install_crypto_provider();
+        let metrics = Metrics::new();
+        let store = assemble::open_store(config).await?;
+        let signals = assemble::open_signals(config).await?;
+        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: config.server.allow_local_repos })
+            .with_doorbell(signals.doorbell.clone())
+            .with_event_bus(signals.bus.clone());
+        let limiter = match &config.signals {
+            Signals::Redis { url, namespace } => {
+                let pool = deadpool_redis::Config::from_url(url.expose())
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .context("REDIS_URL: cannot create the rate limiter's connection pool")?;
+                ratelimit::RateLimiter::redis(pool, namespace.clone())
+            }
+            Signals::Local => ratelimit::RateLimiter::local(),
+        };
+        let jwt = match &config.server.oidc {
+            Some(oidc) => {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .context("cannot build the HTTP client for the identity provider")?;
+                let settings = auth::jwt::OidcSettings {
+                    issuer: oidc.issuer.clone(),
+                    audience: oidc.audience.clone(),
+                    jwks_url: oidc.jwks_url.clone(),
+                    min_refetch: options.jwks_min_refetch,
+                    leeway: Duration::from_secs(30),
+                };
+                Some(auth::jwt::JwtVerifier::new(settings, http))
+            }
+            None => None,
+        };
+        let worker = config
+            .server
+            .embedded_worker
+            .then(|| assemble::build_orchestrator(config, store.clone(), &signals, &metrics).spawn_worker());
+        let (stop, stopping) = watch::channel(false);
+        let settings = HttpSettings {
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: config.server.request_timeout,
+            rate_limit_per_minute: config.server.rate_limit_per_minute,
+            ip_rate_limit_per_minute: config.server.ip_rate_limit_per_minute,
+            trust_forwarded_headers: config.server.trust_forwarded_headers,
+            hsts: config.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
+            cors_origins: config.server.cors_origins.clone(),
+        };
+        let state = AppState::new(Inner {
+            core,
+            store: store.clone(),
+            forge: assemble::build_forge(config),
+            bus: signals.bus.clone(),
+            metrics,
+            readiness: Readiness::new(store.clone(), signals.redis.clone()),
+            limiter,
+            auth: auth::Authenticator::new(jwt),
+            settings,
+            started: Instant::now(),
+            shutdown: stopping,
+        });
+        let router = router(state.clone());
+        tracing::info!(
+            database = store.backend(),
+            signals = if signals.redis.is_some() { "redis" } else { "local" },
+            embedded_worker = worker.is_some(),
+            identity_provider = config.server.oidc.is_some(),
+            "server assembled"
+        );
+        Ok(Self { state, router, store, worker, stop, grace: config.shutdown_grace })
+    }
+
+    /// The HTTP application, for serving elsewhere or calling in-process.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then stops accepting connections, ends
+    /// live streams, lets in-flight requests finish and the embedded worker reach a checkpoint
+    /// (each within the shutdown grace period), and closes the store.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr().context("the listener has no local address")?;
+        tracing::info!(%addr, "listening");
+        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let mut stopping = self.stop.subscribe();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        shutdown.await;
+        tracing::info!(grace_secs = self.grace.as_secs(), "shutting down: draining requests");
+        let _ = self.stop.send(true);
+        let worker = async {
+            if let Some(worker) = self.worker {
+                worker.shutdown(self.grace).await;
+            }
+        };
+        let drained = async {
+            match tokio::time::timeout(self.grace, server).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(e))) => Err(anyhow::Error::from(e).context("serving failed")),
+                Ok(Err(e)) => Err(anyhow::Error::from(e).context("the server task failed")),
+                Err(_) => {
+                    tracing::warn!("requests still running after the grace period were cut off");
+                    Ok(())
+                }
+            }
+        };
+        let ((), drained) = tokio::join!(worker, drained);
+        drop(self.state);
+        self.store.close().await;
+        tracing::info!("server stopped");
+        drained
+    }
+}
+
+/// The routes with their layers.
+fn router(state: AppState) -> Router {
+    let (routes, _doc) = api::routes();
+    let settings = state.settings().clone();
+    let mut app = routes
+        .route_layer(axum::middleware::from_fn(middleware::record_route))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::guard));
+    if !settings.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> =
+            settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, middleware::REQUEST_ID])
+                .expose_headers([middleware::REQUEST_ID, header::RETRY_AFTER])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe)).with_state(state)
+}
+
+/// The OpenAPI document of the API, as JSON.
+pub fn openapi_json() -> String {
+    api::system::document().to_owned()
+}

@@ -1,0 +1,97 @@
+//! What every handler can reach: the core services and the server's own machinery.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aicd_core::Core;
+use aicd_core::forge::Forge;
+use aicd_core::signals::EventBus;
+use aicd_core::store::SqlStore;
+use aicd_runtime::assemble::Readiness;
+use aicd_runtime::metrics::Metrics;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::ratelimit::RateLimiter;
+
+/// The HTTP-facing settings, resolved from the configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpSettings {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) rate_limit_per_minute: u32,
+    pub(crate) ip_rate_limit_per_minute: u32,
+    pub(crate) trust_forwarded_headers: bool,
+    /// Send `Strict-Transport-Security` (the public URL is https).
+    pub(crate) hsts: bool,
+    pub(crate) cors_origins: Vec<String>,
+}
+
+/// Shared state of the HTTP handlers. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) core: Core,
+    pub(crate) store: Arc<SqlStore>,
+    pub(crate) forge: Arc<dyn Forge>,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) metrics: Metrics,
+    pub(crate) readiness: Readiness,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) auth: Authenticator,
+    pub(crate) settings: HttpSettings,
+    pub(crate) started: Instant,
+    /// Flips to `true` when the server starts shutting down; live streams end on it.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub(crate) fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.0.core
+    }
+
+    pub(crate) fn store(&self) -> &Arc<SqlStore> {
+        &self.0.store
+    }
+
+    pub(crate) fn forge(&self) -> &dyn Forge {
+        self.0.forge.as_ref()
+    }
+
+    pub(crate) fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.0.bus
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn readiness(&self) -> &Readiness {
+        &self.0.readiness
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.0.limiter
+    }
+
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.0.auth
+    }
+
+    pub(crate) fn settings(&self) -> &HttpSettings {
+        &self.0.settings
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.0.shutdown.clone()
+    }
+}

@@ -1,0 +1,310 @@
+//! The edges of the API over real HTTP: body limits, rate limits, bad input in the error shape,
+//! security headers, request ids, CORS, health, readiness, metrics and the OpenAPI document.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_in_the_error_shape() {
+    let server = TestServer::postgres(&[("AICD_MAX_BODY_BYTES", "2048")]).await;
+    let (org, _, developer, _) = server.org_with_keys("acme").await;
+    let big = json!({"repo_id": uuid::Uuid::nil(), "issue": {"title": "t", "body": "x".repeat(4096)}});
+    let reply = server.post(&format!("/v1/orgs/{}/jobs", org.id), &developer, big).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.text);
+    assert_eq!(reply.error_code(), "payload_too_large");
+
+    // Also without a Content-Length (chunked).
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b' '; 1024])).collect();
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/orgs/{}/jobs", org.id)))
+        .bearer_auth(&developer)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let reply = support::reply(response).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.text);
+    assert_eq!(reply.error_code(), "payload_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_over_their_rate_limit_get_429_with_retry_after_shared_through_redis() {
+    let server = TestServer::postgres(&[("AICD_RATE_LIMIT_PER_MINUTE", "5")]).await;
+    let (_, viewer, developer, _) = server.org_with_keys("acme").await;
+    for _ in 0..5 {
+        assert_eq!(server.get("/v1/me", &viewer).await.status, StatusCode::OK);
+    }
+    let reply = server.get("/v1/me", &viewer).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text);
+    assert_eq!(reply.error_code(), "rate_limited");
+    let retry_after: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Another key has its own budget.
+    assert_eq!(server.get("/v1/me", &developer).await.status, StatusCode::OK);
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("aicd_rate_limited_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_over_its_rate_limit_gets_429_even_without_credentials() {
+    let server = TestServer::postgres(&[("AICD_IP_RATE_LIMIT_PER_MINUTE", "3")]).await;
+    for _ in 0..3 {
+        assert_eq!(server.call(Method::GET, "/v1/me", None, None).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let reply = server.call(Method::GET, "/v1/me", None, None).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text);
+    assert!(reply.headers.contains_key("retry-after"));
+    // Health checks are never limited.
+    assert_eq!(server.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_4xx_in_the_error_shape_never_500() {
+    let server = TestServer::postgres(&[]).await;
+    let (org, _, _, admin) = server.org_with_keys("acme").await;
+    let repos = format!("/v1/orgs/{}/repos", org.id);
+    let raw = |body: &'static str, content_type: &'static str| {
+        let request = server.http.post(server.url(&repos)).bearer_auth(&admin).header("content-type", content_type);
+        async move { support::reply(request.body(body).send().await.unwrap()).await }
+    };
+    let cases = [
+        ("malformed JSON", raw("{\"full_name\": ", "application/json").await, StatusCode::BAD_REQUEST, "bad_request"),
+        ("not an object", raw("[1, 2]", "application/json").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+        (
+            "unknown field",
+            raw(
+                r#"{"full_name": "a/b", "source": {"kind": "local", "path": "/x"}, "colour": "red"}"#,
+                "application/json",
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "wrong type",
+            raw(r#"{"full_name": 7, "source": {"kind": "local", "path": "/x"}}"#, "application/json").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "unknown source kind",
+            raw(r#"{"full_name": "a/b", "source": {"kind": "svn", "path": "/x"}}"#, "application/json").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "missing field",
+            raw(r#"{"source": {"kind": "local", "path": "/x"}}"#, "application/json").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "no JSON content type",
+            raw(r#"{"full_name": "a/b", "source": {"kind": "local", "path": "/x"}}"#, "text/plain").await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+    ];
+    for (what, reply, status, code) in cases {
+        assert_eq!(reply.status, status, "{what}: {}", reply.text);
+        assert_eq!(reply.error_code(), code, "{what}");
+        assert!(reply.body["error"]["request_id"].is_string(), "{what}: {}", reply.text);
+    }
+    // Values the core refuses.
+    for (path, body) in [
+        (format!("/v1/orgs/{}", org.id), json!({"name": ""})),
+        (format!("/v1/orgs/{}/jobs", org.id), json!({"repo_id": uuid::Uuid::nil(), "issue": {"title": ""}})),
+        (format!("/v1/orgs/{}/api-keys", org.id), json!({"name": "k", "role": "emperor"})),
+        (
+            format!("/v1/orgs/{}/api-keys", org.id),
+            json!({"name": "k", "role": "viewer", "expires_at": "2001-01-01T00:00:00Z"}),
+        ),
+    ] {
+        let method = if path.ends_with(&org.id.to_string()) { Method::PATCH } else { Method::POST };
+        let reply = server.call(method, &path, Some(&admin), Some(body.clone())).await;
+        assert!(reply.status.is_client_error(), "{path} {body}: {} {}", reply.status, reply.text);
+        reply.error_code();
+    }
+    // Bad query strings.
+    for query in ["limit=0", "limit=101", "state=sleeping", "cursor=zzz", "colour=red"] {
+        let reply = server.get(&format!("/v1/orgs/{}/jobs?{query}", org.id), &admin).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {}", reply.text);
+    }
+    let reply = server.get(&format!("/v1/orgs/{}/usage?from=yesterday", org.id), &admin).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    let reply = server.get(&format!("/v1/orgs/{}/usage?from=2026-02-01&to=2026-01-01", org.id), &admin).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    // A method the route does not have.
+    let reply = server.call(Method::PUT, &format!("/v1/orgs/{}", org.id), Some(&admin), None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.text);
+    reply.error_code();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_repositories_are_refused_unless_allowed() {
+    let server = TestServer::postgres(&[("AICD_ALLOW_LOCAL_REPOS", "false")]).await;
+    let (org, _, _, admin) = server.org_with_keys("acme").await;
+    let body = json!({"full_name": "a/b", "source": {"kind": "local", "path": "/etc"}});
+    let reply = server.post(&format!("/v1/orgs/{}/repos", org.id), &admin, body).await;
+    assert!(reply.status.is_client_error(), "{}", reply.text);
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("local"), "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_carry_security_headers_and_the_request_id() {
+    let server = TestServer::postgres(&[("AICD_CORS_ORIGINS", "https://app.example.com")]).await;
+    let (_, viewer, _, _) = server.org_with_keys("acme").await;
+    let response = server
+        .http
+        .get(server.url("/v1/me"))
+        .bearer_auth(&viewer)
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers();
+    assert_eq!(headers["x-request-id"], "trace-42");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(!headers.contains_key("strict-transport-security"), "no HSTS without TLS");
+
+    // A generated id appears in both the header and the error body.
+    let reply = server.call(Method::GET, "/v1/me", None, None).await;
+    let id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(id.len() >= 16);
+    assert_eq!(reply.body["error"]["request_id"], id.as_str());
+    // An id with odd characters is replaced, not echoed.
+    let response = server.http.get(server.url("/health")).header("x-request-id", "a b<script>").send().await.unwrap();
+    assert_ne!(response.headers()["x-request-id"], "a b<script>");
+
+    // CORS: the configured origin may call, others get no CORS headers.
+    let preflight = |origin: &'static str| {
+        server
+            .http
+            .request(Method::OPTIONS, server.url("/v1/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_is_sent_when_the_public_url_is_https() {
+    let server = TestServer::postgres(&[("AICD_PUBLIC_URL", "https://aicd.example.com")]).await;
+    let response = server.http.get(server.url("/health")).send().await.unwrap();
+    assert!(response.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics() {
+    let server = TestServer::postgres(&[]).await;
+    let health = server.call(Method::GET, "/health", None, None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    assert!(health.body["version"].is_string() && health.body["uptime_secs"].is_u64(), "{}", health.text);
+
+    let ready = server.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let checks: Vec<&str> =
+        ready.body["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["database", "redis"]);
+
+    let (org, viewer, _, _) = server.org_with_keys("acme").await;
+    server.get(&format!("/v1/orgs/{}/jobs", org.id), &viewer).await;
+    let metrics = server.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for name in ["aicd_http_requests_total", "aicd_http_request_duration_seconds", "aicd_jobs_queued"] {
+        assert!(metrics.text.contains(name), "{name} missing:\n{}", metrics.text);
+    }
+    assert!(metrics.text.contains("route=\"/v1/orgs/{org_id}/jobs\""), "routes are templates:\n{}", metrics.text);
+    assert!(!metrics.text.contains(&org.id.to_string()), "no ids in labels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_valid_and_lists_every_route() {
+    let server = TestServer::postgres(&[]).await;
+    let reply = server.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let spec: oas3::OpenApiV3Spec = oas3::from_json(&reply.text).expect("a valid OpenAPI 3.1 document");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    let doc: Value = reply.body;
+    let expected = [
+        ("get", "/health"),
+        ("get", "/ready"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+        ("get", "/docs"),
+        ("get", "/v1/me"),
+        ("get", "/v1/orgs"),
+        ("post", "/v1/orgs"),
+        ("get", "/v1/orgs/{org_id}"),
+        ("patch", "/v1/orgs/{org_id}"),
+        ("delete", "/v1/orgs/{org_id}"),
+        ("get", "/v1/orgs/{org_id}/members"),
+        ("post", "/v1/orgs/{org_id}/members"),
+        ("patch", "/v1/orgs/{org_id}/members/{user_id}"),
+        ("delete", "/v1/orgs/{org_id}/members/{user_id}"),
+        ("get", "/v1/orgs/{org_id}/api-keys"),
+        ("post", "/v1/orgs/{org_id}/api-keys"),
+        ("delete", "/v1/orgs/{org_id}/api-keys/{key_id}"),
+        ("get", "/v1/orgs/{org_id}/repos"),
+        ("post", "/v1/orgs/{org_id}/repos"),
+        ("get", "/v1/orgs/{org_id}/repos/{repo_id}"),
+        ("patch", "/v1/orgs/{org_id}/repos/{repo_id}"),
+        ("delete", "/v1/orgs/{org_id}/repos/{repo_id}"),
+        ("get", "/v1/orgs/{org_id}/jobs"),
+        ("post", "/v1/orgs/{org_id}/jobs"),
+        ("get", "/v1/orgs/{org_id}/jobs/{job_id}"),
+        ("post", "/v1/orgs/{org_id}/jobs/{job_id}/cancel"),
+        ("post", "/v1/orgs/{org_id}/jobs/{job_id}/retry"),
+        ("get", "/v1/orgs/{org_id}/jobs/{job_id}/events"),
+        ("get", "/v1/orgs/{org_id}/jobs/{job_id}/events/stream"),
+        ("get", "/v1/orgs/{org_id}/jobs/{job_id}/diff"),
+        ("get", "/v1/orgs/{org_id}/usage"),
+    ];
+    let mut documented = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented += 1;
+            assert!(expected.contains(&(method.as_str(), path.as_str())), "undocumented extra {method} {path}");
+        }
+    }
+    for (method, path) in expected {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the document");
+    }
+    assert_eq!(documented, expected.len());
+    // Every reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(doc["components"]["schemas"][name].is_object(), "dangling reference to {name}");
+    }
+    // Every route the server serves answers something other than "no such route".
+    for (method, path) in expected {
+        let concrete = path
+            .replace("{org_id}", &uuid::Uuid::nil().to_string())
+            .replace("{user_id}", &uuid::Uuid::nil().to_string())
+            .replace("{key_id}", &uuid::Uuid::nil().to_string())
+            .replace("{repo_id}", &uuid::Uuid::nil().to_string())
+            .replace("{job_id}", &uuid::Uuid::nil().to_string());
+        let reply = server.call(method.to_uppercase().parse().unwrap(), &concrete, None, None).await;
+        assert!(
+            reply.body["error"]["message"] != "no such route" && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is documented but not served"
+        );
+    }
+    let docs = server.call(Method::GET, "/docs", None, None).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.text.contains("/v1/orgs/{org_id}/jobs/{job_id}/events/stream"));
+}

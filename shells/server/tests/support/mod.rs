@@ -1,0 +1,198 @@
+//! A real server per test, over real HTTP, on a fresh PostgreSQL database and its own Redis
+//! namespace (or a fresh SQLite file), plus a core over the same store for fixtures.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod jwt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aicd_core::store::{PostgresOptions, SqlStore};
+use aicd_core::tenancy::{Actor, ApiKeySecret, NewApiKey, NewOrg, Org, Role};
+use aicd_core::{Core, CoreOptions};
+use aicd_runtime::config::Config;
+use aicd_server::{Server, ServerOptions};
+use aicd_testkit::{TestPostgres, TestRedis, TestSqlite};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub core: Core,
+    pub store: Arc<SqlStore>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _postgres: Option<TestPostgres>,
+    _redis: Option<TestRedis>,
+    _sqlite: Option<TestSqlite>,
+}
+
+/// The answer to a request: status, headers and the body as JSON (or `Value::Null`).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestServer {
+    /// PostgreSQL + Redis, no embedded worker, local repositories allowed, plus `extra` variables.
+    pub async fn postgres(extra: &[(&str, &str)]) -> Self {
+        Self::postgres_with(extra, ServerOptions::default()).await
+    }
+
+    pub async fn postgres_with(extra: &[(&str, &str)], options: ServerOptions) -> Self {
+        let db = TestPostgres::new().await;
+        SqlStore::migrate_postgres(&db.owner_url()).await.expect("migrations apply");
+        let app_url = db.app_url("aicd_app").await;
+        let redis = TestRedis::new().await;
+        let mut vars: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), app_url.clone()),
+            ("REDIS_URL".into(), redis.url().to_owned()),
+            ("AICD_REDIS_NAMESPACE".into(), redis.namespace().to_owned()),
+            ("AICD_EMBEDDED_WORKER".into(), "false".into()),
+            ("AICD_ALLOW_LOCAL_REPOS".into(), "true".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let store = Arc::new(SqlStore::postgres(&app_url, PostgresOptions::default()).await.expect("store opens"));
+        let mut server = Self::start(vars, options, store).await;
+        server._postgres = Some(db);
+        server._redis = Some(redis);
+        server
+    }
+
+    /// The embedded default: SQLite, in-process worker and signals.
+    pub async fn sqlite(extra: &[(&str, &str)]) -> Self {
+        let db = TestSqlite::new();
+        let mut vars: Vec<(String, String)> = vec![
+            ("AICD_DATA_DIR".into(), db.dir().display().to_string()),
+            ("AICD_POLL_INTERVAL_MS".into(), "50".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let config = config(&vars);
+        let server = Server::build(&config).await.expect("server builds");
+        // A second handle on the same file for fixtures (SQLite allows several with WAL).
+        let store = Arc::new(SqlStore::sqlite(&db.dir().join("aicd.db")).await.expect("store opens"));
+        let mut server = Self::serve(server, store).await;
+        server._sqlite = Some(db);
+        server
+    }
+
+    async fn start(vars: Vec<(String, String)>, options: ServerOptions, store: Arc<SqlStore>) -> Self {
+        let config = config(&vars);
+        let server = Server::build_with(&config, options).await.expect("server builds");
+        Self::serve(server, store).await
+    }
+
+    async fn serve(server: Server, store: Arc<SqlStore>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
+        Self {
+            base,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            core,
+            store,
+            stop: Some(stop),
+            task: Some(task),
+            _postgres: None,
+            _redis: None,
+            _sqlite: None,
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("the server answers")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// A new org with an API key of each role: (org, viewer, developer, org_admin).
+    pub async fn org_with_keys(&self, name: &str) -> (Org, String, String, String) {
+        let (org, _, admin) =
+            self.core.bootstrap_org(NewOrg { name: name.into(), max_concurrent_jobs: None }).await.unwrap();
+        let admin_actor = self.core.authenticate_api_key(&admin).await.unwrap();
+        let viewer = self.key(&admin_actor, org.id, Role::Viewer).await;
+        let developer = self.key(&admin_actor, org.id, Role::Developer).await;
+        (org, viewer, developer, admin.expose().to_owned())
+    }
+
+    pub async fn key(&self, admin: &Actor, org: aicd_core::OrgId, role: Role) -> String {
+        let key = NewApiKey { name: format!("{role} key"), role, expires_at: None };
+        let (_, secret): (_, ApiKeySecret) = self.core.create_api_key(admin, org, key).await.unwrap();
+        secret.expose().to_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, body, text }
+}
+
+pub fn config(vars: &[(String, String)]) -> Config {
+    let owned = vars.to_vec();
+    Config::from_lookup(move |name| owned.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .unwrap_or_else(|problems| panic!("test configuration is invalid:\n{problems}"))
+}
+
+impl Reply {
+    /// Asserts the error shape and returns the code.
+    pub fn error_code(&self) -> &str {
+        let error = &self.body["error"];
+        assert!(error.is_object(), "not in the error shape: {} {}", self.status, self.text);
+        for field in ["code", "message", "details", "request_id"] {
+            assert!(error.get(field).is_some(), "error without `{field}`: {}", self.text);
+        }
+        error["code"].as_str().expect("code is a string")
+    }
+}
