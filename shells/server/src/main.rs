@@ -47,6 +47,9 @@ enum ConfigCommand {
     /// Validate every setting at once; print each problem, or the effective settings (secrets
     /// hidden). Exits 2 when there is a problem.
     Check,
+    /// Print every configuration variable, its default and whether it is secret, as a Markdown
+    /// table (the README's table is this output).
+    Variables,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +67,10 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Config { command: ConfigCommand::Variables }) = cli.command {
+        print!("{}", variables_table());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(problems) => {
@@ -112,6 +119,17 @@ fn main() -> ExitCode {
         }
         Err(None) => ExitCode::FAILURE,
     }
+}
+
+/// The configuration variables as a Markdown table.
+fn variables_table() -> String {
+    let mut table = String::from("| variable | default | secret | meaning |\n|---|---|---|---|\n");
+    for v in aicd_runtime::config::variables() {
+        let default = if v.default.is_empty() { "unset".to_owned() } else { format!("`{}`", v.default) };
+        let secret = if v.secret { "yes" } else { "no" };
+        table.push_str(&format!("| `{}` | {default} | {secret} | {} |\n", v.name, v.description.replace('|', "\\|")));
+    }
+    table
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {

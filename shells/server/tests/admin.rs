@@ -10,8 +10,10 @@ use aicd_testkit::{TestPostgres, TestSqlite};
 
 fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aicd-server"));
-    for var in ["DATABASE_URL", "AICD_DATABASE_MIGRATION_URL", "AICD_DATA_DIR"] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars() {
+        if (var.starts_with("AICD_") && !var.starts_with("AICD_TEST_")) || var == "DATABASE_URL" || var == "REDIS_URL" {
+            cmd.env_remove(var);
+        }
     }
     cmd
 }
@@ -79,4 +81,48 @@ fn bootstrapping_as_a_superuser_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unsafe database configuration"), "{stderr}");
     drop(db);
+}
+
+#[test]
+fn the_readme_table_and_env_example_list_every_variable() {
+    let out = run(server().args(["config", "variables"]));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("<!-- variables:start -->\n").expect("README has the variables table") + 25;
+    let end = readme.find("<!-- variables:end -->").unwrap();
+    assert_eq!(
+        &readme[start..end],
+        out,
+        "the README's configuration table is stale: paste `aicd-server config variables` between the markers"
+    );
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example")).unwrap();
+    for line in out.lines().skip(2) {
+        let name = line.split('`').nth(1).unwrap();
+        assert!(example.contains(&format!("{name}=")), ".env.example does not mention {name}");
+    }
+}
+
+#[test]
+fn config_check_names_every_problem_and_hides_secrets() {
+    let out = server()
+        .args(["config", "check"])
+        .env("AICD_ENV", "production")
+        .env("DATABASE_URL", "postgres://app:hunter2@db/aicd")
+        .env("AICD_WORKER_CONCURRENCY", "0")
+        .env("AICD_GITHUB_WEBHOOK_SECRET", "changeme")
+        .env("AICD_CORS_ORIGINS", "http://app.example.com")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["DATABASE_URL", "REDIS_URL", "AICD_WORKER_CONCURRENCY", "AICD_GITHUB_WEBHOOK_SECRET", "AICD_CORS_ORIGINS"]
+    {
+        assert!(err.contains(name), "{name} is not named:\n{err}");
+    }
+    assert!(err.contains("sslmode"), "the TLS rule is explained:\n{err}");
+    assert!(!err.contains("hunter2"), "a secret leaked:\n{err}");
+
+    let data = TestSqlite::new();
+    let out = run(server().args(["config", "check"]).env("AICD_DATA_DIR", data.dir()).env("DATABASE_URL", ""));
+    assert!(out.starts_with("configuration OK (development environment)"), "{out}");
+    assert!(out.contains("AICD_LISTEN_ADDR=127.0.0.1:8080"), "{out}");
 }
