@@ -704,3 +704,161 @@ mod memory_only {
         assert_eq!(clone.pull_requests(FULL_NAME), [opened], "clones share their repositories");
     }
 }
+
+/// The routing forge: each call goes to the forge of the repository's source, and a source
+/// without one is refused with a readable, permanent error.
+mod routing {
+    use std::sync::Arc;
+
+    use aicd_core::forge::{RoutingForge, rules};
+
+    use super::*;
+
+    const ALL_CALLS: [ForgeCall; 6] = [
+        ForgeCall::RepoView,
+        ForgeCall::CreateBranch,
+        ForgeCall::CommitChanges,
+        ForgeCall::OpenPullRequest,
+        ForgeCall::PostComment,
+        ForgeCall::UpdateComment,
+    ];
+
+    fn local_repo() -> Repository {
+        repository(FULL_NAME, RepoSource::Local { path: "/srv/git/demo".to_owned() })
+    }
+
+    fn github_repo() -> Repository {
+        repository(FULL_NAME, RepoSource::Github { installation_id: 1, repo_id: 2 })
+    }
+
+    /// Two memory forges holding the same repository with different files, so a view tells which
+    /// one answered.
+    fn forges() -> (MemoryForge, MemoryForge) {
+        let local = MemoryForge::new();
+        local.add_repo(FULL_NAME, "main", [("local.txt", "on the disk\n")]);
+        let github = MemoryForge::new();
+        github.add_repo(FULL_NAME, "main", [("github.txt", "on GitHub\n")]);
+        (local, github)
+    }
+
+    fn calls(forge: &MemoryForge) -> Vec<u64> {
+        ALL_CALLS.iter().map(|c| forge.call_count(*c)).collect()
+    }
+
+    /// Makes every call of the `Forge` port on `repo` through `forge`.
+    async fn publish(forge: &dyn Forge, repo: &Repository) {
+        forge.repo_view(repo).await.unwrap();
+        forge.create_branch(repo, "aicd/issue-7").await.unwrap();
+        let change = Changeset::new("greet", vec![FileChange::write("hello.txt", "Hello\n")]);
+        forge.commit_changes(repo, "aicd/issue-7", &change, "Add a greeting").await.unwrap();
+        forge.open_pull_request(repo, &pr("aicd/issue-7")).await.unwrap();
+        let comment = forge.post_comment(repo, 7, "Working on it").await.unwrap();
+        forge.update_comment(repo, 7, comment, "Done").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_call_goes_to_the_forge_of_the_repositorys_source() {
+        let (local, github) = forges();
+        let forge = RoutingForge::new().local(Arc::new(local.clone())).github(Arc::new(github.clone()));
+        assert!(forge.serves_local() && forge.serves_github());
+
+        let view = forge.repo_view(&local_repo()).await.unwrap();
+        assert_eq!(view.list_files().await.unwrap(), ["local.txt"]);
+        let view = forge.repo_view(&github_repo()).await.unwrap();
+        assert_eq!(view.list_files().await.unwrap(), ["github.txt"]);
+        assert_eq!((local.call_count(ForgeCall::RepoView), github.call_count(ForgeCall::RepoView)), (1, 1));
+
+        publish(&forge, &github_repo()).await;
+        assert_eq!(calls(&github), [2, 1, 1, 1, 1, 1]);
+        assert_eq!(calls(&local), [1, 0, 0, 0, 0, 0], "nothing went to the other forge");
+        assert_eq!(github.commits_on(FULL_NAME, "aicd/issue-7"), 1);
+        assert_eq!(github.comments(FULL_NAME, 7), ["Done"]);
+        assert_eq!(github.pull_requests(FULL_NAME).len(), 1);
+
+        publish(&forge, &local_repo()).await;
+        assert_eq!(calls(&local), [2, 1, 1, 1, 1, 1]);
+        assert_eq!(calls(&github), [2, 1, 1, 1, 1, 1]);
+        assert_eq!(local.branch_files(FULL_NAME, "aicd/issue-7").unwrap()["hello.txt"], b"Hello\n");
+    }
+
+    #[tokio::test]
+    async fn the_routed_forges_errors_pass_through_unchanged() {
+        let (local, github) = forges();
+        let forge = RoutingForge::new().local(Arc::new(local)).github(Arc::new(github.clone()));
+        github.fail_next(ForgeCall::CreateBranch, ForgeFailure::Transient, 1);
+        assert_error(
+            forge.create_branch(&github_repo(), "aicd/issue-7").await,
+            |e| matches!(e, Error::Unavailable { .. }),
+            "a transient failure",
+        );
+        assert_error(forge.create_branch(&github_repo(), "bad..name").await, invalid, "an invalid branch");
+    }
+
+    #[tokio::test]
+    async fn a_source_without_a_forge_is_refused_for_good_with_a_readable_message() {
+        let (local, github) = forges();
+
+        let forge = RoutingForge::new().local(Arc::new(local.clone()));
+        assert!(forge.serves_local() && !forge.serves_github());
+        let err = forge.repo_view(&github_repo()).await.err().expect("a GitHub repository is refused");
+        assert!(
+            matches!(&err, Error::Rejected { service: "github", message } if message == "this deployment has no GitHub App configured"),
+            "{err:?}"
+        );
+        publish(&forge, &local_repo()).await;
+
+        let forge = RoutingForge::new().github(Arc::new(github.clone()));
+        let repo = local_repo();
+        let refusals = [
+            forge.repo_view(&repo).await.map(|_| ()),
+            forge.create_branch(&repo, "aicd/issue-8").await.map(|_| ()),
+            forge.commit_changes(&repo, "aicd/issue-8", &Changeset::new("x", vec![]), "x").await.map(|_| ()),
+            forge.open_pull_request(&repo, &pr("aicd/issue-8")).await.map(|_| ()),
+            forge.post_comment(&repo, 8, "x").await.map(|_| ()),
+            forge.update_comment(&repo, 8, CommentId(1), "x").await,
+        ];
+        for refusal in refusals {
+            assert_error(
+                refusal,
+                |e| matches!(e, Error::Rejected { service: "forge", message } if message.contains("on its own disk")),
+                "a local repository",
+            );
+        }
+        assert_eq!(calls(&github), [0; 6]);
+        assert_eq!(calls(&local), [1, 1, 1, 1, 1, 1], "only the first forge's own calls");
+
+        let message = "this deployment has no GitHub App configured (APP_ID, PRIVATE_KEY)";
+        let forge = RoutingForge::new().github(Arc::new(github)).refuse_github(message).refuse_local("no disks here");
+        assert!(!forge.serves_local() && !forge.serves_github());
+        let err = forge.post_comment(&github_repo(), 7, "hi").await.unwrap_err();
+        assert_eq!(err.to_string(), Error::Rejected { service: "github", message: message.into() }.to_string());
+        assert!(
+            matches!(forge.route(&local_repo()), Err(Error::Rejected { service: "forge", message }) if message == "no disks here")
+        );
+        let debug = format!("{forge:?}");
+        assert!(debug.contains("no disks here"), "{debug}");
+
+        let forge = RoutingForge::default();
+        assert!(!forge.serves_local() && !forge.serves_github());
+    }
+
+    #[tokio::test]
+    async fn the_shared_input_rules_are_those_the_forges_apply() {
+        let (local, _) = forges();
+        let repo = local_repo();
+        for name in ["bad..name", "-x", "a b", "x.lock", ""] {
+            let direct = rules::check_branch_name(name).unwrap_err().to_string();
+            let through = local.create_branch(&repo, name).await.unwrap_err().to_string();
+            assert_eq!(direct, through, "{name}");
+        }
+        assert_eq!(rules::normalize_message("Fix it\n\n").unwrap(), "Fix it\n");
+        assert!(rules::check_commit_target(&repo, "main").is_err());
+        assert!(rules::check_comment(0, "x").is_err() && rules::check_issue(0).is_err());
+        assert!(rules::check_pull_request(&repo, &pr("main")).is_err());
+        assert!(rules::check_changes(&[FileChange::write(".git/config", "x")]).is_err());
+        let mut files = BTreeMap::from([(b"a".to_vec(), 1)]);
+        let changes = [FileChange::write("b", "x"), FileChange::delete("a")];
+        rules::apply_changes(&mut files, &changes, |index, content, _| index * 10 + content.len()).unwrap();
+        assert_eq!(files, BTreeMap::from([(b"b".to_vec(), 1)]));
+    }
+}

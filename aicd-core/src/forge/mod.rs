@@ -7,6 +7,8 @@
 
 mod local_git;
 mod memory;
+mod routing;
+pub mod rules;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use crate::repos::Repository;
 
 pub use local_git::LocalGitForge;
 pub use memory::{ForgeCall, ForgeFailure, MemoryForge};
+pub use routing::RoutingForge;
 
 /// A branch and the commit at its tip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use aicd_agent_api::testing::SlowAgent;
 use aicd_agent_api::{Agent, ScriptedAgent};
-use aicd_core::forge::{Forge, LocalGitForge};
+use aicd_core::forge::{LocalGitForge, RoutingForge};
 use aicd_core::orchestrator::Orchestrator;
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{PostgresOptions, SqlStore};
+use aicd_github::{AppCredentials, GitHubForge, InstallationTokens};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::config::{AgentKind, Config, Database, Signals};
+use crate::config::{AgentKind, Config, Database, Environment, Signals};
 use crate::metrics::Metrics;
 
 /// How long each readiness check may take.
@@ -90,28 +91,68 @@ pub fn build_agent(config: &Config) -> Arc<dyn Agent> {
     }
 }
 
-/// The forge jobs publish through: for now the local git forge (repositories on this machine).
-pub fn build_forge(_config: &Config) -> Arc<dyn Forge> {
-    Arc::new(LocalGitForge::new())
+/// Why a GitHub repository is refused when no GitHub App is configured.
+pub const NO_GITHUB_APP: &str =
+    "this deployment has no GitHub App configured (AICD_GITHUB_APP_ID, AICD_GITHUB_PRIVATE_KEY)";
+/// Why a repository on the disk is refused in production.
+pub const NO_LOCAL_REPOS: &str =
+    "this deployment does not serve repositories on its own disk (never with AICD_ENV=production)";
+
+/// The forge jobs publish through, chosen per repository by its source:
+///
+/// - [`RepoSource::Local`](aicd_core::repos::RepoSource::Local) repositories go to the local git
+///   forge outside production (or when `AICD_ALLOW_LOCAL_REPOS` is set, which production refuses).
+///   Registering them is what `AICD_ALLOW_LOCAL_REPOS` governs; a worker serves the ones that
+///   exist even when its own environment does not set it (a standalone worker with PostgreSQL
+///   defaults it to false), so only production refuses them here.
+/// - [`RepoSource::Github`](aicd_core::repos::RepoSource::Github) repositories go to the GitHub
+///   forge, acting as the App (`AICD_GITHUB_APP_ID` and its private key) on `AICD_GITHUB_API_URL`;
+///   without an App they are refused with [`NO_GITHUB_APP`], a permanent error.
+///
+/// Fails, naming the variables, when the private key is not a usable RSA private key or the API
+/// URL is unusable; the message never quotes the key.
+pub fn build_forge(config: &Config) -> anyhow::Result<Arc<RoutingForge>> {
+    let serve_local = config.environment == Environment::Development || config.server.allow_local_repos;
+    let forge = if serve_local {
+        RoutingForge::new().local(Arc::new(LocalGitForge::new()))
+    } else {
+        RoutingForge::new().refuse_local(NO_LOCAL_REPOS)
+    };
+    let github = &config.server.github;
+    let forge = match (github.app_id, &github.private_key) {
+        (Some(app_id), Some(key)) => {
+            let credentials = AppCredentials::new(app_id, key.expose()).map_err(|e| {
+                anyhow::anyhow!(
+                    "AICD_GITHUB_PRIVATE_KEY (or AICD_GITHUB_PRIVATE_KEY_PATH): {}",
+                    config.scrub(&e.to_string())
+                )
+            })?;
+            let tokens = InstallationTokens::new(credentials, &github.api_url)
+                .map_err(|e| anyhow::anyhow!("AICD_GITHUB_API_URL: {}", config.scrub(&e.to_string())))?;
+            forge.github(Arc::new(GitHubForge::new(tokens)))
+        }
+        _ => forge.refuse_github(NO_GITHUB_APP),
+    };
+    Ok(Arc::new(forge))
 }
 
-/// The orchestrator over these parts, with the configured agent and forge, reporting every step
-/// to `metrics`.
+/// The orchestrator over these parts, with the configured agent and forge
+/// ([`build_forge`], whose errors it returns), reporting every step to `metrics`.
 pub fn build_orchestrator(
     config: &Config,
     store: Arc<SqlStore>,
     signals: &SignalSet,
     metrics: &Metrics,
-) -> Orchestrator {
-    Orchestrator::new(
+) -> anyhow::Result<Orchestrator> {
+    Ok(Orchestrator::new(
         store,
         build_agent(config),
-        build_forge(config),
+        build_forge(config)?,
         signals.doorbell.clone(),
         signals.bus.clone(),
         config.orchestrator(),
     )
-    .with_observer(Arc::new(metrics.clone()))
+    .with_observer(Arc::new(metrics.clone())))
 }
 
 /// Whether the process can do its work: the database answers, and Redis too when it is used.
@@ -236,7 +277,7 @@ mod tests {
         assert!(dir.join("aicd.db").exists());
         let signals = open_signals(&config).await.unwrap();
         assert!(signals.redis.is_none());
-        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new());
+        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new()).unwrap();
         assert_eq!(build_agent(&config).name(), ScriptedAgent::new().name());
 
         let report = Readiness::new(store.clone(), None).check().await;

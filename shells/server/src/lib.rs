@@ -117,7 +117,8 @@ impl Server {
         let worker = config
             .server
             .embedded_worker
-            .then(|| assemble::build_orchestrator(config, store.clone(), &signals, &metrics).spawn_worker());
+            .then(|| assemble::build_orchestrator(config, store.clone(), &signals, &metrics).map(|o| o.spawn_worker()))
+            .transpose()?;
         let (stop, stopping) = watch::channel(false);
         let settings = HttpSettings {
             max_body_bytes: config.server.max_body_bytes,
@@ -131,7 +132,7 @@ impl Server {
         let state = AppState::new(Inner {
             core,
             store: store.clone(),
-            forge: assemble::build_forge(config),
+            forge: assemble::build_forge(config)?,
             bus: signals.bus.clone(),
             metrics,
             readiness: Readiness::new(store.clone(), signals.redis.clone()),

@@ -131,7 +131,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
 async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<(Arc<SqlStore>, Orchestrator, Readiness)> {
     let store = assemble::open_store(config).await?;
     let signals = assemble::open_signals(config).await?;
-    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics);
+    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics)?;
     tracing::info!(
         worker_id = %config.worker.worker_id,
         environment = config.environment.as_str(),
