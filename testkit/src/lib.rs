@@ -9,10 +9,12 @@
 //! - Redis comes from `AICD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 
 mod postgres;
+mod proxy;
 mod redis;
 mod sqlite;
 
 pub use postgres::TestPostgres;
+pub use proxy::TcpProxy;
 pub use redis::TestRedis;
 pub use sqlite::TestSqlite;
 

@@ -114,7 +114,8 @@ fn config_check_names_every_problem_and_hides_secrets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for name in ["DATABASE_URL", "REDIS_URL", "AICD_WORKER_CONCURRENCY", "AICD_GITHUB_WEBHOOK_SECRET", "AICD_CORS_ORIGINS"]
+    for name in
+        ["DATABASE_URL", "REDIS_URL", "AICD_WORKER_CONCURRENCY", "AICD_GITHUB_WEBHOOK_SECRET", "AICD_CORS_ORIGINS"]
     {
         assert!(err.contains(name), "{name} is not named:\n{err}");
     }

@@ -308,3 +308,22 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     assert_eq!(docs.status, StatusCode::OK);
     assert!(docs.text.contains("/v1/orgs/{org_id}/jobs/{job_id}/events/stream"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_naming_redis_when_redis_goes_away() {
+    let redis = aicd_testkit::TestRedis::new().await;
+    let mut proxy = aicd_testkit::TcpProxy::redis(redis.url()).await;
+    let url = format!("redis://127.0.0.1:{}", proxy.port());
+    let server = TestServer::postgres(&[("REDIS_URL", &url)]).await;
+    assert_eq!(server.call(Method::GET, "/ready", None, None).await.status, StatusCode::OK);
+    proxy.cut();
+    let ready = server.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text);
+    assert_eq!(ready.body["ready"], false);
+    let redis_check = ready.body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap().clone();
+    assert_eq!(redis_check["ok"], false, "{}", ready.text);
+    let database = ready.body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "database").unwrap().clone();
+    assert_eq!(database["ok"], true);
+    // Liveness is unaffected.
+    assert_eq!(server.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
+}

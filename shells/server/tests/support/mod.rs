@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 pub struct TestServer {
     pub base: String,
+    vars: Vec<(String, String)>,
     pub http: reqwest::Client,
     pub core: Core,
     pub store: Arc<SqlStore>,
@@ -88,7 +89,17 @@ impl TestServer {
     async fn start(vars: Vec<(String, String)>, options: ServerOptions, store: Arc<SqlStore>) -> Self {
         let config = config(&vars);
         let server = Server::build_with(&config, options).await.expect("server builds");
-        Self::serve(server, store).await
+        let mut server = Self::serve(server, store).await;
+        server.vars = vars;
+        server
+    }
+
+    /// Another replica on the same database and Redis namespace, with `extra` variables on top.
+    /// Drop it before the first one (which owns the database).
+    pub async fn replica(&self, extra: &[(&str, &str)]) -> Self {
+        let mut vars = self.vars.clone();
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Self::start(vars, ServerOptions::default(), self.store.clone()).await
     }
 
     async fn serve(server: Server, store: Arc<SqlStore>) -> Self {
@@ -101,6 +112,7 @@ impl TestServer {
         let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
         Self {
             base,
+            vars: Vec::new(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             core,
             store,
@@ -195,4 +207,74 @@ impl Reply {
         }
         error["code"].as_str().expect("code is a string")
     }
+}
+
+/// One Server-Sent Event: its id and its data as JSON.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub id: i64,
+    pub data: Value,
+}
+
+/// Reads a job's event stream until an event moves the job to `until`, or the stream ends;
+/// returns the events read.
+pub async fn read_stream(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    last_event_id: Option<i64>,
+    until: &str,
+) -> Vec<SseEvent> {
+    use futures_util::StreamExt;
+    let mut request = server.http.get(server.url(path)).bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    let response = request.send().await.expect("the stream opens");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut bytes = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(30), bytes.next()).await.expect("the stream keeps talking");
+        let Some(chunk) = chunk else { return events };
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("the stream reads")));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let id = frame.lines().find_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse::<i64>().unwrap());
+            let data: Option<Value> =
+                frame.lines().find_map(|l| l.strip_prefix("data:")).map(|v| serde_json::from_str(v.trim()).unwrap());
+            if let (Some(id), Some(data)) = (id, data) {
+                let done = data["to_state"] == until;
+                events.push(SseEvent { id, data });
+                if done {
+                    return events;
+                }
+            }
+        }
+    }
+}
+
+/// A git repository with one commit on `main`, in a temporary directory.
+pub fn git_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(dir.path().join("README.md"), "# Demo\n").unwrap();
+    git(&["add", "README.md"]);
+    git(&["commit", "--quiet", "-m", "Initial commit"]);
+    dir
 }
