@@ -4,6 +4,7 @@ pub mod deliveries;
 pub mod diff;
 mod error;
 pub mod forge;
+pub mod github;
 mod ids;
 pub mod jobs;
 pub mod orchestrator;

@@ -5,15 +5,25 @@
 mod support;
 
 use aicd_core::Error;
+use aicd_core::github::{CommandKind, NewCommand};
 use aicd_core::jobs::{IssueRef, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
-use aicd_core::store::{JobStore, PostgresOptions, RepoStore, SqlStore, TenancyStore};
+use aicd_core::store::{GithubStore, JobStore, PostgresOptions, RepoStore, SqlStore, TenancyStore};
 use aicd_core::tenancy::{NewApiKey, Role};
 use aicd_core::{JobId, OrgId};
 use sqlx::{Connection, PgConnection, Row};
 
-const TENANT_TABLES: [&str; 7] =
-    ["orgs", "memberships", "repositories", "api_keys", "jobs", "job_events", "usage_records"];
+const TENANT_TABLES: [&str; 9] = [
+    "orgs",
+    "memberships",
+    "repositories",
+    "api_keys",
+    "jobs",
+    "job_events",
+    "usage_records",
+    "github_installations",
+    "github_commands",
+];
 
 struct Fixture {
     harness: support::Harness,
@@ -29,8 +39,9 @@ async fn fixture() -> Fixture {
     let db = harness.postgres.as_ref().unwrap();
     let app_url = db.app_url("aicd_app").await;
     let mut ids = Vec::new();
-    for name in ["A", "B"] {
+    for (name, installation) in [("A", 101), ("B", 102)] {
         let (org, _, admin) = harness.org_with_admin(name).await;
+        harness.store.link_installation(org.id, installation, Some(name.to_lowercase())).await.unwrap();
         let repo = harness
             .store
             .create_repo(
@@ -56,6 +67,15 @@ async fn fixture() -> Fixture {
             cost_micros: 1,
         };
         harness.store.record_usage(org.id, usage).await.unwrap();
+        let command = NewCommand {
+            repo_id: repo.id,
+            issue_number: 1,
+            command: CommandKind::Cancel,
+            login: "octocat".into(),
+            comment_id: 1,
+            issue: None,
+        };
+        harness.store.enqueue_command(org.id, command).await.unwrap();
         let key = NewApiKey { name: "k".into(), role: Role::Viewer, expires_at: None };
         harness.core.create_api_key(&admin, org.id, key).await.unwrap();
         ids.push((org.id, repo.id, job.id));
@@ -196,6 +216,16 @@ async fn cross_org_inserts_fail() {
             "orgs",
             "INSERT INTO orgs (id, name, max_concurrent_jobs, created_at, updated_at) VALUES ($1, 'x', 1, now(), now())",
         ),
+        (
+            "github_installations",
+            "INSERT INTO github_installations (installation_id, org_id, created_at, updated_at) \
+          VALUES (999, $1, now(), now())",
+        ),
+        (
+            "github_commands",
+            "INSERT INTO github_commands (org_id, repo_id, issue_number, command, login, comment_id, status, \
+          created_at, updated_at) SELECT $1, id, 1, 'cancel', 'x', 99, 'pending', now(), now() FROM repositories LIMIT 1",
+        ),
     ];
     for (table, sql) in attempts {
         let mut tx = conn.begin().await.unwrap();
@@ -205,6 +235,74 @@ async fn cross_org_inserts_fail() {
         let err = result.expect_err(&format!("a row for another org in {table} must be refused"));
         assert!(err.to_string().contains("row-level security"), "{table}: {err}");
     }
+}
+
+#[tokio::test]
+async fn the_system_scope_reads_installations_and_claims_commands_only() {
+    let f = fixture().await;
+    let mut conn = app_connection(&f).await;
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.scope', 'system', true)").execute(&mut *tx).await.unwrap();
+    // A webhook finds any org's installation, and a worker any org's pending command.
+    assert_eq!(count(&mut tx, "github_installations").await, 2);
+    assert_eq!(count(&mut tx, "github_commands").await, 2);
+    let claimed = sqlx::query("UPDATE github_commands SET lease_owner = 'w' WHERE status = 'pending'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(claimed.rows_affected(), 2, "commands are claimed across orgs");
+    // Installations are only read: writing them happens in their org's scope.
+    let suspended = sqlx::query("UPDATE github_installations SET suspended = true").execute(&mut *tx).await.unwrap();
+    assert_eq!(suspended.rows_affected(), 0);
+    let deleted = sqlx::query("DELETE FROM github_installations").execute(&mut *tx).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    let deleted = sqlx::query("DELETE FROM github_commands").execute(&mut *tx).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    // Nor does the system scope see any other tenant table it has no policy for.
+    for table in ["memberships", "repositories", "api_keys", "job_events", "usage_records"] {
+        assert_eq!(count(&mut tx, table).await, 0, "{table}");
+    }
+    tx.rollback().await.unwrap();
+
+    for (table, sql) in [
+        (
+            "github_installations",
+            "INSERT INTO github_installations (installation_id, org_id, created_at, updated_at) \
+             VALUES (999, $1, now(), now())",
+        ),
+        (
+            "github_commands",
+            "INSERT INTO github_commands (org_id, repo_id, issue_number, command, login, comment_id, status, \
+             created_at, updated_at) VALUES ($1, $2, 1, 'cancel', 'x', 99, 'pending', now(), now())",
+        ),
+    ] {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.scope', 'system', true)").execute(&mut *tx).await.unwrap();
+        let result = sqlx::query(sql).bind(f.b.as_uuid()).bind(f.b_repo.as_uuid()).execute(&mut *tx).await;
+        let err = result.expect_err(&format!("the system scope must not insert into {table}"));
+        assert!(err.to_string().contains("row-level security"), "{table}: {err}");
+    }
+
+    // In org A's scope, B's installation is invisible even by id, and cannot be taken over.
+    let mut tx = conn.begin().await.unwrap();
+    set_org(&mut tx, f.a).await;
+    let seen = sqlx::query("SELECT org_id FROM github_installations WHERE installation_id = 102")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert!(seen.is_empty());
+    let moved = sqlx::query("UPDATE github_installations SET org_id = $1 WHERE installation_id = 102")
+        .bind(f.a.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(moved.rows_affected(), 0);
+    let moved = sqlx::query("UPDATE github_installations SET org_id = $1 WHERE installation_id = 101")
+        .bind(f.b.as_uuid())
+        .execute(&mut *tx)
+        .await;
+    let err = moved.expect_err("moving A's installation to B must be refused");
+    assert!(err.to_string().contains("row-level security"), "{err}");
 }
 
 #[tokio::test]

@@ -2,11 +2,14 @@
 //! authenticated at the edge, checks its permission against the role table, and only then touches
 //! the store, scoped to the organization.
 
+mod github;
 mod jobs;
 mod repos;
 mod tenancy;
 
 use std::sync::Arc;
+
+pub use github::GithubIntake;
 
 use crate::signals::{Doorbell, EventBus};
 use crate::store::Store;

@@ -14,8 +14,17 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Every table holding tenant rows; each must have row-level security enabled and forced.
-pub(crate) const TENANT_TABLES: &[&str] =
-    &["orgs", "memberships", "repositories", "api_keys", "jobs", "job_events", "usage_records"];
+pub(crate) const TENANT_TABLES: &[&str] = &[
+    "orgs",
+    "memberships",
+    "repositories",
+    "api_keys",
+    "jobs",
+    "job_events",
+    "usage_records",
+    "github_installations",
+    "github_commands",
+];
 
 /// The [`super::Store`] over PostgreSQL (production) or SQLite (the embedded default).
 ///
@@ -53,7 +62,8 @@ pub(crate) enum Scope<'a> {
     User(UserId),
     /// API keys with this lookup prefix, across orgs.
     KeyPrefix(&'a str),
-    /// Jobs and orgs of every organization: the dispatcher's claim and lease reaping only.
+    /// Jobs and orgs of every organization (the dispatcher's claim and lease reaping), GitHub
+    /// installations to read (a webhook's org), and GitHub commands to claim.
     System,
     /// No tenant rows (users, webhook deliveries).
     Global,

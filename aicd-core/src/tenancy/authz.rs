@@ -91,6 +91,9 @@ pub enum Permission {
     JobDelete,
     /// Read usage and cost.
     UsageRead,
+    /// Link and unlink GitHub App installations (which decide whose repositories and events the
+    /// organization receives).
+    IntegrationManage,
 }
 
 /// The authorization table: each permission and the lowest role that holds it. Roles are ordered,
@@ -112,6 +115,7 @@ pub const PERMISSIONS: &[(Permission, Role)] = &[
     (Permission::ApiKeyManage, Role::OrgAdmin),
     (Permission::RepoManage, Role::OrgAdmin),
     (Permission::JobDelete, Role::OrgAdmin),
+    (Permission::IntegrationManage, Role::OrgAdmin),
 ];
 
 impl Permission {
@@ -138,6 +142,7 @@ impl Permission {
             Permission::JobRetry => "job_retry",
             Permission::JobDelete => "job_delete",
             Permission::UsageRead => "usage_read",
+            Permission::IntegrationManage => "integration_manage",
         }
     }
 }
@@ -188,7 +193,7 @@ mod tests {
 
     #[test]
     fn the_role_table_matches_the_expected_matrix() {
-        assert_eq!(Permission::all().count(), 15, "every permission is in the table");
+        assert_eq!(Permission::all().count(), 16, "every permission is in the table");
         for role in Role::ALL {
             for permission in Permission::all() {
                 assert_eq!(role.allows(permission), expected(role, permission), "{role} {permission}");

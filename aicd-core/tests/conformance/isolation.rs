@@ -165,6 +165,7 @@ async fn attempt(h: &Harness, t: &Tenant, actor: &Actor, permission: Permission)
         Permission::JobRetry => c.retry_job(actor, org, t.job).await.map(drop),
         Permission::JobDelete => c.delete_job(actor, org, t.job).await,
         Permission::UsageRead => c.usage_totals(actor, org, now - Duration::days(1), now).await.map(drop),
+        Permission::IntegrationManage => c.link_installation(actor, org, 4242, None).await.map(drop),
         other => panic!("no operation exercises {other}"),
     }
 }

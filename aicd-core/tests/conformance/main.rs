@@ -6,6 +6,7 @@ mod support;
 
 mod deliveries;
 mod dispatch;
+mod github;
 mod isolation;
 mod jobs;
 mod tenancy;
@@ -75,5 +76,20 @@ mod dispatch_tests {
         a_stale_worker_cannot_transition_or_checkpoint_after_lease_expiry,
         heartbeats_extend_the_lease_and_report_cancellation,
         a_released_job_waits_for_its_run_after,
+    );
+}
+
+mod github_tests {
+    crate::conformance!(github:
+        installations_are_linked_listed_and_unlinked,
+        an_installation_linked_to_another_org_is_a_conflict,
+        webhooks_find_an_installation_from_the_system_scope,
+        repositories_follow_the_installation,
+        an_issue_trigger_creates_one_active_job,
+        concurrent_triggers_for_an_issue_create_exactly_one_job,
+        comment_commands_are_recorded_once_and_claimed,
+        commands_are_carried_out_as_their_author,
+        a_closed_pull_request_ends_its_job,
+        org_b_cannot_see_org_a_github_data,
     );
 }

@@ -1,0 +1,307 @@
+//! The GitHub integration's services: admins link installations through [`Core`]; the webhook
+//! route and the command worker go through [`GithubIntake`].
+
+use crate::github::{
+    Command, CommandId, CommandKind, CommandOutcome, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync,
+    StartOutcome, actor_label,
+};
+use crate::jobs::{EventKind, IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
+use crate::repos::Repository;
+use crate::tenancy::{Actor, Permission};
+use crate::{Core, Error, JobId, OrgId, RepoId, Result};
+
+/// The timeline actor of what GitHub itself reports (a pull request merged or closed).
+const GITHUB_ACTOR: &str = "github";
+
+impl Core {
+    /// Links a GitHub App installation to an organization (needs
+    /// [`Permission::IntegrationManage`]). Linking it again to the same organization succeeds
+    /// (refreshing `account_login` if given); [`Error::Conflict`] if another organization has
+    /// linked it, without saying which.
+    ///
+    /// The caller must first have proven that the person linking controls the installation
+    /// (through GitHub, for instance the App's setup redirect and the user's installations):
+    /// whoever links an installation receives its events and acts with its access.
+    pub async fn link_installation(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        installation_id: i64,
+        account_login: Option<String>,
+    ) -> Result<Installation> {
+        self.authorize(actor, org, Permission::IntegrationManage)?;
+        self.store.link_installation(org, installation_id, account_login).await
+    }
+
+    /// The organization's linked installations, by id (any member may list them:
+    /// [`Permission::OrgRead`]).
+    pub async fn list_installations(&self, actor: &Actor, org: OrgId) -> Result<Vec<Installation>> {
+        self.authorize(actor, org, Permission::OrgRead)?;
+        self.store.list_installations(org).await
+    }
+
+    /// Unlinks an installation (needs [`Permission::IntegrationManage`]); its events are ignored
+    /// from then on. Its repositories and their jobs stay registered (and stop working until an
+    /// installation that covers them is linked again). [`Error::NotFound`] if the organization has
+    /// not linked it.
+    pub async fn unlink_installation(&self, actor: &Actor, org: OrgId, installation_id: i64) -> Result<()> {
+        self.authorize(actor, org, Permission::IntegrationManage)?;
+        self.store.unlink_installation(org, installation_id).await
+    }
+
+    /// The GitHub intake over the same store, event bus and doorbell (see [`GithubIntake`]).
+    pub fn github_intake(&self) -> GithubIntake {
+        GithubIntake { core: self.clone() }
+    }
+}
+
+/// What the GitHub webhook route and the command worker do to the database: find an event's
+/// organization by installation, keep repositories in line with installations, start issue jobs
+/// idempotently, record comment commands and carry them out, and end jobs whose pull request was
+/// merged or closed. Obtained from [`Core::github_intake`]; cheap to clone.
+///
+/// It acts **without an [`Actor`]**: nothing here checks a permission, so it must only be given
+/// what a verified webhook says (signature checked; the organization taken from
+/// [`GithubIntake::installation`], never from the payload). Jobs and events it creates are
+/// attributed to `github:<login>` (the GitHub user who triggered them) or `github`. Every call is
+/// database-only and returns within a request's time; none calls GitHub.
+#[derive(Clone, Debug)]
+pub struct GithubIntake {
+    core: Core,
+}
+
+impl GithubIntake {
+    /// The linked installation with this id, whatever its organization: the organization a
+    /// webhook's event belongs to. `None` if no organization has linked it (ignore the event).
+    /// A suspended installation's events are to be ignored too.
+    pub async fn installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+        self.core.store.find_installation(installation_id).await
+    }
+
+    /// The organization an installation is linked to, and whether it is suspended; `None` if it
+    /// is not linked.
+    pub async fn installation_org(&self, installation_id: i64) -> Result<Option<(OrgId, bool)>> {
+        Ok(self.installation(installation_id).await?.map(|i| (i.org_id, i.suspended)))
+    }
+
+    /// Records that an installation was suspended (`installation.suspend`) or unsuspended
+    /// (`installation.unsuspend`); `None` if it is not linked.
+    pub async fn set_installation_suspended(
+        &self,
+        installation_id: i64,
+        suspended: bool,
+    ) -> Result<Option<Installation>> {
+        self.core.store.set_installation_suspended(installation_id, suspended).await
+    }
+
+    /// Unlinks an uninstalled installation (`installation.deleted`) and returns what was linked;
+    /// `None` if it was not. Its repositories stay registered with their jobs' history (they stop
+    /// working: their jobs fail at the forge until an installation covering them is linked and
+    /// synced, which moves them to it); an admin may delete them.
+    pub async fn remove_installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+        self.core.store.remove_installation(installation_id).await
+    }
+
+    /// Follows an installation's repositories (`installation.created`,
+    /// `installation_repositories.added/removed`); see [`crate::store::GithubStore::sync_github_repos`].
+    /// A removed repository with an active job is kept and listed in [`RepoSync::kept`].
+    pub async fn sync_github_repos(
+        &self,
+        org: OrgId,
+        installation_id: i64,
+        added: &[GithubRepoInfo],
+        removed: &[i64],
+    ) -> Result<RepoSync> {
+        self.core.store.sync_github_repos(org, installation_id, added, removed).await
+    }
+
+    /// The organization's repository with this GitHub id; `None` if it has not registered it.
+    pub async fn find_github_repo(&self, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
+        self.core.store.find_github_repo(org, github_repo_id).await
+    }
+
+    /// Starts a job for an issue (a label, an assignment, a `/aicd run` command), attributed to
+    /// `github:<sender>`, unless the issue already has an active job (see [`crate::github::ACTIVE_STATES`]),
+    /// which is returned as [`StartOutcome::AlreadyActive`]. Two deliveries racing for the same
+    /// issue create one job. `issue.number` is required. A new job is queued at once (the
+    /// doorbell rings and its `created` event is published).
+    pub async fn start_issue_job(
+        &self,
+        org: OrgId,
+        repo_id: RepoId,
+        issue: IssueRef,
+        trigger: Trigger,
+        sender: &str,
+    ) -> Result<StartOutcome> {
+        let label = actor_label(sender)?;
+        let job = NewJob { repo_id, issue, trigger, max_tokens: None, max_cost_micros: None };
+        let outcome = self.core.store.start_issue_job(org, job, &label).await?;
+        if let StartOutcome::Created(job) = &outcome {
+            self.queued(org, job.id, &label).await;
+        }
+        Ok(outcome)
+    }
+
+    /// The issue's active job (see [`crate::github::ACTIVE_STATES`]), if it has one.
+    pub async fn active_issue_job(&self, org: OrgId, repo_id: RepoId, issue_number: u64) -> Result<Option<Job>> {
+        self.core.store.active_issue_job(org, repo_id, issue_number).await
+    }
+
+    /// Records a `/aicd` comment command as pending, for the command worker to check its author's
+    /// access and carry it out; recording the same comment again (a redelivery) returns the
+    /// command already recorded.
+    pub async fn enqueue_command(&self, org: OrgId, command: NewCommand) -> Result<Command> {
+        self.core.store.enqueue_command(org, command).await
+    }
+
+    /// Reads a recorded command of the organization.
+    pub async fn get_command(&self, org: OrgId, command: CommandId) -> Result<Command> {
+        self.core.store.get_command(org, command).await
+    }
+
+    /// Claims the oldest pending command of any organization for `worker`, leased for `lease`:
+    /// if the worker neither finishes it nor stays alive, another claims it once the lease has
+    /// expired (so a transient failure is retried after `lease`; see [`Command::attempts`]).
+    pub async fn claim_pending_command(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Command>> {
+        self.core.store.claim_pending_command(worker, lease).await
+    }
+
+    /// Records how a command ended: [`CommandStatus::Done`] once [`GithubIntake::execute_command`]
+    /// succeeded, [`CommandStatus::Refused`] if its author lacks write access,
+    /// [`CommandStatus::Failed`] for good otherwise. [`Error::Conflict`] if it has already ended.
+    pub async fn finish_command(
+        &self,
+        org: OrgId,
+        command: CommandId,
+        status: CommandStatus,
+        error: Option<&str>,
+    ) -> Result<Command> {
+        self.core.store.finish_command(org, command, status, error).await
+    }
+
+    /// Carries out a command whose author's write access has been checked, as `github:<login>`:
+    /// `run` starts a job from the recorded issue ([`Trigger::Comment`]), `cancel` and `retry` act
+    /// as [`GithubIntake::cancel_issue_job`] and [`GithubIntake::retry_issue_job`]. Safe to repeat
+    /// (after a worker died mid-way): each is idempotent for its issue. Does not finish the
+    /// command.
+    pub async fn execute_command(&self, command: &Command) -> Result<CommandOutcome> {
+        let (org, repo, number) = (command.org_id, command.repo_id, command.issue_number);
+        match command.command {
+            CommandKind::Run => {
+                let issue = command
+                    .issue
+                    .clone()
+                    .ok_or_else(|| Error::Corrupt(format!("`run` command {} has no issue", command.id)))?;
+                let outcome = self.start_issue_job(org, repo, issue, Trigger::Comment, &command.login).await?;
+                Ok(CommandOutcome::Started(outcome))
+            }
+            CommandKind::Cancel => {
+                Ok(CommandOutcome::Cancelled(self.cancel_issue_job(org, repo, number, &command.login).await?))
+            }
+            CommandKind::Retry => {
+                Ok(CommandOutcome::Retried(self.retry_issue_job(org, repo, number, &command.login).await?))
+            }
+        }
+    }
+
+    /// Cancels the issue's active job as `github:<sender>` (see
+    /// [`crate::store::JobStore::cancel_job`]: at once if no worker holds it, at the worker's next
+    /// checkpoint otherwise). `None` when there is nothing to cancel: no active job, or its pull
+    /// request is already open (closing the pull request ends it).
+    pub async fn cancel_issue_job(
+        &self,
+        org: OrgId,
+        repo_id: RepoId,
+        issue_number: u64,
+        sender: &str,
+    ) -> Result<Option<Job>> {
+        let label = actor_label(sender)?;
+        let Some(active) = self.core.store.active_issue_job(org, repo_id, issue_number).await? else {
+            return Ok(None);
+        };
+        if !active.state.can_transition_to(JobState::Cancelled) {
+            return Ok(None);
+        }
+        match self.core.store.cancel_job(org, active.id, &label).await {
+            Ok((job, events)) => {
+                self.core.publish(&events).await;
+                Ok(Some(job))
+            }
+            // It ended (or opened its pull request) meanwhile.
+            Err(Error::IllegalTransition { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Retries the issue's latest job as `github:<sender>` if it failed or was cancelled: a new job
+    /// for the same issue, trigger and budget, whose timeline notes which job it retries (as
+    /// [`Core::retry_job`] does). If the issue has an active job, that job is returned as
+    /// [`StartOutcome::AlreadyActive`]; `None` when there is nothing to retry (no job, or the
+    /// latest one's pull request was merged or closed).
+    pub async fn retry_issue_job(
+        &self,
+        org: OrgId,
+        repo_id: RepoId,
+        issue_number: u64,
+        sender: &str,
+    ) -> Result<Option<StartOutcome>> {
+        let label = actor_label(sender)?;
+        let store = &self.core.store;
+        if let Some(active) = store.active_issue_job(org, repo_id, issue_number).await? {
+            return Ok(Some(StartOutcome::AlreadyActive(active)));
+        }
+        let Some(old) = store.latest_issue_job(org, repo_id, issue_number).await? else { return Ok(None) };
+        if !matches!(old.state, JobState::Failed | JobState::Cancelled) {
+            return Ok(None);
+        }
+        let new = NewJob {
+            repo_id: old.repo_id,
+            issue: old.issue,
+            trigger: old.trigger,
+            max_tokens: Some(old.budget.max_tokens),
+            max_cost_micros: Some(old.budget.max_cost_micros),
+        };
+        let outcome = store.start_issue_job(org, new, &label).await?;
+        if let StartOutcome::Created(created) = &outcome {
+            let note = NewEvent::new(label.clone(), EventKind::Note, format!("retry of job {}", old.id))
+                .with_data(serde_json::json!({ "retry_of": old.id }));
+            store.append_event(org, created.id, note).await?;
+            self.queued(org, created.id, &label).await;
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Ends the job whose pull request `pr_number` of the repository was merged (MERGED) or
+    /// closed without merging (CLOSED), as `github`, and publishes the state change. `None` if no
+    /// job of the repository waits on that pull request (not one of AI-CD's, or already ended).
+    pub async fn close_pull_request(
+        &self,
+        org: OrgId,
+        repo_id: RepoId,
+        pr_number: u64,
+        merged: bool,
+    ) -> Result<Option<Job>> {
+        let closed = self.core.store.close_pull_request(org, repo_id, pr_number, merged, GITHUB_ACTOR).await?;
+        Ok(match closed {
+            Some((job, event)) => {
+                self.core.publish(std::slice::from_ref(&event)).await;
+                Some(job)
+            }
+            None => None,
+        })
+    }
+
+    /// Rings the doorbell for a new job and publishes the first events `label` appended to it.
+    async fn queued(&self, org: OrgId, job: JobId, label: &str) {
+        if self.core.bus.is_some() {
+            match self.core.store.list_events(org, job, None, 10).await {
+                Ok(mut events) => {
+                    events.retain(|e| e.actor == label);
+                    self.core.publish(&events).await;
+                }
+                Err(err) => tracing::warn!(%org, %job, %err, "could not read a new job's events to publish them"),
+            }
+        }
+        self.core.job_queued().await;
+    }
+}

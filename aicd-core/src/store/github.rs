@@ -1,0 +1,665 @@
+//! [`GithubStore`] for [`SqlStore`].
+//!
+//! Installations are read across organizations in the system scope only; every write to them
+//! happens in a second transaction scoped to the installation's org (so the system scope's
+//! policy on PostgreSQL is read-only). Commands are claimed in the system scope like jobs are
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::connect::Scope;
+use super::jobs::{fetch_job, insert_event, lock_job};
+use super::rows::{JobRow, RepoRow, job_columns, repo_columns};
+use super::sql::{One, Tx, constraint_error, q};
+use super::{GithubStore, JobStore, SqlStore, now};
+use crate::github::{
+    Command, CommandId, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync, SkippedRepo, StartOutcome,
+    validate_github_id,
+};
+use crate::jobs::{IssueRef, Job, JobEvent, JobState, Lease, NewEvent, NewJob};
+use crate::repos::{NewRepo, RepoSource, Repository};
+use crate::{Error, OrgId, RepoId, Result};
+
+/// The states of [`crate::github::ACTIVE_STATES`], as an SQL list.
+macro_rules! active_states_sql {
+    () => {
+        "('queued', 'planning', 'coding', 'reviewing', 'pr_open')"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct InstallationRow {
+    installation_id: i64,
+    org_id: Uuid,
+    account_login: Option<String>,
+    suspended: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+macro_rules! installation_columns {
+    () => {
+        "installation_id, org_id, account_login, suspended, created_at, updated_at"
+    };
+}
+
+impl From<InstallationRow> for Installation {
+    fn from(r: InstallationRow) -> Self {
+        Installation {
+            installation_id: r.installation_id,
+            org_id: r.org_id.into(),
+            account_login: r.account_login,
+            suspended: r.suspended,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CommandRow {
+    id: i64,
+    org_id: Uuid,
+    repo_id: Uuid,
+    issue_number: i64,
+    command: String,
+    login: String,
+    comment_id: i64,
+    issue: Option<Json<IssueRef>>,
+    status: String,
+    error: Option<String>,
+    attempts: i32,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+macro_rules! command_columns {
+    () => {
+        "id, org_id, repo_id, issue_number, command, login, comment_id, issue, status, error, attempts, \
+         lease_owner, lease_expires_at, created_at, updated_at"
+    };
+}
+
+impl TryFrom<CommandRow> for Command {
+    type Error = Error;
+    fn try_from(r: CommandRow) -> Result<Self> {
+        let corrupt =
+            |what: &str, value: &dyn std::fmt::Display| Error::Corrupt(format!("command {}: {what} {value}", r.id));
+        Ok(Command {
+            id: CommandId(r.id),
+            org_id: r.org_id.into(),
+            repo_id: r.repo_id.into(),
+            issue_number: u64::try_from(r.issue_number).map_err(|_| corrupt("issue number", &r.issue_number))?,
+            command: r.command.parse().map_err(|_| corrupt("unknown command", &r.command))?,
+            login: r.login,
+            comment_id: r.comment_id,
+            issue: r.issue.map(|j| j.0),
+            status: r.status.parse().map_err(|_| corrupt("unknown status", &r.status))?,
+            error: r.error,
+            attempts: u32::try_from(r.attempts).map_err(|_| corrupt("attempts", &r.attempts))?,
+            lease: match (r.lease_owner, r.lease_expires_at) {
+                (Some(owner), Some(expires_at)) => Some(Lease { owner, expires_at }),
+                _ => None,
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// An issue number as stored (checked positive and in range).
+fn issue_number(n: u64) -> Result<i64> {
+    i64::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| Error::invalid("issue number must be a positive number"))
+}
+
+#[async_trait]
+impl GithubStore for SqlStore {
+    async fn link_installation(
+        &self,
+        org: OrgId,
+        installation_id: i64,
+        account_login: Option<String>,
+    ) -> Result<Installation> {
+        validate_github_id(installation_id, "installation_id")?;
+        let account_login = account_login
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| crate::github::validate_login(l.trim()))
+            .transpose()?;
+        let at = now();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // The primary key spans every org: an installation linked elsewhere makes the insert do
+        // nothing, and the org-scoped update below then finds no row of this org.
+        let inserted: Option<InstallationRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "INSERT INTO github_installations (installation_id, org_id, account_login, suspended, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (installation_id) DO NOTHING RETURNING ",
+                    installation_columns!()
+                ))
+                .arg(installation_id)
+                .arg(org)
+                .arg(account_login.clone())
+                .arg(false)
+                .arg(at),
+            )
+            .await
+            .map_err(|e| constraint_error(e, "this installation is already linked", "organization"))?;
+        let row = match inserted {
+            Some(row) => row,
+            None => tx
+                .fetch_optional(
+                    q(concat!(
+                        "UPDATE github_installations SET account_login = COALESCE($3, account_login), \
+                         updated_at = $4 WHERE org_id = $1 AND installation_id = $2 RETURNING ",
+                        installation_columns!()
+                    ))
+                    .arg(org)
+                    .arg(installation_id)
+                    .arg(account_login)
+                    .arg(at),
+                )
+                .await?
+                .ok_or_else(|| {
+                    Error::Conflict("this GitHub App installation is linked to another organization".to_owned())
+                })?,
+        };
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    async fn list_installations(&self, org: OrgId) -> Result<Vec<Installation>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let rows: Vec<InstallationRow> = tx
+            .fetch_all(
+                q(concat!(
+                    "SELECT ",
+                    installation_columns!(),
+                    " FROM github_installations WHERE org_id = $1 ORDER BY installation_id"
+                ))
+                .arg(org),
+            )
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn unlink_installation(&self, org: OrgId, installation_id: i64) -> Result<()> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let deleted = tx
+            .execute(
+                q("DELETE FROM github_installations WHERE org_id = $1 AND installation_id = $2")
+                    .arg(org)
+                    .arg(installation_id),
+            )
+            .await?;
+        if deleted == 0 {
+            return Err(Error::not_found("installation"));
+        }
+        tx.commit().await
+    }
+
+    async fn find_installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+        let mut tx = self.begin(Scope::System).await?;
+        let row: Option<InstallationRow> = tx
+            .fetch_optional(
+                q(concat!("SELECT ", installation_columns!(), " FROM github_installations WHERE installation_id = $1"))
+                    .arg(installation_id),
+            )
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn set_installation_suspended(&self, installation_id: i64, suspended: bool) -> Result<Option<Installation>> {
+        let Some(found) = self.find_installation(installation_id).await? else { return Ok(None) };
+        let org = found.org_id;
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<InstallationRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "UPDATE github_installations SET suspended = $3, updated_at = $4 \
+                     WHERE org_id = $1 AND installation_id = $2 RETURNING ",
+                    installation_columns!()
+                ))
+                .arg(org)
+                .arg(installation_id)
+                .arg(suspended)
+                .arg(now()),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn remove_installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+        let Some(found) = self.find_installation(installation_id).await? else { return Ok(None) };
+        let org = found.org_id;
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<InstallationRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "DELETE FROM github_installations WHERE org_id = $1 AND installation_id = $2 RETURNING ",
+                    installation_columns!()
+                ))
+                .arg(org)
+                .arg(installation_id),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn sync_github_repos(
+        &self,
+        org: OrgId,
+        installation_id: i64,
+        added: &[GithubRepoInfo],
+        removed: &[i64],
+    ) -> Result<RepoSync> {
+        let at = now();
+        let mut sync = RepoSync::default();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // Takes the installation's row lock (PostgreSQL) or the write lock (SQLite): syncs of one
+        // installation run one after the other, so a repository is never registered twice.
+        let locked = tx
+            .execute(
+                q("UPDATE github_installations SET updated_at = $3 WHERE org_id = $1 AND installation_id = $2")
+                    .arg(org)
+                    .arg(installation_id)
+                    .arg(at),
+            )
+            .await?;
+        if locked == 0 {
+            return Err(Error::not_found("installation"));
+        }
+        for info in added {
+            let checked = NewRepo {
+                full_name: info.full_name.clone(),
+                source: RepoSource::Github { installation_id, repo_id: info.repo_id },
+                default_branch: info.default_branch.clone(),
+                settings: None,
+            }
+            .validate()
+            .and_then(|r| validate_github_id(info.repo_id, "repository id").map(|_| r));
+            let repo = match checked {
+                Ok(repo) => repo,
+                Err(err) => {
+                    sync.skipped.push(SkippedRepo { repo: info.clone(), reason: err.to_string() });
+                    continue;
+                }
+            };
+            let existing = github_repo(&mut tx, org, info.repo_id).await?;
+            let name_taken: Option<One<Uuid>> = tx
+                .fetch_optional(
+                    q("SELECT id FROM repositories WHERE org_id = $1 AND full_name = $2 AND ($3 IS NULL OR id <> $3)")
+                        .arg(org)
+                        .arg(repo.full_name.as_str())
+                        .arg(existing.as_ref().map(|r| r.id)),
+                )
+                .await?;
+            if name_taken.is_some() {
+                let reason = format!("another repository of the organization is named {}", repo.full_name);
+                sync.skipped.push(SkippedRepo { repo: info.clone(), reason });
+                continue;
+            }
+            let row: RepoRow = match existing {
+                Some(existing) => {
+                    tx.fetch_one(
+                        q(concat!(
+                            "UPDATE repositories SET full_name = $3, github_installation_id = $4, updated_at = $5 \
+                             WHERE org_id = $1 AND id = $2 RETURNING ",
+                            repo_columns!()
+                        ))
+                        .arg(org)
+                        .arg(existing.id)
+                        .arg(repo.full_name)
+                        .arg(installation_id)
+                        .arg(at),
+                    )
+                    .await?
+                }
+                None => {
+                    tx.fetch_one(
+                        q(concat!(
+                            "INSERT INTO repositories (id, org_id, kind, full_name, github_installation_id, \
+                             github_repo_id, local_path, default_branch, settings, created_at, updated_at) \
+                             VALUES ($1, $2, 'github', $3, $4, $5, NULL, $6, $7, $8, $8) RETURNING ",
+                            repo_columns!()
+                        ))
+                        .arg(RepoId::new())
+                        .arg(org)
+                        .arg(repo.full_name)
+                        .arg(installation_id)
+                        .arg(info.repo_id)
+                        .arg(repo.default_branch)
+                        .arg(repo.settings)
+                        .arg(at),
+                    )
+                    .await?
+                }
+            };
+            sync.upserted.push(row.try_into()?);
+        }
+        for github_id in removed {
+            let rows: Vec<RepoRow> = tx
+                .fetch_all(
+                    q(concat!(
+                        "SELECT ",
+                        repo_columns!(),
+                        " FROM repositories WHERE org_id = $1 AND kind = 'github' AND github_repo_id = $2 \
+                         AND github_installation_id = $3 ORDER BY id"
+                    ))
+                    .arg(org)
+                    .arg(*github_id)
+                    .arg(installation_id),
+                )
+                .await?;
+            for row in rows {
+                let repo: Repository = row.try_into()?;
+                let active: One<i64> = tx
+                    .fetch_one(
+                        q(concat!(
+                            "SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND repo_id = $2 AND state IN ",
+                            active_states_sql!()
+                        ))
+                        .arg(org)
+                        .arg(repo.id),
+                    )
+                    .await?;
+                if active.0 > 0 {
+                    sync.kept.push(repo);
+                } else {
+                    tx.execute(q("DELETE FROM repositories WHERE org_id = $1 AND id = $2").arg(org).arg(repo.id))
+                        .await?;
+                    sync.removed.push(repo.id);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(sync)
+    }
+
+    async fn find_github_repo(&self, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        github_repo(&mut tx, org, github_repo_id).await
+    }
+
+    async fn active_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<JobRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE org_id = $1 AND repo_id = $2 AND issue_number = $3 AND state IN ",
+                    active_states_sql!(),
+                    " ORDER BY id DESC LIMIT 1"
+                ))
+                .arg(org)
+                .arg(repo)
+                .arg(self::issue_number(issue_number)?),
+            )
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn latest_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<JobRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE org_id = $1 AND repo_id = $2 AND issue_number = $3 ORDER BY id DESC LIMIT 1"
+                ))
+                .arg(org)
+                .arg(repo)
+                .arg(self::issue_number(issue_number)?),
+            )
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn start_issue_job(&self, org: OrgId, mut job: NewJob, created_by: &str) -> Result<StartOutcome> {
+        job.issue = job.issue.validate()?;
+        let Some(number) = job.issue.number else {
+            return Err(Error::invalid("issue.number is required to start a job for an issue"));
+        };
+        // The partial unique index on jobs admits one job per issue in QUEUED to REVIEWING; a job
+        // reaches PR_OPEN only from REVIEWING, so a job found in none of the active states here
+        // cannot become one before the insert, and a racing insert loses on the index.
+        for _ in 0..3 {
+            if let Some(active) = self.active_issue_job(org, job.repo_id, number).await? {
+                return Ok(StartOutcome::AlreadyActive(active));
+            }
+            match self.create_job(org, job.clone(), created_by).await {
+                Ok(created) => return Ok(StartOutcome::Created(created)),
+                // Another delivery created the issue's job first: report that one.
+                Err(Error::Conflict(_)) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::Conflict(format!("issue #{number} already has an active job")))
+    }
+
+    async fn close_pull_request(
+        &self,
+        org: OrgId,
+        repo: RepoId,
+        pr_number: u64,
+        merged: bool,
+        actor: &str,
+    ) -> Result<Option<(Job, JobEvent)>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // A repository has few jobs waiting on a pull request; the number is matched here rather
+        // than in JSON SQL, which the two databases spell differently.
+        let rows: Vec<JobRow> = tx
+            .fetch_all(
+                q(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE org_id = $1 AND repo_id = $2 AND state = 'pr_open' ORDER BY id"
+                ))
+                .arg(org)
+                .arg(repo),
+            )
+            .await?;
+        let mut found = None;
+        for row in rows {
+            let job: Job = row.try_into()?;
+            if job.checkpoints.pull_request.as_ref().is_some_and(|pr| pr.number == pr_number) {
+                found = Some(job.id);
+                break;
+            }
+        }
+        let Some(job) = found else { return Ok(None) };
+        let current = lock_job(&mut tx, org, job).await?;
+        if current.state != JobState::PrOpen {
+            return Ok(None); // closed by a concurrent delivery
+        }
+        let to = if merged { JobState::Merged } else { JobState::Closed };
+        current.state.check_transition(to)?;
+        let at = now();
+        tx.execute(
+            q("UPDATE jobs SET state = $3, finished_at = $4, updated_at = $4 \
+               WHERE org_id = $1 AND id = $2 AND state = 'pr_open'")
+            .arg(org)
+            .arg(job)
+            .arg(to.as_str())
+            .arg(at),
+        )
+        .await?;
+        let verb = if merged { "merged" } else { "closed without merging" };
+        let mut event = NewEvent::state_changed(actor, current.state, to)
+            .with_data(serde_json::json!({ "pull_request": pr_number, "merged": merged }));
+        event.message = format!("{} -> {}: pull request #{pr_number} {verb}", current.state, to);
+        let event = insert_event(&mut tx, org, job, event).await?;
+        let job = fetch_job(&mut tx, org, job).await?;
+        tx.commit().await?;
+        Ok(Some((job, event)))
+    }
+
+    async fn enqueue_command(&self, org: OrgId, command: NewCommand) -> Result<Command> {
+        let command = command.validate()?;
+        let issue = command
+            .issue
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::invalid(format!("the issue cannot be stored: {e}")))?;
+        let at = now();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let inserted: Option<CommandRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "INSERT INTO github_commands (org_id, repo_id, issue_number, command, login, comment_id, issue, \
+                     status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) \
+                     ON CONFLICT (org_id, comment_id) DO NOTHING RETURNING ",
+                    command_columns!()
+                ))
+                .arg(org)
+                .arg(command.repo_id)
+                .arg(issue_number(command.issue_number)?)
+                .arg(command.command.as_str())
+                .arg(command.login)
+                .arg(command.comment_id)
+                .arg(issue)
+                .arg(at),
+            )
+            .await
+            .map_err(|e| constraint_error(e, "this comment's command is already recorded", "repository"))?;
+        let row = match inserted {
+            Some(row) => row,
+            None => {
+                tx.fetch_one(
+                    q(concat!(
+                        "SELECT ",
+                        command_columns!(),
+                        " FROM github_commands WHERE org_id = $1 AND comment_id = $2"
+                    ))
+                    .arg(org)
+                    .arg(command.comment_id),
+                )
+                .await?
+            }
+        };
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn get_command(&self, org: OrgId, command: CommandId) -> Result<Command> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<CommandRow> = tx
+            .fetch_optional(
+                q(concat!("SELECT ", command_columns!(), " FROM github_commands WHERE org_id = $1 AND id = $2"))
+                    .arg(org)
+                    .arg(command.0),
+            )
+            .await?;
+        row.ok_or(Error::not_found("command"))?.try_into()
+    }
+
+    async fn claim_pending_command(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Command>> {
+        let at = now();
+        let mut tx = self.begin(Scope::System).await?;
+        let candidate_sql = match tx {
+            // SKIP LOCKED: concurrent claimers pass over each other's candidates instead of waiting.
+            Tx::Postgres(_) => {
+                "SELECT id FROM github_commands WHERE status = 'pending' \
+                 AND (lease_owner IS NULL OR lease_expires_at < $1) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            }
+            // SQLite has one writer: the transaction alone serializes claims.
+            Tx::Sqlite(_) => {
+                "SELECT id FROM github_commands WHERE status = 'pending' \
+                 AND (lease_owner IS NULL OR lease_expires_at < $1) ORDER BY id LIMIT 1"
+            }
+        };
+        let candidate: Option<One<i64>> = tx.fetch_optional(q(candidate_sql).arg(at)).await?;
+        let Some(One(id)) = candidate else { return Ok(None) };
+        let row: CommandRow = tx
+            .fetch_one(
+                q(concat!(
+                    "UPDATE github_commands SET lease_owner = $2, lease_expires_at = $3, attempts = attempts + 1, \
+                     updated_at = $4 WHERE id = $1 RETURNING ",
+                    command_columns!()
+                ))
+                .arg(id)
+                .arg(worker)
+                .arg(at + lease)
+                .arg(at),
+            )
+            .await?;
+        tx.commit().await?;
+        row.try_into().map(Some)
+    }
+
+    async fn finish_command(
+        &self,
+        org: OrgId,
+        command: CommandId,
+        status: CommandStatus,
+        error: Option<&str>,
+    ) -> Result<Command> {
+        if status == CommandStatus::Pending {
+            return Err(Error::invalid("a command cannot be finished as pending"));
+        }
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<CommandRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "UPDATE github_commands SET status = $3, error = $4, lease_owner = NULL, lease_expires_at = NULL, \
+                     updated_at = $5 WHERE org_id = $1 AND id = $2 AND status = 'pending' RETURNING ",
+                    command_columns!()
+                ))
+                .arg(org)
+                .arg(command.0)
+                .arg(status.as_str())
+                .arg(error)
+                .arg(now()),
+            )
+            .await?;
+        let Some(row) = row else {
+            let current: Option<One<String>> = tx
+                .fetch_optional(
+                    q("SELECT status FROM github_commands WHERE org_id = $1 AND id = $2").arg(org).arg(command.0),
+                )
+                .await?;
+            return Err(match current {
+                Some(One(status)) => Error::Conflict(format!("command {command} has already ended ({status})")),
+                None => Error::not_found("command"),
+            });
+        };
+        tx.commit().await?;
+        row.try_into()
+    }
+}
+
+/// The org's repository with this GitHub id (the oldest, should an org have registered one twice
+/// by hand).
+async fn github_repo(tx: &mut Tx, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
+    let row: Option<RepoRow> = tx
+        .fetch_optional(
+            q(concat!(
+                "SELECT ",
+                repo_columns!(),
+                " FROM repositories WHERE org_id = $1 AND kind = 'github' AND github_repo_id = $2 ORDER BY id LIMIT 1"
+            ))
+            .arg(org)
+            .arg(github_repo_id),
+        )
+        .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sql_list_of_active_states_matches_the_constant() {
+        let listed: Vec<String> = crate::github::ACTIVE_STATES.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        assert_eq!(active_states_sql!(), format!("({})", listed.join(", ")));
+    }
+}

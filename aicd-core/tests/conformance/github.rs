@@ -1,0 +1,482 @@
+//! The GitHub integration's data: installations, repositories that follow them, idempotent issue
+//! triggers, comment commands and closed pull requests.
+
+use aicd_core::github::{
+    CommandKind, CommandOutcome, CommandStatus, GithubIntake, GithubRepoInfo, NewCommand, StartOutcome,
+};
+use aicd_core::jobs::{EventKind, Fence, IssueRef, Job, JobFilter, JobState, JobUpdate, PullRequestRef, Trigger};
+use aicd_core::repos::{NewRepo, RepoSource, Repository};
+use aicd_core::store::{DispatchStore, GithubStore, JobStore, RepoStore};
+use aicd_core::tenancy::{Actor, Role};
+use aicd_core::{Error, JobId, OrgId, RepoId};
+use chrono::Duration;
+
+use crate::support::Harness;
+
+fn issue(number: u64) -> IssueRef {
+    IssueRef {
+        number: Some(number),
+        title: format!("Issue {number}"),
+        body: "Please fix it.".into(),
+        url: Some(format!("https://github.com/acme/app/issues/{number}")),
+        author: Some("reporter".into()),
+    }
+}
+
+fn repo_info(id: i64, name: &str) -> GithubRepoInfo {
+    GithubRepoInfo { repo_id: id, full_name: name.into(), default_branch: None }
+}
+
+/// An org that linked `installation` and has its repository `acme/app` (GitHub id 1000 + installation).
+async fn linked_org(h: &Harness, name: &str, installation: i64) -> (OrgId, Actor, Repository) {
+    let (org, _, admin) = h.org_with_admin(name).await;
+    h.core.link_installation(&admin, org.id, installation, Some(name.to_lowercase())).await.unwrap();
+    let full_name = format!("{}/app", name.to_lowercase());
+    let sync = h
+        .core
+        .github_intake()
+        .sync_github_repos(org.id, installation, &[repo_info(1000 + installation, &full_name)], &[])
+        .await
+        .unwrap();
+    (org.id, admin, sync.upserted[0].clone())
+}
+
+fn run_command(repo: RepoId, number: u64, comment_id: i64, login: &str) -> NewCommand {
+    NewCommand {
+        repo_id: repo,
+        issue_number: number,
+        command: CommandKind::Run,
+        login: login.into(),
+        comment_id,
+        issue: Some(issue(number)),
+    }
+}
+
+fn command(kind: CommandKind, repo: RepoId, number: u64, comment_id: i64) -> NewCommand {
+    NewCommand { command: kind, issue: None, ..run_command(repo, number, comment_id, "alice") }
+}
+
+/// Drives a job (the only runnable one) to PR_OPEN with pull request `pr`.
+async fn open_pull_request(h: &Harness, org: OrgId, job: JobId, pr: u64) -> Job {
+    let mut current = h.store.claim_next("w1", Duration::seconds(60)).await.unwrap().expect("the job is claimed");
+    assert_eq!(current.id, job);
+    for state in [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrOpen] {
+        let fence = Fence { worker: "w1".into(), epoch: current.epoch, state: current.state };
+        let pull_request = (state == JobState::PrOpen).then(|| PullRequestRef {
+            number: pr,
+            url: format!("https://github.com/acme/app/pull/{pr}"),
+            branch: format!("aicd/{pr}"),
+        });
+        let update = JobUpdate { state: Some(state), pull_request, ..Default::default() };
+        current = h.store.update_job(org, job, &fence, update).await.unwrap().0;
+    }
+    current
+}
+
+fn created(outcome: StartOutcome) -> Job {
+    match outcome {
+        StartOutcome::Created(job) => job,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+fn already_active(outcome: StartOutcome) -> Job {
+    match outcome {
+        StartOutcome::AlreadyActive(job) => job,
+        other => panic!("expected the active job, got {other:?}"),
+    }
+}
+
+pub(crate) async fn installations_are_linked_listed_and_unlinked(h: &Harness) {
+    let (org, _, admin) = h.org_with_admin("Acme").await;
+    let c = &h.core;
+    let linked = c.link_installation(&admin, org.id, 42, Some("acme".into())).await.unwrap();
+    assert_eq!((linked.installation_id, linked.org_id), (42, org.id));
+    assert_eq!((linked.account_login.as_deref(), linked.suspended), (Some("acme"), false));
+
+    // Linking again is idempotent: the same link, the login refreshed only when given.
+    let again = c.link_installation(&admin, org.id, 42, None).await.unwrap();
+    assert_eq!((again.created_at, again.account_login.as_deref()), (linked.created_at, Some("acme")));
+    let renamed = c.link_installation(&admin, org.id, 42, Some("acme-inc".into())).await.unwrap();
+    assert_eq!(renamed.account_login.as_deref(), Some("acme-inc"));
+    c.link_installation(&admin, org.id, 7, None).await.unwrap();
+    let listed: Vec<_> =
+        c.list_installations(&admin, org.id).await.unwrap().iter().map(|i| i.installation_id).collect();
+    assert_eq!(listed, [7, 42]);
+
+    // Only an org_admin links; any member lists.
+    let dev = h.user("dev").await;
+    c.add_member(&admin, org.id, dev, Role::Developer).await.unwrap();
+    let dev = c.user_actor(dev, org.id).await.unwrap();
+    let denied = c.link_installation(&dev, org.id, 43, None).await;
+    assert!(matches!(denied, Err(Error::Forbidden { .. })), "{denied:?}");
+    assert!(matches!(c.unlink_installation(&dev, org.id, 42).await, Err(Error::Forbidden { .. })));
+    assert_eq!(c.list_installations(&dev, org.id).await.unwrap().len(), 2);
+    assert!(matches!(c.link_installation(&admin, org.id, 0, None).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(c.link_installation(&admin, org.id, 44, Some("a b".into())).await, Err(Error::InvalidInput(_))));
+
+    c.unlink_installation(&admin, org.id, 42).await.unwrap();
+    let listed: Vec<_> =
+        c.list_installations(&admin, org.id).await.unwrap().iter().map(|i| i.installation_id).collect();
+    assert_eq!(listed, [7]);
+    let gone = c.unlink_installation(&admin, org.id, 42).await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+}
+
+pub(crate) async fn an_installation_linked_to_another_org_is_a_conflict(h: &Harness) {
+    let (a, _, a_admin) = h.org_with_admin("Acme").await;
+    let (b, _, b_admin) = h.org_with_admin("Globex").await;
+    h.core.link_installation(&a_admin, a.id, 42, Some("acme".into())).await.unwrap();
+
+    let taken = h.core.link_installation(&b_admin, b.id, 42, Some("globex".into())).await;
+    match &taken {
+        Err(Error::Conflict(message)) => {
+            assert!(!message.contains(&a.id.to_string()) && !message.contains("Acme") && !message.contains("acme"));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(h.core.list_installations(&b_admin, b.id).await.unwrap().is_empty());
+    let kept = h.core.list_installations(&a_admin, a.id).await.unwrap();
+    assert_eq!((kept.len(), kept[0].account_login.as_deref()), (1, Some("acme")));
+
+    // Once A lets go, B may link it.
+    h.core.unlink_installation(&a_admin, a.id, 42).await.unwrap();
+    assert_eq!(h.core.link_installation(&b_admin, b.id, 42, None).await.unwrap().org_id, b.id);
+}
+
+pub(crate) async fn webhooks_find_an_installation_from_the_system_scope(h: &Harness) {
+    let (org, _, repo) = linked_org(h, "Acme", 42).await;
+    let intake = h.core.github_intake();
+    assert_eq!(intake.installation_org(42).await.unwrap(), Some((org, false)));
+    assert_eq!(intake.installation(42).await.unwrap().unwrap().account_login.as_deref(), Some("acme"));
+    assert_eq!(intake.installation_org(43).await.unwrap(), None);
+
+    let suspended = intake.set_installation_suspended(42, true).await.unwrap().expect("linked");
+    assert!(suspended.suspended);
+    assert_eq!(intake.installation_org(42).await.unwrap(), Some((org, true)));
+    assert!(!intake.set_installation_suspended(42, false).await.unwrap().unwrap().suspended);
+    assert_eq!(intake.set_installation_suspended(43, true).await.unwrap(), None);
+
+    // Uninstalling unlinks; the repositories stay, with their history.
+    let removed = intake.remove_installation(42).await.unwrap().expect("it was linked");
+    assert_eq!(removed.org_id, org);
+    assert_eq!(intake.installation_org(42).await.unwrap(), None);
+    assert_eq!(intake.remove_installation(42).await.unwrap(), None);
+    assert_eq!(h.store.get_repo(org, repo.id).await.unwrap(), repo);
+}
+
+pub(crate) async fn repositories_follow_the_installation(h: &Harness) {
+    let (org, _, admin) = h.org_with_admin("Acme").await;
+    let intake = h.core.github_intake();
+    h.core.link_installation(&admin, org.id, 42, None).await.unwrap();
+    let org = org.id;
+
+    let added = [
+        GithubRepoInfo { repo_id: 1, full_name: "acme/one".into(), default_branch: Some("develop".into()) },
+        repo_info(2, "acme/two"),
+        repo_info(3, "acme/three"),
+    ];
+    let sync = intake.sync_github_repos(org, 42, &added, &[]).await.unwrap();
+    assert_eq!(sync.upserted.len(), 3);
+    assert!(sync.removed.is_empty() && sync.kept.is_empty() && sync.skipped.is_empty());
+    let one = intake.find_github_repo(org, 1).await.unwrap().expect("registered");
+    assert_eq!(one.source, RepoSource::Github { installation_id: 42, repo_id: 1 });
+    assert_eq!((one.full_name.as_str(), one.default_branch.as_str()), ("acme/one", "develop"));
+    assert_eq!(intake.find_github_repo(org, 2).await.unwrap().unwrap().default_branch, "main");
+    assert_eq!(intake.find_github_repo(org, 99).await.unwrap(), None);
+
+    // A rename, or the same repository again, updates in place; the chosen branch is kept.
+    let renamed = GithubRepoInfo { repo_id: 1, full_name: "acme/uno".into(), default_branch: Some("main".into()) };
+    let sync = intake.sync_github_repos(org, 42, &[renamed], &[]).await.unwrap();
+    assert_eq!(sync.upserted[0].id, one.id);
+    assert_eq!(
+        (sync.upserted[0].full_name.as_str(), sync.upserted[0].default_branch.as_str()),
+        ("acme/uno", "develop")
+    );
+    assert_eq!(h.store.list_repos(org).await.unwrap().len(), 3);
+
+    // Removed: deleted, unless a job is active on it.
+    let three = intake.find_github_repo(org, 3).await.unwrap().unwrap();
+    let busy = created(intake.start_issue_job(org, three.id, issue(1), Trigger::Label, "alice").await.unwrap());
+    let sync = intake.sync_github_repos(org, 42, &[], &[2, 3, 404]).await.unwrap();
+    let two = sync.removed.clone();
+    assert_eq!(two.len(), 1);
+    assert!(intake.find_github_repo(org, 2).await.unwrap().is_none());
+    assert_eq!(sync.kept.iter().map(|r| r.id).collect::<Vec<_>>(), [three.id]);
+    assert_eq!(h.store.get_job(org, busy.id).await.unwrap().state, JobState::Queued);
+
+    // Invalid names and names taken by another repository are skipped, not fatal.
+    let local = NewRepo {
+        full_name: "acme/taken".into(),
+        source: RepoSource::Local { path: "/srv/git/taken".into() },
+        default_branch: None,
+        settings: None,
+    };
+    h.store.create_repo(org, local).await.unwrap();
+    let sync = intake
+        .sync_github_repos(
+            org,
+            42,
+            &[repo_info(5, "acme/taken"), repo_info(6, "not a name"), repo_info(7, "acme/seven")],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sync.upserted.iter().map(|r| r.full_name.as_str()).collect::<Vec<_>>(), ["acme/seven"]);
+    assert_eq!(sync.skipped.iter().map(|s| s.repo.repo_id).collect::<Vec<_>>(), [5, 6]);
+
+    // Another installation's removal does not touch this installation's repositories.
+    h.core.link_installation(&admin, org, 43, None).await.unwrap();
+    let sync = intake.sync_github_repos(org, 43, &[], &[7]).await.unwrap();
+    assert!(sync.removed.is_empty());
+    assert!(intake.find_github_repo(org, 7).await.unwrap().is_some());
+    // Moving a repository to another installation follows it.
+    let moved = intake.sync_github_repos(org, 43, &[repo_info(7, "acme/seven")], &[]).await.unwrap();
+    assert_eq!(moved.upserted[0].source, RepoSource::Github { installation_id: 43, repo_id: 7 });
+
+    let unknown = intake.sync_github_repos(org, 44, &[repo_info(8, "acme/eight")], &[]).await;
+    assert!(matches!(unknown, Err(Error::NotFound { .. })), "{unknown:?}");
+}
+
+pub(crate) async fn an_issue_trigger_creates_one_active_job(h: &Harness) {
+    let (org, admin, repo) = linked_org(h, "Acme", 42).await;
+    let intake = h.core.github_intake();
+    let first = created(intake.start_issue_job(org, repo.id, issue(7), Trigger::Label, "octocat").await.unwrap());
+    assert_eq!(
+        (first.state, first.trigger, first.created_by.as_str()),
+        (JobState::Queued, Trigger::Label, "github:octocat")
+    );
+    assert_eq!(first.issue, issue(7));
+    let events = h.core.list_events(&admin, org, first.id, None, 10).await.unwrap();
+    assert_eq!((events[0].kind, events[0].actor.as_str()), (EventKind::Created, "github:octocat"));
+
+    let second = intake.start_issue_job(org, repo.id, issue(7), Trigger::Assignment, "hubot").await.unwrap();
+    assert!(!second.is_created());
+    assert_eq!(already_active(second).id, first.id);
+    // Another issue is independent.
+    created(intake.start_issue_job(org, repo.id, issue(8), Trigger::Label, "octocat").await.unwrap());
+
+    // Once the job has ended, the issue may have a new one.
+    h.core.cancel_job(&admin, org, first.id).await.unwrap();
+    let third = created(intake.start_issue_job(org, repo.id, issue(7), Trigger::Label, "octocat").await.unwrap());
+    assert_ne!(third.id, first.id);
+
+    // A job whose pull request is open is still active.
+    let eight = intake.active_issue_job(org, repo.id, 8).await.unwrap().expect("issue 8 has a job");
+    h.core.cancel_job(&admin, org, eight.id).await.unwrap();
+    open_pull_request(h, org, third.id, 3).await;
+    let again = intake.start_issue_job(org, repo.id, issue(7), Trigger::Label, "octocat").await.unwrap();
+    assert_eq!(already_active(again).id, third.id);
+
+    let no_number = IssueRef { number: None, ..issue(9) };
+    let refused = intake.start_issue_job(org, repo.id, no_number, Trigger::Label, "octocat").await;
+    assert!(matches!(refused, Err(Error::InvalidInput(_))), "{refused:?}");
+    let bad_login = intake.start_issue_job(org, repo.id, issue(9), Trigger::Label, "").await;
+    assert!(matches!(bad_login, Err(Error::InvalidInput(_))), "{bad_login:?}");
+    let unknown = intake.start_issue_job(org, RepoId::new(), issue(9), Trigger::Label, "octocat").await;
+    assert!(matches!(unknown, Err(Error::NotFound { .. })), "{unknown:?}");
+}
+
+pub(crate) async fn concurrent_triggers_for_an_issue_create_exactly_one_job(h: &Harness) {
+    let (org, admin, repo) = linked_org(h, "Acme", 42).await;
+    let intake = h.core.github_intake();
+    for number in 1..=3u64 {
+        let start = |login: &'static str| {
+            let intake = intake.clone();
+            async move { intake.start_issue_job(org, repo.id, issue(number), Trigger::Label, login).await.unwrap() }
+        };
+        let (a, b, c, d, e) = tokio::join!(start("a"), start("b"), start("c"), start("d"), start("e"));
+        let outcomes = [a, b, c, d, e];
+        assert_eq!(outcomes.iter().filter(|o| o.is_created()).count(), 1, "issue {number}: {outcomes:#?}");
+        let ids: std::collections::HashSet<_> = outcomes.iter().map(|o| o.job().id).collect();
+        assert_eq!(ids.len(), 1, "every delivery sees the one job");
+    }
+    let jobs = h.core.list_jobs(&admin, org, JobFilter::default()).await.unwrap().items;
+    assert_eq!(jobs.len(), 3);
+}
+
+pub(crate) async fn comment_commands_are_recorded_once_and_claimed(h: &Harness) {
+    let (org, _, repo) = linked_org(h, "Acme", 42).await;
+    let intake = h.core.github_intake();
+    let run = intake.enqueue_command(org, run_command(repo.id, 7, 555, "alice")).await.unwrap();
+    assert_eq!(
+        (run.command, run.status, run.attempts, run.lease.is_none()),
+        (CommandKind::Run, CommandStatus::Pending, 0, true)
+    );
+    assert_eq!((run.issue_number, run.comment_id, run.login.as_str()), (7, 555, "alice"));
+    assert_eq!(run.issue, Some(issue(7)));
+    // A redelivered comment is the same command.
+    let again = intake.enqueue_command(org, run_command(repo.id, 7, 555, "alice")).await.unwrap();
+    assert_eq!(again, run);
+    let cancel = intake.enqueue_command(org, command(CommandKind::Cancel, repo.id, 7, 556)).await.unwrap();
+    assert!(cancel.id > run.id);
+    assert_eq!(cancel.issue, None);
+
+    let claimed = intake.claim_pending_command("w1", Duration::seconds(60)).await.unwrap().expect("the oldest");
+    assert_eq!((claimed.id, claimed.attempts), (run.id, 1));
+    assert_eq!(claimed.lease.as_ref().map(|l| l.owner.as_str()), Some("w1"));
+    let next = intake.claim_pending_command("w2", Duration::milliseconds(1)).await.unwrap().expect("the next");
+    assert_eq!(next.id, cancel.id);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // An expired lease is taken over; a held one is not.
+    let retaken = intake.claim_pending_command("w3", Duration::seconds(60)).await.unwrap().expect("expired");
+    assert_eq!((retaken.id, retaken.attempts), (cancel.id, 2));
+    assert!(intake.claim_pending_command("w4", Duration::seconds(60)).await.unwrap().is_none());
+
+    let done = intake.finish_command(org, run.id, CommandStatus::Done, None).await.unwrap();
+    assert_eq!((done.status, done.lease), (CommandStatus::Done, None));
+    let twice = intake.finish_command(org, run.id, CommandStatus::Failed, Some("x")).await;
+    assert!(matches!(twice, Err(Error::Conflict(_))), "{twice:?}");
+    let pending = intake.finish_command(org, cancel.id, CommandStatus::Pending, None).await;
+    assert!(matches!(pending, Err(Error::InvalidInput(_))), "{pending:?}");
+    let refused = intake.finish_command(org, cancel.id, CommandStatus::Refused, Some("no write access")).await.unwrap();
+    assert_eq!((refused.status, refused.error.as_deref()), (CommandStatus::Refused, Some("no write access")));
+    assert_eq!(intake.get_command(org, refused.id).await.unwrap(), refused);
+    assert!(intake.claim_pending_command("w1", Duration::seconds(60)).await.unwrap().is_none());
+    // Finished commands stay finished when their comment is redelivered.
+    assert_eq!(
+        intake.enqueue_command(org, run_command(repo.id, 7, 555, "alice")).await.unwrap().status,
+        CommandStatus::Done
+    );
+
+    let no_issue = NewCommand { issue: None, ..run_command(repo.id, 8, 557, "alice") };
+    assert!(matches!(intake.enqueue_command(org, no_issue).await, Err(Error::InvalidInput(_))));
+    let unknown_repo = intake.enqueue_command(org, run_command(RepoId::new(), 8, 558, "alice")).await;
+    assert!(matches!(unknown_repo, Err(Error::NotFound { .. })), "{unknown_repo:?}");
+}
+
+pub(crate) async fn commands_are_carried_out_as_their_author(h: &Harness) {
+    use aicd_core::signals::{EventBus, LocalEventBus};
+    let bus = std::sync::Arc::new(LocalEventBus::new());
+    let mut published = bus.subscribe();
+    let (org, admin, repo) = linked_org(h, "Acme", 42).await;
+    let intake: GithubIntake = h.core.clone().with_event_bus(bus.clone()).github_intake();
+
+    let run = intake.enqueue_command(org, run_command(repo.id, 7, 1, "alice")).await.unwrap();
+    let job = match intake.execute_command(&run).await.unwrap() {
+        CommandOutcome::Started(outcome) => created(outcome),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((job.trigger, job.created_by.as_str()), (Trigger::Comment, "github:alice"));
+    assert_eq!(job.issue, issue(7));
+    let event = published.try_recv().expect("the created event is published");
+    assert_eq!((event.job_id, event.kind), (job.id, EventKind::Created));
+    // Carrying it out again (a worker died before finishing it) starts nothing new.
+    match intake.execute_command(&run).await.unwrap() {
+        CommandOutcome::Started(outcome) => assert_eq!(already_active(outcome).id, job.id),
+        other => panic!("{other:?}"),
+    }
+
+    let cancel = intake.enqueue_command(org, command(CommandKind::Cancel, repo.id, 7, 2)).await.unwrap();
+    let cancelled = match intake.execute_command(&cancel).await.unwrap() {
+        CommandOutcome::Cancelled(Some(job)) => job,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((cancelled.id, cancelled.state), (job.id, JobState::Cancelled));
+    let event = published.try_recv().expect("the cancellation is published");
+    assert_eq!((event.to_state, event.actor.as_str()), (Some(JobState::Cancelled), "github:alice"));
+    assert_eq!(intake.execute_command(&cancel).await.unwrap(), CommandOutcome::Cancelled(None));
+
+    let retry = intake.enqueue_command(org, command(CommandKind::Retry, repo.id, 7, 3)).await.unwrap();
+    let retried = match intake.execute_command(&retry).await.unwrap() {
+        CommandOutcome::Retried(Some(outcome)) => created(outcome),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(retried.id, job.id);
+    assert_eq!((retried.issue.clone(), retried.trigger, retried.state), (issue(7), Trigger::Comment, JobState::Queued));
+    let events = h.core.list_events(&admin, org, retried.id, None, 10).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Created, EventKind::Note]);
+    assert_eq!(events[1].data["retry_of"], serde_json::json!(job.id));
+    match intake.execute_command(&retry).await.unwrap() {
+        CommandOutcome::Retried(Some(outcome)) => assert_eq!(already_active(outcome).id, retried.id),
+        other => panic!("{other:?}"),
+    }
+
+    // A held job is marked for cancellation; the worker stops at its next checkpoint.
+    let held = h.store.claim_next("w1", Duration::seconds(60)).await.unwrap().expect("claimed");
+    assert_eq!(held.id, retried.id);
+    let marked = intake.cancel_issue_job(org, repo.id, 7, "bob").await.unwrap().expect("marked");
+    assert!(marked.cancel_requested && marked.state == JobState::Queued);
+
+    // Nothing to cancel or retry on an issue without jobs; a job whose pull request is open is
+    // not cancellable, and a merged one is not retried.
+    assert_eq!(intake.cancel_issue_job(org, repo.id, 99, "bob").await.unwrap(), None);
+    assert_eq!(intake.retry_issue_job(org, repo.id, 99, "bob").await.unwrap(), None);
+    let other = created(intake.start_issue_job(org, repo.id, issue(8), Trigger::Label, "bob").await.unwrap());
+    let fence = Fence { worker: "w1".into(), epoch: held.epoch, state: held.state };
+    h.store
+        .update_job(org, held.id, &fence, JobUpdate { state: Some(JobState::Cancelled), ..Default::default() })
+        .await
+        .unwrap();
+    open_pull_request(h, org, other.id, 8).await;
+    assert_eq!(intake.cancel_issue_job(org, repo.id, 8, "bob").await.unwrap(), None);
+    intake.close_pull_request(org, repo.id, 8, true).await.unwrap().expect("merged");
+    assert_eq!(intake.retry_issue_job(org, repo.id, 8, "bob").await.unwrap(), None);
+}
+
+pub(crate) async fn a_closed_pull_request_ends_its_job(h: &Harness) {
+    let (org, admin, repo) = linked_org(h, "Acme", 42).await;
+    let intake = h.core.github_intake();
+    let first = created(intake.start_issue_job(org, repo.id, issue(1), Trigger::Label, "alice").await.unwrap());
+    open_pull_request(h, org, first.id, 11).await;
+    let second = created(intake.start_issue_job(org, repo.id, issue(2), Trigger::Label, "alice").await.unwrap());
+    open_pull_request(h, org, second.id, 12).await;
+
+    let merged = intake.close_pull_request(org, repo.id, 11, true).await.unwrap().expect("job of #11");
+    assert_eq!((merged.id, merged.state), (first.id, JobState::Merged));
+    assert!(merged.finished_at.is_some());
+    let events = h.core.list_events(&admin, org, first.id, None, 100).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!((last.kind, last.actor.as_str()), (EventKind::StateChanged, "github"));
+    assert_eq!((last.from_state, last.to_state), (Some(JobState::PrOpen), Some(JobState::Merged)));
+
+    let closed = intake.close_pull_request(org, repo.id, 12, false).await.unwrap().expect("job of #12");
+    assert_eq!((closed.id, closed.state), (second.id, JobState::Closed));
+
+    // Redeliveries, other pull requests and other repositories change nothing.
+    assert_eq!(intake.close_pull_request(org, repo.id, 11, false).await.unwrap(), None);
+    assert_eq!(intake.close_pull_request(org, repo.id, 99, true).await.unwrap(), None);
+    assert_eq!(intake.close_pull_request(org, RepoId::new(), 11, true).await.unwrap(), None);
+    assert_eq!(h.store.get_job(org, first.id).await.unwrap().state, JobState::Merged);
+}
+
+pub(crate) async fn org_b_cannot_see_org_a_github_data(h: &Harness) {
+    let (a, a_admin, a_repo) = linked_org(h, "Acme", 42).await;
+    let (b, b_admin, b_repo) = linked_org(h, "Globex", 43).await;
+    let intake = h.core.github_intake();
+    let a_command = intake.enqueue_command(a, command(CommandKind::Cancel, a_repo.id, 1, 9)).await.unwrap();
+    let a_job = created(intake.start_issue_job(a, a_repo.id, issue(1), Trigger::Label, "alice").await.unwrap());
+    let c = &h.core;
+
+    // Through Core: naming A outright, or A's installation under B.
+    assert!(matches!(c.list_installations(&b_admin, a).await, Err(Error::NotFound { .. })));
+    assert!(matches!(c.link_installation(&b_admin, a, 44, None).await, Err(Error::NotFound { .. })));
+    assert!(matches!(c.unlink_installation(&b_admin, a, 42).await, Err(Error::NotFound { .. })));
+    assert!(matches!(c.unlink_installation(&b_admin, b, 42).await, Err(Error::NotFound { .. })));
+    let b_sees: Vec<_> = c.list_installations(&b_admin, b).await.unwrap().iter().map(|i| i.installation_id).collect();
+    assert_eq!(b_sees, [43]);
+
+    // Through the intake and the store, scoped to B.
+    assert!(matches!(intake.get_command(b, a_command.id).await, Err(Error::NotFound { .. })));
+    let finish = intake.finish_command(b, a_command.id, CommandStatus::Done, None).await;
+    assert!(matches!(finish, Err(Error::NotFound { .. })), "{finish:?}");
+    let on_a_repo = intake.enqueue_command(b, command(CommandKind::Cancel, a_repo.id, 1, 10)).await;
+    assert!(matches!(on_a_repo, Err(Error::NotFound { .. })), "{on_a_repo:?}");
+    assert_eq!(intake.find_github_repo(b, 1042).await.unwrap(), None);
+    let sync = intake.sync_github_repos(b, 42, &[repo_info(5, "globex/x")], &[1042]).await;
+    assert!(matches!(sync, Err(Error::NotFound { .. })), "{sync:?}");
+    let start = intake.start_issue_job(b, a_repo.id, issue(2), Trigger::Label, "mallory").await;
+    assert!(matches!(start, Err(Error::NotFound { .. })), "{start:?}");
+    assert_eq!(intake.cancel_issue_job(b, a_repo.id, 1, "mallory").await.unwrap(), None);
+    assert_eq!(intake.retry_issue_job(b, a_repo.id, 1, "mallory").await.unwrap(), None);
+    assert_eq!(intake.close_pull_request(b, a_repo.id, 1, true).await.unwrap(), None);
+    assert!(h.store.list_installations(b).await.unwrap().iter().all(|i| i.org_id == b));
+    assert!(h.store.active_issue_job(b, a_repo.id, 1).await.unwrap().is_none());
+    assert!(h.store.latest_issue_job(b, a_repo.id, 1).await.unwrap().is_none());
+
+    // A is untouched.
+    assert_eq!(intake.get_command(a, a_command.id).await.unwrap().status, CommandStatus::Pending);
+    assert_eq!(c.get_job(&a_admin, a, a_job.id).await.unwrap().state, JobState::Queued);
+    assert_eq!(intake.installation_org(42).await.unwrap(), Some((a, false)));
+    assert_eq!(c.list_repos(&b_admin, b).await.unwrap(), [b_repo]);
+}
