@@ -327,3 +327,24 @@ async fn ready_is_503_naming_redis_when_redis_goes_away() {
     // Liveness is unaffected.
     assert_eq!(server.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_repository_must_name_an_installation_linked_to_the_org() {
+    let server = TestServer::postgres(&[]).await;
+    let (victim, _, _, victim_admin) = server.org_with_keys("victim").await;
+    let (org, _, _, admin) = server.org_with_keys("acme").await;
+    let victim_actor =
+        server.core.authenticate_api_key(&aicd_core::tenancy::ApiKeySecret::new(victim_admin)).await.unwrap();
+    server.core.link_installation(&victim_actor, victim.id, 777, Some("victim".into())).await.unwrap();
+    let body = json!({"full_name": "victim/app", "source": {"kind": "github", "installation_id": 777, "repo_id": 1}});
+    let reply = server.post(&format!("/v1/orgs/{}/repos", org.id), &admin, body.clone()).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    assert!(reply.text.contains("not linked"), "{}", reply.text);
+    let reply =
+        server.post(&format!("/v1/orgs/{}/repos", victim.id), &server_admin(&server, &victim_actor).await, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
+
+async fn server_admin(server: &TestServer, actor: &aicd_core::tenancy::Actor) -> String {
+    server.key(actor, actor.org_id, aicd_core::tenancy::Role::OrgAdmin).await
+}

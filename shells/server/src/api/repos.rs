@@ -79,7 +79,17 @@ pub(crate) async fn create_repo(
     Body(body): Body<CreateRepo>,
 ) -> ApiResult<(StatusCode, Json<Repository>)> {
     let source = match body.source {
-        SourceBody::Github { installation_id, repo_id } => RepoSource::Github { installation_id, repo_id },
+        SourceBody::Github { installation_id, repo_id } => {
+            // A repository may only name an App installation linked to this organization, or one
+            // tenant could act through another's installation.
+            let linked = state.core().list_installations(&scope.actor, scope.org).await?;
+            if !linked.iter().any(|i| i.installation_id == installation_id) {
+                return Err(crate::error::ApiError::invalid(format!(
+                    "GitHub App installation {installation_id} is not linked to this organization"
+                )));
+            }
+            RepoSource::Github { installation_id, repo_id }
+        }
         SourceBody::Local { path } => RepoSource::Local { path },
     };
     let repo =
