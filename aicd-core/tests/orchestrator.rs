@@ -566,43 +566,17 @@ async fn many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits
     let _ = other;
 }
 
-/// Forwards TCP to Redis until told to stop, to take Redis away from one process.
-async fn redis_proxy(target: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let target = target.trim_start_matches("redis://").trim_end_matches('/').to_owned();
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => {
-                    let Ok((mut inbound, _)) = accepted else { break };
-                    let target = target.clone();
-                    conns.spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                }
-            }
-        }
-        conns.abort_all();
-    });
-    (format!("redis://127.0.0.1:{port}"), stop)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_jobs_still_finish_by_polling() {
     let mut w = world(true).await;
     let redis = w._redis.as_ref().unwrap();
-    let (proxied, stop) = redis_proxy(redis.url()).await;
+    let mut proxy = aicd_testkit::TcpProxy::redis(redis.url()).await;
+    let proxied = format!("redis://127.0.0.1:{}", proxy.port());
     let signals = Arc::new(RedisSignals::connect(&proxied, redis.namespace()).await.unwrap());
     w.doorbell = signals.clone();
     w.bus = signals;
     let worker = w.worker(ScriptedAgent::new());
-    stop.send(()).unwrap();
+    proxy.cut();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let job = w.job(1, &write_block("a.txt", "a")).await;
     let job = w.settled(job.id).await;
