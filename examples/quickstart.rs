@@ -18,7 +18,8 @@ async fn main() -> anyhow::Result<()> {
     let core = Core::new(Arc::new(SqlStore::sqlite(&path).await?), CoreOptions { allow_local_repos: true });
     println!("store: SQLite at {}", path.display());
 
-    let (org, _, secret) = core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None }).await?;
+    let (org, _, secret) =
+        core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await?;
     let admin = core.authenticate_api_key(&secret).await?;
     println!("org {} ({}) with an org_admin key {}…", org.name, org.id, &secret.expose()[..12]);
 
@@ -62,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (other, _, other_secret) =
-        core.bootstrap_org(NewOrg { name: "Globex".into(), max_concurrent_jobs: None }).await?;
+        core.bootstrap_org(NewOrg { name: "Globex".into(), max_concurrent_jobs: None, settings: None }).await?;
     let outsider = core.authenticate_api_key(&other_secret).await?;
     match core.get_job(&outsider, org.id, job.id).await {
         Err(Error::NotFound { .. }) => println!("{} cannot see {}'s job: not found", other.name, org.name),

@@ -91,8 +91,8 @@ async fn world(backend: Backend) -> Result<World> {
     let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
     let subject = format!("https://idp.example|bench-{}", uuid::Uuid::new_v4());
     let user = core.sign_in(NewUser { subject, email: None, name: None }).await?.id;
-    let org = core.create_org(user, NewOrg { name: "Acme".into(), max_concurrent_jobs: None }).await?;
-    store.update_org(org.id, OrgPatch { name: None, max_concurrent_jobs: Some(1000) }).await?;
+    let org = core.create_org(user, NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await?;
+    store.update_org(org.id, OrgPatch { max_concurrent_jobs: Some(1000), ..Default::default() }).await?;
     let admin = Actor::user(user, org.id, Role::OrgAdmin);
     let repo = NewRepo {
         full_name: REPO.into(),

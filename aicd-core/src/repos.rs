@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::github::TriggerSettings;
 use crate::{Error, OrgId, RepoId, Result};
 
 /// Where a repository lives.
@@ -67,7 +68,8 @@ pub struct NewRepo {
     pub source: RepoSource,
     /// The branch pull requests target (default `main`).
     pub default_branch: Option<String>,
-    /// Policy and trigger settings; must be a JSON object (default `{}`).
+    /// Policy and trigger settings; must be a JSON object of at most 64 KiB (default `{}`). A
+    /// `triggers` member is checked by [`TriggerSettings::validate`].
     pub settings: Option<serde_json::Value>,
 }
 
@@ -130,10 +132,18 @@ fn validate_branch(branch: &str) -> Result<String> {
     if ok { Ok(branch.to_owned()) } else { Err(Error::invalid(format!("`{branch}` is not a valid branch name"))) }
 }
 
-fn validate_settings(settings: Option<serde_json::Value>) -> Result<serde_json::Value> {
+/// The largest settings object accepted, serialized.
+const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// Checks a repository's or an organization's settings: a JSON object of at most 64 KiB whose
+/// `triggers` member, if any, is valid (see [`TriggerSettings::validate`]); `{}` when absent.
+pub(crate) fn validate_settings(settings: Option<serde_json::Value>) -> Result<serde_json::Value> {
     match settings {
         None => Ok(serde_json::json!({})),
-        Some(v @ serde_json::Value::Object(_)) if v.to_string().len() <= 64 * 1024 => Ok(v),
+        Some(v @ serde_json::Value::Object(_)) if v.to_string().len() <= MAX_SETTINGS_BYTES => {
+            TriggerSettings::validate(&v)?;
+            Ok(v)
+        }
         Some(serde_json::Value::Object(_)) => Err(Error::invalid("settings must be at most 64 KiB")),
         Some(_) => Err(Error::invalid("settings must be a JSON object")),
     }
@@ -171,6 +181,15 @@ mod tests {
         let mut r = repo("a/b");
         r.settings = Some(serde_json::json!([1]));
         assert!(r.validate().is_err());
+        let mut r = repo("a/b");
+        r.settings = Some(serde_json::json!({ "triggers": { "label": "" } }));
+        assert!(matches!(r.validate(), Err(Error::InvalidInput(_))));
+        let patch =
+            RepoPatch { settings: Some(serde_json::json!({ "triggers": { "colour": 1 } })), ..Default::default() };
+        assert!(matches!(patch.validate(), Err(Error::InvalidInput(_))));
+        let patch =
+            RepoPatch { settings: Some(serde_json::json!({ "triggers": { "label": null } })), ..Default::default() };
+        assert!(patch.validate().is_ok());
         let mut r = repo("a/b");
         r.source = RepoSource::Local { path: "relative/path".into() };
         assert!(r.validate().is_err());

@@ -326,7 +326,7 @@ async fn cancelling_a_running_job_stops_it_at_its_next_checkpoint(w: World) {
 }
 
 async fn each_policy_rule_family_blocks_before_the_forge(w: World) {
-    w.h.store.update_org(w.org, OrgPatch { name: None, max_concurrent_jobs: Some(10) }).await.unwrap();
+    w.h.store.update_org(w.org, OrgPatch { max_concurrent_jobs: Some(10), ..Default::default() }).await.unwrap();
     let fake_aws_key = format!("AKIA{}", "QWERTYUIOPASDFGH");
     let cases: Vec<(&str, String)> = vec![
         ("protected_path", write_block(".github/workflows/ci.yml", "on: push")),
@@ -492,7 +492,7 @@ impl Agent for Watchdog {
 }
 
 async fn many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits(w: World) {
-    w.h.store.update_org(w.org, OrgPatch { name: None, max_concurrent_jobs: Some(2) }).await.unwrap();
+    w.h.store.update_org(w.org, OrgPatch { max_concurrent_jobs: Some(2), ..Default::default() }).await.unwrap();
     let (other, _, other_admin) = w.h.org_with_admin("Other").await;
     let other_repo = NewRepo {
         full_name: REPO.into(),

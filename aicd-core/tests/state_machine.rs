@@ -22,7 +22,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let h = support::sqlite().await;
-            let org = h.store.create_org(NewOrg { name: "P".into(), max_concurrent_jobs: None }, None).await.unwrap();
+            let org = h.store.create_org(NewOrg { name: "P".into(), max_concurrent_jobs: None, settings: None }, None).await.unwrap();
             let repo = NewRepo {
                 full_name: "p/r".into(),
                 source: RepoSource::Github { installation_id: 1, repo_id: 1 },

@@ -2,11 +2,13 @@
 
 pub mod app;
 pub mod client;
+pub mod commands;
 mod error;
 pub mod forge;
 pub mod webhooks;
 
 pub use app::{AppCredentials, DEFAULT_API_URL, InstallationToken, InstallationTokens};
 pub use client::{InstallationClient, RepoPermission};
+pub use commands::CommandProcessor;
 pub use error::{Error, Result};
 pub use forge::GitHubForge;

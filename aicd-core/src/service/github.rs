@@ -1,9 +1,10 @@
 //! The GitHub integration's services: admins link installations through [`Core`]; the webhook
 //! route and the command worker go through [`GithubIntake`].
 
+use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
 use crate::github::{
     Command, CommandId, CommandKind, CommandOutcome, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync,
-    StartOutcome, actor_label,
+    StartOutcome, TriggerSettings, actor_label,
 };
 use crate::jobs::{EventKind, IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
 use crate::repos::Repository;
@@ -118,6 +119,40 @@ impl GithubIntake {
     /// The organization's repository with this GitHub id; `None` if it has not registered it.
     pub async fn find_github_repo(&self, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
         self.core.store.find_github_repo(org, github_repo_id).await
+    }
+
+    /// What starts a job for the issues of `repo`, a repository of `org`: its `triggers` settings
+    /// over the organization's, key by key (see [`TriggerSettings::resolve`]). Reads the
+    /// organization; [`Error::NotFound`] if it does not exist. `repo` is taken as given (read it
+    /// with [`GithubIntake::find_github_repo`]); a repository of another organization is refused
+    /// with [`Error::NotFound`] rather than resolved against the wrong defaults.
+    pub async fn trigger_settings(&self, org: OrgId, repo: &Repository) -> Result<TriggerSettings> {
+        if repo.org_id != org {
+            return Err(Error::not_found("repository"));
+        }
+        let org = self.core.store.get_org(org).await?;
+        Ok(TriggerSettings::resolve(&org.settings, &repo.settings))
+    }
+
+    /// Records a received webhook delivery and says whether to process it (see
+    /// [`crate::store::DeliveryStore::begin_delivery`]): first sight, a redelivery of one that
+    /// failed, or one stuck in processing for longer than `stale_after` gets
+    /// [`DeliveryClaim::Process`]; anything else is a [`DeliveryClaim::Duplicate`] to acknowledge
+    /// without effect. Finish a processed delivery with [`GithubIntake::finish_delivery`].
+    pub async fn begin_delivery(&self, delivery: NewDelivery, stale_after: chrono::Duration) -> Result<DeliveryClaim> {
+        self.core.store.begin_delivery(delivery, stale_after).await
+    }
+
+    /// Records how processing a delivery ended: [`DeliveryStatus::Processed`],
+    /// [`DeliveryStatus::Ignored`], or [`DeliveryStatus::Failed`] with the error (a redelivery is
+    /// then processed again). [`Error::NotFound`] if it was never begun.
+    pub async fn finish_delivery(&self, delivery_id: &str, status: DeliveryStatus, error: Option<&str>) -> Result<()> {
+        self.core.store.finish_delivery(delivery_id, status, error).await
+    }
+
+    /// Reads a recorded delivery by its delivery id; [`Error::NotFound`] if there is none.
+    pub async fn get_delivery(&self, delivery_id: &str) -> Result<WebhookDelivery> {
+        self.core.store.get_delivery(delivery_id).await
     }
 
     /// Starts a job for an issue (a label, an assignment, a `/aicd run` command), attributed to

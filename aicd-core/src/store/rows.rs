@@ -29,13 +29,14 @@ pub(crate) struct OrgRow {
     id: Uuid,
     name: String,
     max_concurrent_jobs: i32,
+    settings: Json<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 macro_rules! org_columns {
     () => {
-        "id, name, max_concurrent_jobs, created_at, updated_at"
+        "id, name, max_concurrent_jobs, settings, created_at, updated_at"
     };
 }
 pub(crate) use org_columns;
@@ -47,6 +48,7 @@ impl TryFrom<OrgRow> for Org {
             id: r.id.into(),
             name: r.name,
             max_concurrent_jobs: small(r.max_concurrent_jobs.into(), "max_concurrent_jobs")?,
+            settings: r.settings.0,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })

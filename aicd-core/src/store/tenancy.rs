@@ -13,20 +13,21 @@ use crate::{ApiKeyId, Error, OrgId, Result, UserId};
 #[async_trait]
 impl TenancyStore for SqlStore {
     async fn create_org(&self, org: NewOrg, admin: Option<UserId>) -> Result<Org> {
-        let (name, limit) = org.validate()?;
+        let (name, limit, settings) = org.validate()?;
         let id = OrgId::new();
         let at = now();
         let mut tx = self.begin(Scope::Org(id)).await?;
         let row: OrgRow = tx
             .fetch_one(
                 q(concat!(
-                    "INSERT INTO orgs (id, name, max_concurrent_jobs, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $4) RETURNING ",
+                    "INSERT INTO orgs (id, name, max_concurrent_jobs, settings, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
                     org_columns!()
                 ))
                 .arg(id)
                 .arg(name)
                 .arg(int(limit))
+                .arg(settings)
                 .arg(at),
             )
             .await?;
@@ -51,13 +52,15 @@ impl TenancyStore for SqlStore {
             .fetch_optional(
                 q(concat!(
                     "UPDATE orgs SET name = COALESCE($2, name), \
-                     max_concurrent_jobs = COALESCE($3, max_concurrent_jobs), updated_at = $4 \
+                     max_concurrent_jobs = COALESCE($3, max_concurrent_jobs), \
+                     settings = COALESCE($4, settings), updated_at = $5 \
                      WHERE id = $1 RETURNING ",
                     org_columns!()
                 ))
                 .arg(org)
                 .arg(patch.name)
                 .arg(patch.max_concurrent_jobs.map(i64::from))
+                .arg(patch.settings)
                 .arg(now()),
             )
             .await?;
@@ -79,7 +82,7 @@ impl TenancyStore for SqlStore {
         let mut tx = self.begin(Scope::User(user)).await?;
         let rows: Vec<OrgWithRoleRow> = tx
             .fetch_all(
-                q("SELECT o.id, o.name, o.max_concurrent_jobs, o.created_at, o.updated_at, m.role \
+                q("SELECT o.id, o.name, o.max_concurrent_jobs, o.settings, o.created_at, o.updated_at, m.role \
                    FROM memberships m JOIN orgs o ON o.id = m.org_id \
                    WHERE m.user_id = $1 ORDER BY m.created_at, o.id")
                 .arg(user),

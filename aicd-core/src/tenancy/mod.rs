@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use api_keys::{ApiKey, ApiKeySecret, GeneratedKey, KEY_PREFIX, NewApiKey, ParsedKey};
 pub use authz::{Actor, PERMISSIONS, Permission, Principal, authorize};
 
+use crate::repos::validate_settings;
 use crate::{Error, OrgId, Result, UserId};
 
 /// A member's role within one organization. Roles are ordered: each grants everything the one
@@ -65,6 +66,9 @@ pub struct Org {
     pub name: String,
     /// How many of its jobs may run at once.
     pub max_concurrent_jobs: u32,
+    /// Settings its repositories inherit key by key (a JSON object; `{}` when none), for instance
+    /// the default `triggers`: `{"label": "aicd" | null, "assignment": true, "commands": true}`.
+    pub settings: serde_json::Value,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
@@ -79,6 +83,9 @@ pub struct NewOrg {
     pub name: String,
     /// How many of its jobs may run at once (default 4).
     pub max_concurrent_jobs: Option<u32>,
+    /// Settings its repositories inherit (a JSON object of at most 64 KiB; default `{}`). A
+    /// `triggers` member is checked by [`crate::github::TriggerSettings::validate`].
+    pub settings: Option<serde_json::Value>,
 }
 
 /// A change to an organization; absent fields are left as they are.
@@ -89,17 +96,21 @@ pub struct OrgPatch {
     pub name: Option<String>,
     /// A new concurrency limit (1 to 1000).
     pub max_concurrent_jobs: Option<u32>,
+    /// New settings, replacing the old (a JSON object of at most 64 KiB).
+    pub settings: Option<serde_json::Value>,
 }
 
 /// Default concurrency limit of a new organization.
 pub const DEFAULT_MAX_CONCURRENT_JOBS: u32 = 4;
 
 impl NewOrg {
-    /// Checks the fields and returns them normalized.
-    pub fn validate(self) -> Result<(String, u32)> {
+    /// Checks the fields and returns them normalized, defaults filled in: the name, the
+    /// concurrency limit and the settings.
+    pub fn validate(self) -> Result<(String, u32, serde_json::Value)> {
         let name = validate_name("organization name", &self.name)?;
         let limit = validate_limit(self.max_concurrent_jobs.unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS))?;
-        Ok((name, limit))
+        let settings = validate_settings(self.settings)?;
+        Ok((name, limit, settings))
     }
 }
 
@@ -109,6 +120,7 @@ impl OrgPatch {
         Ok(Self {
             name: self.name.as_deref().map(|n| validate_name("organization name", n)).transpose()?,
             max_concurrent_jobs: self.max_concurrent_jobs.map(validate_limit).transpose()?,
+            settings: self.settings.map(|s| validate_settings(Some(s))).transpose()?,
         })
     }
 }

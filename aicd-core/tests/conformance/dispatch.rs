@@ -33,7 +33,7 @@ pub(crate) async fn claims_take_the_oldest_runnable_job_once_with_a_new_epoch(h:
 
 pub(crate) async fn the_per_org_concurrency_limit_holds_when_claiming(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    h.store.update_org(org, OrgPatch { name: None, max_concurrent_jobs: Some(2) }).await.unwrap();
+    h.store.update_org(org, OrgPatch { max_concurrent_jobs: Some(2), ..Default::default() }).await.unwrap();
     for n in 1..=4 {
         h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap();
     }

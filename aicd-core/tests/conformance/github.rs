@@ -1,13 +1,14 @@
 //! The GitHub integration's data: installations, repositories that follow them, idempotent issue
 //! triggers, comment commands and closed pull requests.
 
+use aicd_core::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery};
 use aicd_core::github::{
-    CommandKind, CommandOutcome, CommandStatus, GithubIntake, GithubRepoInfo, NewCommand, StartOutcome,
+    CommandKind, CommandOutcome, CommandStatus, GithubIntake, GithubRepoInfo, NewCommand, StartOutcome, TriggerSettings,
 };
 use aicd_core::jobs::{EventKind, Fence, IssueRef, Job, JobFilter, JobState, JobUpdate, PullRequestRef, Trigger};
-use aicd_core::repos::{NewRepo, RepoSource, Repository};
+use aicd_core::repos::{NewRepo, RepoPatch, RepoSource, Repository};
 use aicd_core::store::{DispatchStore, GithubStore, JobStore, RepoStore};
-use aicd_core::tenancy::{Actor, Role};
+use aicd_core::tenancy::{Actor, OrgPatch, Role};
 use aicd_core::{Error, JobId, OrgId, RepoId};
 use chrono::Duration;
 
@@ -479,4 +480,83 @@ pub(crate) async fn org_b_cannot_see_org_a_github_data(h: &Harness) {
     assert_eq!(c.get_job(&a_admin, a, a_job.id).await.unwrap().state, JobState::Queued);
     assert_eq!(intake.installation_org(42).await.unwrap(), Some((a, false)));
     assert_eq!(c.list_repos(&b_admin, b).await.unwrap(), [b_repo]);
+}
+
+pub(crate) async fn trigger_settings_resolve_the_repository_over_the_organization(h: &Harness) {
+    let (org, admin, repo) = linked_org(h, "Acme", 42).await;
+    let intake = h.core.github_intake();
+    let resolve = |repo: Repository| {
+        let intake = intake.clone();
+        async move { intake.trigger_settings(org, &repo).await.unwrap() }
+    };
+
+    // Nothing set anywhere: the defaults.
+    assert_eq!(resolve(repo.clone()).await, TriggerSettings::default());
+    assert!(resolve(repo.clone()).await.matches_label("AICD"));
+
+    // Organization defaults apply to every repository...
+    let org_settings = serde_json::json!({ "triggers": { "label": "AI Ready", "assignment": false } });
+    let patch = OrgPatch { settings: Some(org_settings), ..Default::default() };
+    h.core.update_org(&admin, org, patch).await.unwrap();
+    let resolved = resolve(repo.clone()).await;
+    assert_eq!(resolved, TriggerSettings { label: Some("AI Ready".into()), assignment: false, commands: true });
+    assert!(resolved.matches_label("ai ready"));
+    assert!(!resolved.matches_label("aicd"));
+
+    // ...and a repository overrides them key by key.
+    let repo_settings = serde_json::json!({ "triggers": { "label": null, "commands": false }, "policy": {} });
+    let patch = RepoPatch { settings: Some(repo_settings), ..Default::default() };
+    let repo = h.core.update_repo(&admin, org, repo.id, patch).await.unwrap();
+    assert_eq!(resolve(repo.clone()).await, TriggerSettings { label: None, assignment: false, commands: false });
+    let patch =
+        RepoPatch { settings: Some(serde_json::json!({ "triggers": { "assignment": true } })), ..Default::default() };
+    let repo = h.core.update_repo(&admin, org, repo.id, patch).await.unwrap();
+    assert_eq!(
+        resolve(repo.clone()).await,
+        TriggerSettings { label: Some("AI Ready".into()), assignment: true, commands: true }
+    );
+
+    // A malformed `triggers` is refused at the door, for the repository and the organization.
+    let bad = serde_json::json!({ "triggers": { "label": 7 } });
+    let patch = RepoPatch { settings: Some(bad.clone()), ..Default::default() };
+    assert!(matches!(h.core.update_repo(&admin, org, repo.id, patch).await, Err(Error::InvalidInput(_))));
+    let patch = OrgPatch { settings: Some(bad), ..Default::default() };
+    assert!(matches!(h.core.update_org(&admin, org, patch).await, Err(Error::InvalidInput(_))));
+
+    // Another organization's repository is not resolved against this one's defaults.
+    let (other, _, other_repo) = linked_org(h, "Globex", 43).await;
+    assert!(matches!(intake.trigger_settings(org, &other_repo).await, Err(Error::NotFound { .. })));
+    assert_eq!(intake.trigger_settings(other, &other_repo).await.unwrap(), TriggerSettings::default());
+    // An organization that no longer exists.
+    h.core.delete_org(&admin, org).await.unwrap();
+    assert!(matches!(intake.trigger_settings(org, &repo).await, Err(Error::NotFound { .. })));
+}
+
+pub(crate) async fn the_intake_records_webhook_deliveries(h: &Harness) {
+    let intake = h.core.github_intake();
+    let delivery = NewDelivery {
+        delivery_id: "intake-1".into(),
+        event: "issues".into(),
+        action: Some("opened".into()),
+        installation_id: Some(42),
+    };
+    assert_eq!(intake.begin_delivery(delivery.clone(), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
+    assert_eq!(
+        intake.begin_delivery(delivery.clone(), Duration::minutes(5)).await.unwrap(),
+        DeliveryClaim::Duplicate(DeliveryStatus::Processing)
+    );
+    intake.finish_delivery("intake-1", DeliveryStatus::Failed, Some("boom")).await.unwrap();
+    let stored = intake.get_delivery("intake-1").await.unwrap();
+    assert_eq!((stored.status, stored.error.as_deref()), (DeliveryStatus::Failed, Some("boom")));
+    assert_eq!(intake.begin_delivery(delivery.clone(), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
+    intake.finish_delivery("intake-1", DeliveryStatus::Processed, None).await.unwrap();
+    let stored = intake.get_delivery("intake-1").await.unwrap();
+    assert_eq!((stored.status, stored.error, stored.attempts), (DeliveryStatus::Processed, None, 2));
+    assert_eq!(
+        intake.begin_delivery(delivery, Duration::minutes(5)).await.unwrap(),
+        DeliveryClaim::Duplicate(DeliveryStatus::Processed)
+    );
+    assert!(matches!(intake.get_delivery("unknown").await, Err(Error::NotFound { .. })));
+    let unknown = intake.finish_delivery("unknown", DeliveryStatus::Processed, None).await;
+    assert!(matches!(unknown, Err(Error::NotFound { .. })));
 }

@@ -75,7 +75,7 @@ pub(crate) async fn org_a_cannot_update_cancel_or_delete_org_b_resources(h: &Har
     let x = &a.admin;
 
     not_found(
-        c.update_org(x, b.org, OrgPatch { name: Some("pwned".into()), max_concurrent_jobs: None }).await,
+        c.update_org(x, b.org, OrgPatch { name: Some("pwned".into()), ..Default::default() }).await,
         "update org",
     );
     not_found(c.delete_org(x, b.org).await, "delete org");

@@ -370,7 +370,11 @@ impl Timed {
     async fn org(&self, name: &str) -> (OrgId, Actor) {
         let subject = format!("https://idp.example|{name}-{}", uuid::Uuid::new_v4());
         let user = self.core.sign_in(NewUser { subject, email: None, name: None }).await.unwrap().id;
-        let org = self.core.create_org(user, NewOrg { name: name.into(), max_concurrent_jobs: None }).await.unwrap();
+        let org = self
+            .core
+            .create_org(user, NewOrg { name: name.into(), max_concurrent_jobs: None, settings: None })
+            .await
+            .unwrap();
         (org.id, Actor::user(user, org.id, Role::OrgAdmin))
     }
 }

@@ -16,6 +16,7 @@ mod tenancy_tests {
         an_empty_database_takes_a_job_and_returns_it,
         orgs_are_created_read_updated_and_deleted,
         invalid_org_input_is_rejected,
+        org_settings_are_stored_and_replaced,
         users_are_upserted_by_subject,
         members_are_added_changed_and_removed,
         the_last_org_admin_cannot_be_demoted_or_removed,
@@ -91,5 +92,7 @@ mod github_tests {
         commands_are_carried_out_as_their_author,
         a_closed_pull_request_ends_its_job,
         org_b_cannot_see_org_a_github_data,
+        trigger_settings_resolve_the_repository_over_the_organization,
+        the_intake_records_webhook_deliveries,
     );
 }

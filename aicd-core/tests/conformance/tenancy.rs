@@ -4,11 +4,12 @@ use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::{JobStore, RepoStore, TenancyStore};
 use aicd_core::tenancy::{Actor, ApiKeySecret, NewApiKey, NewOrg, NewUser, OrgPatch, Role};
 use chrono::{Duration, Utc};
+use serde_json::json;
 
 use crate::support::Harness;
 
 pub(crate) fn new_org(name: &str) -> NewOrg {
-    NewOrg { name: name.into(), max_concurrent_jobs: None }
+    NewOrg { name: name.into(), max_concurrent_jobs: None, settings: None }
 }
 
 pub(crate) async fn an_empty_database_takes_a_job_and_returns_it(h: &Harness) {
@@ -60,11 +61,13 @@ pub(crate) async fn orgs_are_created_read_updated_and_deleted(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
     assert_eq!(org.name, "Acme");
     assert_eq!(org.max_concurrent_jobs, 4);
+    assert_eq!(org.settings, json!({}));
     assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), org);
 
-    let patch = OrgPatch { name: Some("  Acme Inc  ".into()), max_concurrent_jobs: Some(9) };
+    let patch = OrgPatch { name: Some("  Acme Inc  ".into()), max_concurrent_jobs: Some(9), settings: None };
     let updated = h.core.update_org(&admin, org.id, patch).await.unwrap();
     assert_eq!((updated.name.as_str(), updated.max_concurrent_jobs), ("Acme Inc", 9));
+    assert_eq!(updated.settings, json!({}), "absent settings are left as they are");
     assert!(updated.updated_at >= org.updated_at);
     assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), updated);
 
@@ -73,17 +76,91 @@ pub(crate) async fn orgs_are_created_read_updated_and_deleted(h: &Harness) {
     assert!(matches!(h.store.delete_org(org.id).await, Err(Error::NotFound { .. })));
 }
 
+/// Settings that are refused: not an object, over 64 KiB, or a malformed `triggers` member.
+fn invalid_settings() -> Vec<serde_json::Value> {
+    vec![
+        json!([1, 2]),
+        json!("aicd"),
+        json!(null),
+        json!({ "notes": "x".repeat(64 * 1024) }),
+        json!({ "triggers": "aicd" }),
+        json!({ "triggers": { "label": "" } }),
+        json!({ "triggers": { "label": "x".repeat(51) } }),
+        json!({ "triggers": { "assignment": "yes" } }),
+        json!({ "triggers": { "labels": ["aicd"] } }),
+    ]
+}
+
 pub(crate) async fn invalid_org_input_is_rejected(h: &Harness) {
-    for bad in [
-        NewOrg { name: "  ".into(), max_concurrent_jobs: None },
-        NewOrg { name: "x".repeat(101), max_concurrent_jobs: None },
-        NewOrg { name: "ok".into(), max_concurrent_jobs: Some(0) },
-    ] {
-        assert!(matches!(h.store.create_org(bad, None).await, Err(Error::InvalidInput(_))));
+    let mut bad_orgs = vec![
+        NewOrg { name: "  ".into(), max_concurrent_jobs: None, settings: None },
+        NewOrg { name: "x".repeat(101), max_concurrent_jobs: None, settings: None },
+        NewOrg { name: "ok".into(), max_concurrent_jobs: Some(0), settings: None },
+    ];
+    bad_orgs.extend(invalid_settings().into_iter().map(|s| NewOrg {
+        name: "ok".into(),
+        max_concurrent_jobs: None,
+        settings: Some(s),
+    }));
+    for bad in bad_orgs {
+        let described = format!("{bad:?}");
+        let result = h.store.create_org(bad, None).await;
+        assert!(matches!(result, Err(Error::InvalidInput(_))), "{:.200} -> {result:?}", described);
     }
     let (org, _, admin) = h.org_with_admin("Acme").await;
-    let patch = OrgPatch { name: None, max_concurrent_jobs: Some(100_000) };
+    let patch = OrgPatch { max_concurrent_jobs: Some(100_000), ..Default::default() };
     assert!(matches!(h.core.update_org(&admin, org.id, patch).await, Err(Error::InvalidInput(_))));
+    for settings in invalid_settings() {
+        let patch = OrgPatch { settings: Some(settings), ..Default::default() };
+        assert!(matches!(h.core.update_org(&admin, org.id, patch).await, Err(Error::InvalidInput(_))));
+    }
+    // Nothing was written.
+    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), org);
+}
+
+pub(crate) async fn org_settings_are_stored_and_replaced(h: &Harness) {
+    let settings = json!({
+        "triggers": { "label": "AI please", "assignment": false },
+        "policy": { "max_files": 12 },
+        "note": "ünïcödé ✓",
+    });
+    let user = h.user("settings-admin").await;
+    let org = h
+        .core
+        .create_org(user, NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: Some(settings.clone()) })
+        .await
+        .unwrap();
+    assert_eq!(org.settings, settings);
+    let admin = Actor::user(user, org.id, Role::OrgAdmin);
+    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), org);
+    assert_eq!(h.store.get_org(org.id).await.unwrap().settings, settings);
+    let listed = h.core.list_orgs(user).await.unwrap();
+    assert_eq!(listed.iter().map(|(o, _)| &o.settings).collect::<Vec<_>>(), vec![&settings]);
+
+    // A patch replaces the settings as a whole and leaves the other fields alone.
+    let replaced = json!({ "triggers": { "label": null, "commands": false } });
+    let patch = OrgPatch { settings: Some(replaced.clone()), ..Default::default() };
+    let updated = h.core.update_org(&admin, org.id, patch).await.unwrap();
+    assert_eq!(updated.settings, replaced);
+    assert_eq!((updated.name.as_str(), updated.max_concurrent_jobs), ("Acme", 4));
+    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), updated);
+
+    // Changing something else keeps them.
+    let patch = OrgPatch { name: Some("Acme 2".into()), ..Default::default() };
+    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings, replaced);
+
+    // Settings of up to 64 KiB are accepted; `{}` clears them.
+    let large = json!({ "notes": "x".repeat(60 * 1024) });
+    let patch = OrgPatch { settings: Some(large.clone()), ..Default::default() };
+    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings, large);
+    let patch = OrgPatch { settings: Some(json!({})), ..Default::default() };
+    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings, json!({}));
+    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap().settings, json!({}));
+
+    // Only an org_admin may change them.
+    let viewer = Actor::user(h.user("viewer").await, org.id, Role::Viewer);
+    let patch = OrgPatch { settings: Some(settings), ..Default::default() };
+    assert!(matches!(h.core.update_org(&viewer, org.id, patch).await, Err(Error::Forbidden { .. })));
 }
 
 pub(crate) async fn users_are_upserted_by_subject(h: &Harness) {

@@ -39,7 +39,11 @@ impl Harness {
     /// A user who is org_admin of a new org, and the actor for it.
     pub async fn org_with_admin(&self, name: &str) -> (Org, UserId, Actor) {
         let user = self.user(&format!("{name}-admin")).await;
-        let org = self.core.create_org(user, NewOrg { name: name.into(), max_concurrent_jobs: None }).await.unwrap();
+        let org = self
+            .core
+            .create_org(user, NewOrg { name: name.into(), max_concurrent_jobs: None, settings: None })
+            .await
+            .unwrap();
         (org.clone(), user, Actor::user(user, org.id, Role::OrgAdmin))
     }
 

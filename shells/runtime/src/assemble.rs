@@ -10,7 +10,8 @@ use aicd_core::forge::{LocalGitForge, RoutingForge};
 use aicd_core::orchestrator::Orchestrator;
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{PostgresOptions, SqlStore};
-use aicd_github::{AppCredentials, GitHubForge, InstallationTokens};
+use aicd_core::{Core, CoreOptions};
+use aicd_github::{AppCredentials, CommandProcessor, GitHubForge, InstallationTokens};
 use anyhow::Context;
 use serde::Serialize;
 
@@ -118,22 +119,42 @@ pub fn build_forge(config: &Config) -> anyhow::Result<Arc<RoutingForge>> {
     } else {
         RoutingForge::new().refuse_local(NO_LOCAL_REPOS)
     };
-    let github = &config.server.github;
-    let forge = match (github.app_id, &github.private_key) {
-        (Some(app_id), Some(key)) => {
-            let credentials = AppCredentials::new(app_id, key.expose()).map_err(|e| {
-                anyhow::anyhow!(
-                    "AICD_GITHUB_PRIVATE_KEY (or AICD_GITHUB_PRIVATE_KEY_PATH): {}",
-                    config.scrub(&e.to_string())
-                )
-            })?;
-            let tokens = InstallationTokens::new(credentials, &github.api_url)
-                .map_err(|e| anyhow::anyhow!("AICD_GITHUB_API_URL: {}", config.scrub(&e.to_string())))?;
-            forge.github(Arc::new(GitHubForge::new(tokens)))
-        }
-        _ => forge.refuse_github(NO_GITHUB_APP),
+    let forge = match github_tokens(config)? {
+        Some(tokens) => forge.github(Arc::new(GitHubForge::new(tokens))),
+        None => forge.refuse_github(NO_GITHUB_APP),
     };
     Ok(Arc::new(forge))
+}
+
+/// The core services over the store, ringing the doorbell and publishing on the bus of `signals`.
+pub fn build_core(config: &Config, store: Arc<SqlStore>, signals: &SignalSet) -> Core {
+    Core::new(store, CoreOptions { allow_local_repos: config.server.allow_local_repos })
+        .with_doorbell(signals.doorbell.clone())
+        .with_event_bus(signals.bus.clone())
+}
+
+/// The GitHub App's installation-token source, when the App is configured
+/// (`AICD_GITHUB_APP_ID` with its private key); `None` otherwise. Errors name the variable and
+/// never carry the key.
+pub fn github_tokens(config: &Config) -> anyhow::Result<Option<InstallationTokens>> {
+    let github = &config.server.github;
+    let (Some(app_id), Some(key)) = (github.app_id, &github.private_key) else { return Ok(None) };
+    let credentials = AppCredentials::new(app_id, key.expose()).map_err(|e| {
+        anyhow::anyhow!("AICD_GITHUB_PRIVATE_KEY (or AICD_GITHUB_PRIVATE_KEY_PATH): {}", config.scrub(&e.to_string()))
+    })?;
+    let tokens = InstallationTokens::new(credentials, &github.api_url)
+        .map_err(|e| anyhow::anyhow!("AICD_GITHUB_API_URL: {}", config.scrub(&e.to_string())))?;
+    Ok(Some(tokens))
+}
+
+/// The processor of `/aicd` comment commands, when the GitHub App is configured: it claims the
+/// commands webhooks recorded, checks their authors' write access and carries them out. It claims
+/// as the worker's id and polls at the worker's interval.
+pub fn build_command_processor(config: &Config, core: Core) -> anyhow::Result<Option<CommandProcessor>> {
+    Ok(github_tokens(config)?.map(|tokens| {
+        CommandProcessor::new(core, tokens, config.worker.worker_id.clone())
+            .with_poll_interval(config.worker.poll_interval)
+    }))
 }
 
 /// The orchestrator over these parts, with the configured agent and forge

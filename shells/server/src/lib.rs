@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use aicd_core::orchestrator::WorkerHandle;
 use aicd_core::store::SqlStore;
-use aicd_core::{Core, CoreOptions};
 use aicd_runtime::assemble::{self, Readiness};
 use aicd_runtime::config::{Config, Signals};
 use aicd_runtime::metrics::Metrics;
@@ -40,7 +39,7 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use crate::error::ApiError;
-use crate::state::{AppState, HttpSettings, Inner};
+use crate::state::{AppState, GithubHooks, HttpSettings, Inner};
 
 /// Knobs that are not configuration variables, for embedding and tests.
 #[derive(Clone, Debug)]
@@ -62,6 +61,8 @@ pub struct Server {
     router: Router,
     store: Arc<SqlStore>,
     worker: Option<WorkerHandle>,
+    /// The embedded worker's comment command processor (with the GitHub App configured).
+    commands: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     grace: Duration,
 }
@@ -85,9 +86,7 @@ impl Server {
         let metrics = Metrics::new();
         let store = assemble::open_store(config).await?;
         let signals = assemble::open_signals(config).await?;
-        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: config.server.allow_local_repos })
-            .with_doorbell(signals.doorbell.clone())
-            .with_event_bus(signals.bus.clone());
+        let core = assemble::build_core(config, store.clone(), &signals);
         let limiter = match &config.signals {
             Signals::Redis { url, namespace } => {
                 let pool = deadpool_redis::Config::from_url(url.expose())
@@ -120,6 +119,11 @@ impl Server {
             .then(|| assemble::build_orchestrator(config, store.clone(), &signals, &metrics).map(|o| o.spawn_worker()))
             .transpose()?;
         let (stop, stopping) = watch::channel(false);
+        let commands = if config.server.embedded_worker {
+            assemble::build_command_processor(config, core.clone())?.map(|p| p.spawn(stop.subscribe()))
+        } else {
+            None
+        };
         let settings = HttpSettings {
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
@@ -128,6 +132,17 @@ impl Server {
             trust_forwarded_headers: config.server.trust_forwarded_headers,
             hsts: config.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             cors_origins: config.server.cors_origins.clone(),
+        };
+        let github = GithubHooks {
+            webhook_secret: config
+                .server
+                .github
+                .webhook_secret
+                .as_ref()
+                .map(|secret| aicd_github::webhooks::WebhookSecret::new(secret.expose()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("AICD_GITHUB_WEBHOOK_SECRET: {e}"))?,
+            bot_login: config.server.github.bot_login(),
         };
         let state = AppState::new(Inner {
             core,
@@ -139,6 +154,7 @@ impl Server {
             limiter,
             auth: auth::Authenticator::new(jwt),
             settings,
+            github,
             started: Instant::now(),
             shutdown: stopping,
         });
@@ -150,7 +166,7 @@ impl Server {
             identity_provider = config.server.oidc.is_some(),
             "server assembled"
         );
-        Ok(Self { state, router, store, worker, stop, grace: config.shutdown_grace })
+        Ok(Self { state, router, store, worker, commands, stop, grace: config.shutdown_grace })
     }
 
     /// The HTTP application, for serving elsewhere or calling in-process.
@@ -183,6 +199,11 @@ impl Server {
         let worker = async {
             if let Some(worker) = self.worker {
                 worker.shutdown(self.grace).await;
+            }
+            if let Some(commands) = self.commands
+                && tokio::time::timeout(self.grace, commands).await.is_err()
+            {
+                tracing::warn!("the comment command processor did not stop in time (its claim lapses)");
             }
         };
         let drained = async {

@@ -165,7 +165,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn bootstrap(config: &Config, name: String, json: bool) -> anyhow::Result<()> {
     let store = aicd_runtime::assemble::open_store(config).await?;
     let core = Core::new(store.clone() as Arc<dyn aicd_core::store::Store>, CoreOptions::default());
-    let (org, _key, secret) = core.bootstrap_org(NewOrg { name, max_concurrent_jobs: None }).await?;
+    let (org, _key, secret) = core.bootstrap_org(NewOrg { name, max_concurrent_jobs: None, settings: None }).await?;
     if json {
         println!("{}", serde_json::json!({ "org_id": org.id, "api_key": secret.expose() }));
     } else {

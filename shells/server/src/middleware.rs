@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::api::github;
 use crate::error::{ApiError, payload_too_large};
 use crate::ratelimit::Decision;
 use crate::state::AppState;
@@ -104,12 +105,14 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     let settings = state.settings();
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
-        return payload_too_large()
-            .with_details(serde_json::json!({ "limit_bytes": settings.max_body_bytes }))
-            .into_response();
+    // GitHub's deliveries may be larger than API requests (up to 25 MB), and are not limited per
+    // IP: they come from GitHub's few addresses, and their signature is checked first.
+    let webhook = request.uri().path() == github::WEBHOOK_PATH;
+    let limit = if webhook { github::MAX_DELIVERY_BYTES } else { settings.max_body_bytes };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return payload_too_large().with_details(serde_json::json!({ "limit_bytes": limit })).into_response();
     }
-    let exempt = matches!(request.uri().path(), "/health" | "/ready" | "/metrics");
+    let exempt = webhook || matches!(request.uri().path(), "/health" | "/ready" | "/metrics");
     if !exempt {
         let ip = client_ip(&request, settings.trust_forwarded_headers);
         let key = format!("ip:{ip}");

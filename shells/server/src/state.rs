@@ -27,6 +27,15 @@ pub(crate) struct HttpSettings {
     pub(crate) cors_origins: Vec<String>,
 }
 
+/// What the GitHub webhook route needs from the configuration.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GithubHooks {
+    /// The secret deliveries are signed with; without it the route answers 503.
+    pub(crate) webhook_secret: Option<aicd_github::webhooks::WebhookSecret>,
+    /// The App's bot user (`<slug>[bot]`): assigning an issue to it starts a job.
+    pub(crate) bot_login: Option<String>,
+}
+
 /// Shared state of the HTTP handlers. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Inner>);
@@ -41,6 +50,7 @@ pub(crate) struct Inner {
     pub(crate) limiter: RateLimiter,
     pub(crate) auth: Authenticator,
     pub(crate) settings: HttpSettings,
+    pub(crate) github: GithubHooks,
     pub(crate) started: Instant,
     /// Flips to `true` when the server starts shutting down; live streams end on it.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -85,6 +95,10 @@ impl AppState {
 
     pub(crate) fn settings(&self) -> &HttpSettings {
         &self.0.settings
+    }
+
+    pub(crate) fn github(&self) -> &GithubHooks {
+        &self.0.github
     }
 
     pub(crate) fn uptime(&self) -> Duration {

@@ -272,6 +272,10 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
         ("get", "/v1/orgs/{org_id}/jobs/{job_id}/events/stream"),
         ("get", "/v1/orgs/{org_id}/jobs/{job_id}/diff"),
         ("get", "/v1/orgs/{org_id}/usage"),
+        ("get", "/v1/orgs/{org_id}/github/installations"),
+        ("post", "/v1/orgs/{org_id}/github/installations"),
+        ("delete", "/v1/orgs/{org_id}/github/installations/{installation_id}"),
+        ("post", "/webhooks/github"),
     ];
     let mut documented = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -297,7 +301,8 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
             .replace("{user_id}", &uuid::Uuid::nil().to_string())
             .replace("{key_id}", &uuid::Uuid::nil().to_string())
             .replace("{repo_id}", &uuid::Uuid::nil().to_string())
-            .replace("{job_id}", &uuid::Uuid::nil().to_string());
+            .replace("{job_id}", &uuid::Uuid::nil().to_string())
+            .replace("{installation_id}", "1");
         let reply = server.call(method.to_uppercase().parse().unwrap(), &concrete, None, None).await;
         assert!(
             reply.body["error"]["message"] != "no such route" && reply.status != StatusCode::METHOD_NOT_ALLOWED,

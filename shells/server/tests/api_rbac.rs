@@ -26,6 +26,9 @@ struct Fixture {
     job: String,
     member: String,
     key_id: String,
+    /// A GitHub App installation linked to the org (ids are unique per org: an installation
+    /// belongs to one org).
+    installation: i64,
     viewer: String,
     developer: String,
     admin: String,
@@ -71,16 +74,24 @@ async fn fixture(server: &TestServer, name: &str) -> Fixture {
         .create_api_key(&actor, org.id, NewApiKey { name: "spare".into(), role: Role::Viewer, expires_at: None })
         .await
         .unwrap();
+    let installation = unique_installation(&org.id.to_string());
+    server.core.link_installation(&actor, org.id, installation, None).await.unwrap();
     Fixture {
         org: org.id.to_string(),
         repo: repo.id.to_string(),
         job: job.id.to_string(),
         member: user.id.to_string(),
         key_id: key.id.to_string(),
+        installation,
         viewer,
         developer,
         admin,
     }
+}
+
+/// An even installation id derived from the org id, so fixtures never share one.
+fn unique_installation(org: &str) -> i64 {
+    i64::from_str_radix(&org.replace('-', "")[..12], 16).unwrap() * 2 + 2
 }
 
 /// A route: method, path (with `{org}`, `{repo}`, `{job}`, `{member}`, `{key}`), body, the least
@@ -163,6 +174,21 @@ fn routes() -> Vec<Route> {
         // No changeset yet: an authorized caller gets past the role check to 409.
         r(Method::GET, "/v1/orgs/{org}/jobs/{job}/diff", None, Some(Viewer), StatusCode::CONFLICT),
         r(Method::GET, "/v1/orgs/{org}/usage", None, Some(Viewer), StatusCode::OK),
+        r(Method::GET, "/v1/orgs/{org}/github/installations", None, Some(Viewer), StatusCode::OK),
+        r(
+            Method::POST,
+            "/v1/orgs/{org}/github/installations",
+            Some(|f| json!({"installation_id": f.installation + 1, "account_login": "acme"})),
+            Some(Admin),
+            StatusCode::CREATED,
+        ),
+        r(
+            Method::DELETE,
+            "/v1/orgs/{org}/github/installations/{installation}",
+            None,
+            Some(Admin),
+            StatusCode::NO_CONTENT,
+        ),
     ]
 }
 
@@ -174,6 +200,7 @@ fn path(route: &Route, f: &Fixture) -> String {
         .replace("{job}", &f.job)
         .replace("{member}", &f.member)
         .replace("{key}", &f.key_id)
+        .replace("{installation}", &f.installation.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

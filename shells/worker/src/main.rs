@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use aicd_core::orchestrator::Orchestrator;
 use aicd_core::store::SqlStore;
+use aicd_github::CommandProcessor;
 use aicd_runtime::assemble::{self, Readiness};
 use aicd_runtime::config::{Config, Signals};
 use aicd_runtime::metrics::Metrics;
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
 async fn run(config: &Config) -> anyhow::Result<()> {
     let mut signals = shutdown::Signals::install()?;
     let metrics = Metrics::new();
-    let (store, orchestrator, readiness) = tokio::select! {
+    let Parts { store, orchestrator, readiness, commands } = tokio::select! {
         built = build(config, &metrics) => built?,
         signal = signals.next() => {
             tracing::info!(signal, "stopped while starting");
@@ -87,6 +88,8 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     }));
 
     let worker = orchestrator.spawn_worker();
+    let (stop_commands, commands_stopping) = tokio::sync::watch::channel(false);
+    let commands = commands.map(|processor| processor.spawn(commands_stopping));
     let mut ops_failed = None;
     let signal = tokio::select! {
         signal = signals.next() => signal,
@@ -103,11 +106,17 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     };
     let grace_secs = config.shutdown_grace.as_secs();
     tracing::info!(signal, grace_secs, "shutting down: no new claims; running jobs stop at their next checkpoint");
+    let _ = stop_commands.send(true);
     tokio::select! {
         () = worker.shutdown(config.shutdown_grace) => {}
         signal = signals.next() => {
             anyhow::bail!("{signal} during shutdown: stopped without waiting for running jobs (their leases lapse)");
         }
+    }
+    if let Some(commands) = commands
+        && tokio::time::timeout(config.shutdown_grace.max(OPS_STOP_TIMEOUT), commands).await.is_err()
+    {
+        tracing::warn!("the comment command processor did not stop in time (its claim lapses)");
     }
     if ops_failed.is_none() {
         let _ = stop_ops.send(());
@@ -126,12 +135,22 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the store and the signals and assembles the orchestrator (reporting to `metrics`) and the
-/// readiness checks.
-async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<(Arc<SqlStore>, Orchestrator, Readiness)> {
+/// What the worker runs.
+struct Parts {
+    store: Arc<SqlStore>,
+    orchestrator: Orchestrator,
+    readiness: Readiness,
+    /// The `/aicd` comment command processor, when the GitHub App is configured.
+    commands: Option<CommandProcessor>,
+}
+
+/// Opens the store and the signals and assembles the orchestrator (reporting to `metrics`), the
+/// comment command processor and the readiness checks.
+async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Parts> {
     let store = assemble::open_store(config).await?;
     let signals = assemble::open_signals(config).await?;
     let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics)?;
+    let commands = assemble::build_command_processor(config, assemble::build_core(config, store.clone(), &signals))?;
     tracing::info!(
         worker_id = %config.worker.worker_id,
         environment = config.environment.as_str(),
@@ -140,10 +159,11 @@ async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<(Arc<SqlSto
         agent = assemble::build_agent(config).name(),
         concurrency = config.worker.concurrency,
         lease_secs = config.worker.lease.as_secs(),
+        github_commands = commands.is_some(),
         "worker ready"
     );
     let readiness = Readiness::new(store.clone(), signals.redis.clone());
-    Ok((store, orchestrator, readiness))
+    Ok(Parts { store, orchestrator, readiness, commands })
 }
 
 /// The error and its causes on one line, each said once (core errors repeat their source).

@@ -74,8 +74,10 @@ impl World {
     ) -> World {
         let store = Arc::new(store);
         let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
-        let (org, key, _secret) =
-            core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None }).await.unwrap();
+        let (org, key, _secret) = core
+            .bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None })
+            .await
+            .unwrap();
         let admin = Actor::api_key(key.id, org.id, key.role);
         let repo_dir = git_repository();
         let path = repo_dir.path().canonicalize().unwrap().to_str().expect("a UTF-8 path").to_owned();

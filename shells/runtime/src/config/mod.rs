@@ -114,6 +114,16 @@ pub struct GithubSettings {
     pub webhook_secret: Option<Secret>,
     /// The REST API's base URL, without a trailing slash.
     pub api_url: String,
+    /// The App's slug (`AICD_GITHUB_APP_SLUG`): its bot user is `<slug>[bot]`, and assigning an
+    /// issue to that user starts a job. Without it, assignment does not trigger.
+    pub app_slug: Option<String>,
+}
+
+impl GithubSettings {
+    /// The App's bot user (`<slug>[bot]`), when the slug is configured.
+    pub fn bot_login(&self) -> Option<String> {
+        self.app_slug.as_ref().map(|slug| format!("{slug}[bot]"))
+    }
 }
 
 /// What only the HTTP server uses.
@@ -313,6 +323,12 @@ static VARIABLES: &[Variable] = &[
         "Secret GitHub signs webhook deliveries with (at least 20 random characters)",
     ),
     var("AICD_GITHUB_API_URL", "https://api.github.com", false, "GitHub REST API base URL (GitHub Enterprise Server)"),
+    var(
+        "AICD_GITHUB_APP_SLUG",
+        "",
+        false,
+        "The App's slug (as in its URL); assigning an issue to `<slug>[bot]` starts a job",
+    ),
 ];
 
 /// Every environment variable the configuration reads, in the order of the documentation.
@@ -514,6 +530,7 @@ impl Config {
             "AICD_GITHUB_PRIVATE_KEY" => github.private_key.as_ref().map(|_| String::new())?,
             "AICD_GITHUB_WEBHOOK_SECRET" => github.webhook_secret.as_ref().map(|_| String::new())?,
             "AICD_GITHUB_API_URL" => github.api_url.clone(),
+            "AICD_GITHUB_APP_SLUG" => github.app_slug.clone()?,
             _ => return None,
         })
     }
@@ -784,11 +801,24 @@ fn read_github(r: &mut Reader<'_>) -> GithubSettings {
     let api_url = r
         .http_url("AICD_GITHUB_API_URL", false, "")
         .map_or_else(|| "https://api.github.com".to_owned(), |url| url.trim_end_matches('/').to_owned());
+    let app_slug = r.get("AICD_GITHUB_APP_SLUG").map(|s| s.trim().to_ascii_lowercase());
+    if let Some(slug) = &app_slug
+        && (slug.is_empty()
+            || slug.len() > 100
+            || !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || slug.starts_with('-'))
+    {
+        r.problem(format!(
+            "AICD_GITHUB_APP_SLUG must be the App's slug: letters, digits and `-` (got `{}`)",
+            shorten(slug)
+        ));
+    }
     GithubSettings {
         app_id,
         private_key: key.map(Secret::new),
         webhook_secret: webhook_secret.map(Secret::new),
         api_url,
+        app_slug,
     }
 }
 

@@ -109,8 +109,10 @@ fn every_setting_is_read() {
         ("AICD_GITHUB_PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----\\nMIIEow\\n-----END RSA PRIVATE KEY-----\\n"),
         ("AICD_GITHUB_WEBHOOK_SECRET", GOOD_SECRET),
         ("AICD_GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
+        ("AICD_GITHUB_APP_SLUG", " AICD-Dev "),
     ])
     .unwrap();
+    assert_eq!(c.server.github.bot_login().as_deref(), Some("aicd-dev[bot]"));
     assert!(matches!(
         c.database,
         Database::Postgres { ref url, ref migration_url }
@@ -220,6 +222,7 @@ fn every_server_problem_names_its_variable() {
         ("AICD_GITHUB_PRIVATE_KEY", "not a key"),
         ("AICD_GITHUB_WEBHOOK_SECRET", "short"),
         ("AICD_GITHUB_API_URL", "api.github.com"),
+        ("AICD_GITHUB_APP_SLUG", "my app[bot]"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"),
         ("AICD_DATABASE_MIGRATION_URL", "postgres://owner@db/aicd"),
     ])
@@ -241,6 +244,7 @@ fn every_server_problem_names_its_variable() {
         "AICD_GITHUB_PRIVATE_KEY",
         "AICD_GITHUB_WEBHOOK_SECRET",
         "AICD_GITHUB_API_URL",
+        "AICD_GITHUB_APP_SLUG",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "AICD_DATABASE_MIGRATION_URL",
     ] {

@@ -2,6 +2,7 @@
 //! the caller's [`aicd_core::tenancy::Actor`], and maps the result; the OpenAPI document is
 //! generated from the same handlers, so every route is in it.
 
+pub(crate) mod github;
 mod jobs;
 mod orgs;
 mod repos;
@@ -35,6 +36,7 @@ use crate::state::AppState;
         (name = "repos", description = "Repositories and their policy and trigger settings"),
         (name = "jobs", description = "Jobs: from an issue to a pull request"),
         (name = "usage", description = "Tokens, cost and pull requests"),
+        (name = "github", description = "The GitHub App: webhook deliveries and linked installations"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -73,6 +75,14 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::stream_events))
         .routes(routes!(jobs::job_diff))
         .routes(routes!(jobs::usage))
+        .routes(routes!(github::list_installations, github::link_installation))
+        .routes(routes!(github::unlink_installation))
+        .merge(
+            // GitHub caps deliveries at 25 MB, above the API's body limit.
+            OpenApiRouter::new()
+                .routes(routes!(github::webhook))
+                .layer(axum::extract::DefaultBodyLimit::max(github::MAX_DELIVERY_BYTES)),
+        )
         .split_for_parts();
     (router, doc)
 }

@@ -87,6 +87,10 @@ pub(crate) struct CreateOrg {
     name: String,
     /// How many of its jobs may run at once (default 4).
     max_concurrent_jobs: Option<u32>,
+    /// Settings its repositories inherit key by key (a JSON object, default `{}`), for instance
+    /// the default `triggers`: `{"label": "aicd" | null, "assignment": true, "commands": true}`.
+    #[schema(value_type = Option<Object>)]
+    settings: Option<serde_json::Value>,
 }
 
 /// Creates an organization; the signed-in caller becomes its org_admin. API keys cannot create
@@ -108,7 +112,10 @@ pub(crate) async fn create_org(
     };
     let org = state
         .core()
-        .create_org(user.id, NewOrg { name: body.name, max_concurrent_jobs: body.max_concurrent_jobs })
+        .create_org(
+            user.id,
+            NewOrg { name: body.name, max_concurrent_jobs: body.max_concurrent_jobs, settings: body.settings },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(org)))
 }
@@ -129,9 +136,12 @@ pub(crate) struct UpdateOrg {
     name: Option<String>,
     /// A new limit of concurrently running jobs.
     max_concurrent_jobs: Option<u32>,
+    /// New settings (replace the old ones).
+    #[schema(value_type = Option<Object>)]
+    settings: Option<serde_json::Value>,
 }
 
-/// Renames an organization or changes its limits (org_admin).
+/// Renames an organization or changes its limits or settings (org_admin).
 #[utoipa::path(patch, path = "/v1/orgs/{org_id}", tag = "orgs", security(("bearer" = [])), request_body = UpdateOrg,
     params(("org_id" = uuid::Uuid, Path, description = "Organization id")),
     responses((status = 200, body = Org), (status = 403, body = crate::error::ErrorBody),
@@ -141,7 +151,7 @@ pub(crate) async fn update_org(
     scope: OrgScope,
     Body(body): Body<UpdateOrg>,
 ) -> ApiResult<Json<Org>> {
-    let patch = OrgPatch { name: body.name, max_concurrent_jobs: body.max_concurrent_jobs };
+    let patch = OrgPatch { name: body.name, max_concurrent_jobs: body.max_concurrent_jobs, settings: body.settings };
     Ok(Json(state.core().update_org(&scope.actor, scope.org, patch).await?))
 }
 

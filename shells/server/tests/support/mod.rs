@@ -160,8 +160,11 @@ impl TestServer {
 
     /// A new org with an API key of each role: (org, viewer, developer, org_admin).
     pub async fn org_with_keys(&self, name: &str) -> (Org, String, String, String) {
-        let (org, _, admin) =
-            self.core.bootstrap_org(NewOrg { name: name.into(), max_concurrent_jobs: None }).await.unwrap();
+        let (org, _, admin) = self
+            .core
+            .bootstrap_org(NewOrg { name: name.into(), max_concurrent_jobs: None, settings: None })
+            .await
+            .unwrap();
         let admin_actor = self.core.authenticate_api_key(&admin).await.unwrap();
         let viewer = self.key(&admin_actor, org.id, Role::Viewer).await;
         let developer = self.key(&admin_actor, org.id, Role::Developer).await;
