@@ -39,9 +39,9 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to leave the worker to (wrongly) act on a delivery before checking it did not.
 const SETTLE: Duration = Duration::from_millis(1500);
 
-/// Step 1 and 2: links installation 4242 to the organization (the new route) and adds
-/// `acme/widgets` to it with an `installation_repositories.added` delivery; returns the
-/// repository as the API lists it.
+/// Step 1 and 2: links installation 4242 to the organization, which registers its repository
+/// `acme/widgets`, and adds it again with an `installation_repositories.added` delivery (which
+/// changes nothing); returns the repository as the API lists it.
 async fn link_installation_and_repository(world: &World) -> Value {
     let org = &world.org;
     let link = json!({ "installation_id": INSTALLATION, "account_login": "acme" });
@@ -50,6 +50,10 @@ async fn link_installation_and_repository(world: &World) -> Value {
     assert_eq!(installation["installation_id"], INSTALLATION, "{installation}");
     assert_eq!(installation["org_id"], org.as_str(), "{installation}");
     assert_eq!(installation["account_login"], "acme", "{installation}");
+    // Linking lists the installation's repositories through the App and registers them.
+    assert_eq!(installation["repositories_synced"], 1, "{installation}");
+    let (_, repos) = world.get(&format!("/v1/orgs/{org}/repos")).await;
+    assert!(repos["items"].as_array().unwrap().iter().any(|r| r["full_name"] == FULL_NAME), "{repos}");
 
     let added = payloads::installation_repositories_added();
     let status = world.deliver("installation_repositories", &delivery_id(), &added).await;

@@ -384,6 +384,28 @@ struct CommentBody {
     id: u64,
 }
 
+/// A page of `GET /installation/repositories`, read tolerantly.
+#[derive(Deserialize)]
+struct RepositoriesPage {
+    total_count: Option<u64>,
+    #[serde(default)]
+    repositories: Vec<serde_json::Value>,
+}
+
+/// A repository an installation reaches, as `GET /installation/repositories` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallationRepository {
+    /// GitHub's numeric id (stable across renames).
+    pub id: u64,
+    /// `owner/name`.
+    pub full_name: String,
+    /// Its default branch, when GitHub said.
+    pub default_branch: Option<String>,
+}
+
+/// Most repositories read from one installation (100 pages of 100).
+const MAX_REPOSITORY_PAGES: u32 = 100;
+
 impl InstallationClient {
     /// A client for installation `installation_id` (the same as
     /// [`InstallationTokens::installation`]).
@@ -409,6 +431,34 @@ impl InstallationClient {
         let permission =
             [body.role_name, body.permission].into_iter().flatten().find_map(|n| RepoPermission::from_name(&n));
         Ok(permission.unwrap_or(RepoPermission::None))
+    }
+
+    /// Every repository the installation reaches (`GET /installation/repositories`, 100 per page,
+    /// at most 10 000). A missing or uninstalled installation is [`aicd_core::Error::Rejected`].
+    pub async fn repositories(&self) -> aicd_core::Result<Vec<InstallationRepository>> {
+        let target = Target::Installation(self.installation_id);
+        let mut repositories = Vec::new();
+        for page in 1..=MAX_REPOSITORY_PAGES {
+            let path = format!("/installation/repositories?per_page=100&page={page}");
+            let reply = self.send(Method::GET, &path, None).await?;
+            if !reply.status.is_success() {
+                return Err(status_error(&reply, &target));
+            }
+            let body: RepositoriesPage = reply.json(&target)?;
+            let listed = body.repositories.len();
+            repositories.extend(body.repositories.iter().filter_map(|r| {
+                Some(InstallationRepository {
+                    id: r.get("id")?.as_u64()?,
+                    full_name: r.get("full_name")?.as_str()?.to_owned(),
+                    default_branch: r.get("default_branch").and_then(|b| b.as_str()).map(str::to_owned),
+                })
+            }));
+            let total = body.total_count.and_then(|t| usize::try_from(t).ok()).unwrap_or(usize::MAX);
+            if listed < 100 || repositories.len() >= total {
+                break;
+            }
+        }
+        Ok(repositories)
     }
 
     /// Posts `body` as a comment on issue (or pull request) `issue_number` of `owner/repo` and

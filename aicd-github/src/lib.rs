@@ -8,7 +8,7 @@ pub mod forge;
 pub mod webhooks;
 
 pub use app::{AppCredentials, DEFAULT_API_URL, InstallationToken, InstallationTokens};
-pub use client::{InstallationClient, RepoPermission};
+pub use client::{InstallationClient, InstallationRepository, RepoPermission};
 pub use commands::CommandProcessor;
 pub use error::{Error, Result};
 pub use forge::GitHubForge;

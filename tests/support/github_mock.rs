@@ -467,6 +467,12 @@ impl Respond for FakeGitHub {
         if header(request, "authorization") != Some(&*format!("Bearer {TOKEN}")) {
             return error(401, "Bad credentials", "");
         }
+        if request.method.as_str() == "GET" && path == "/installation/repositories" {
+            return reply(
+                200,
+                json!({ "total_count": 1, "repository_selection": "selected", "repositories": [repository()] }),
+            );
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let answer = path.strip_prefix(REPO_PATH).and_then(|rest| route(&mut state, rest, request));
         answer.unwrap_or_else(|| {

@@ -143,6 +143,7 @@ impl Server {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("AICD_GITHUB_WEBHOOK_SECRET: {e}"))?,
             bot_login: config.server.github.bot_login(),
+            tokens: assemble::github_tokens(config)?,
         };
         let state = AppState::new(Inner {
             core,

@@ -34,6 +34,9 @@ pub(crate) struct GithubHooks {
     pub(crate) webhook_secret: Option<aicd_github::webhooks::WebhookSecret>,
     /// The App's bot user (`<slug>[bot]`): assigning an issue to it starts a job.
     pub(crate) bot_login: Option<String>,
+    /// The App's installation tokens (when it is configured), to list a newly linked
+    /// installation's repositories.
+    pub(crate) tokens: Option<aicd_github::InstallationTokens>,
 }
 
 /// Shared state of the HTTP handlers. Cheap to clone.

@@ -409,3 +409,68 @@ async fn deliveries_may_exceed_the_api_body_limit_up_to_githubs() {
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+fn app_private_key() -> String {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn linking_registers_the_installations_repositories_through_the_app() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let github = MockServer::start().await;
+    let token = json!({ "token": "ghs_16C7e42F292c6912E7710c838347Ae178B4a", "expires_at": "2099-01-01T00:00:00Z" });
+    Mock::given(method("POST"))
+        .and(path("/app/installations/77/access_tokens"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(token))
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/app/installations/78/access_tokens"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({ "message": "Not Found" })))
+        .mount(&github)
+        .await;
+    let repo = |id: u64, name: &str| {
+        json!({ "id": id, "node_id": "R_1", "name": name, "full_name": format!("octo-org/{name}"),
+                "private": true, "default_branch": "trunk", "owner": { "login": "octo-org", "type": "Organization" } })
+    };
+    Mock::given(method("GET"))
+        .and(path("/installation/repositories"))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "total_count": 2, "repository_selection": "selected",
+            "repositories": [repo(501, "api"), repo(502, "web")]
+        })))
+        .mount(&github)
+        .await;
+    let key = app_private_key();
+    let server = TestServer::postgres(&[
+        ("AICD_GITHUB_WEBHOOK_SECRET", SECRET),
+        ("AICD_GITHUB_APP_ID", "123456"),
+        ("AICD_GITHUB_PRIVATE_KEY", &key),
+        ("AICD_GITHUB_API_URL", &github.uri()),
+    ])
+    .await;
+    let (org, _, _, admin) = server.org_with_keys("Octo").await;
+    let link = format!("/v1/orgs/{}/github/installations", org.id);
+    let r = server.post(&link, &admin, json!({ "installation_id": 77 })).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!((r.body["installation_id"].as_i64(), r.body["repositories_synced"].as_i64()), (Some(77), Some(2)));
+    let repos = server.get(&format!("/v1/orgs/{}/repos", org.id), &admin).await;
+    let names: Vec<(&str, &str)> = repos.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["full_name"].as_str().unwrap(), r["default_branch"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("octo-org/api", "trunk"), ("octo-org/web", "trunk")]);
+
+    // An installation GitHub does not know is not linked.
+    let r = server.post(&link, &admin, json!({ "installation_id": 78 })).await;
+    assert_eq!((r.status, r.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"), "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("does not exist"), "{}", r.text);
+    assert!(server.store.find_installation(78).await.unwrap().is_none());
+}

@@ -441,23 +441,69 @@ pub(crate) async fn list_installations(
     Ok(Json(state.core().list_installations(&scope.actor, scope.org).await?.into()))
 }
 
+/// A linked installation, and what became of its repositories.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LinkedInstallation {
+    #[serde(flatten)]
+    installation: Installation,
+    /// How many of the installation's repositories were registered with the organization (`null`
+    /// when they could not be listed; they then follow the installation's later events).
+    repositories_synced: Option<usize>,
+    /// Why the repositories could not be listed, if they could not.
+    sync_error: Option<String>,
+}
+
 /// Links a GitHub App installation to the organization (org_admin): its webhook events start
-/// jobs here from then on, and its repositories follow it. An installation belongs to one
-/// organization: 409 if another has linked it.
+/// jobs here from then on, and its repositories are registered (listed through the App when it
+/// is configured; later they follow `installation_repositories` events). An installation
+/// belongs to one organization: 409 if another has linked it; 422 if GitHub says it does not
+/// exist.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/github/installations", tag = "github", security(("bearer" = [])),
     request_body = LinkInstallation,
     params(("org_id" = uuid::Uuid, Path, description = "Organization id")),
-    responses((status = 201, body = Installation), (status = 403, body = crate::error::ErrorBody),
+    responses((status = 201, body = LinkedInstallation), (status = 403, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn link_installation(
     State(state): State<AppState>,
     scope: OrgScope,
     Body(body): Body<LinkInstallation>,
-) -> ApiResult<(StatusCode, Json<Installation>)> {
-    let installation =
-        state.core().link_installation(&scope.actor, scope.org, body.installation_id, body.account_login).await?;
-    Ok((StatusCode::CREATED, Json(installation)))
+) -> ApiResult<(StatusCode, Json<LinkedInstallation>)> {
+    let id = body.installation_id;
+    let installation = state.core().link_installation(&scope.actor, scope.org, id, body.account_login).await?;
+    let (repositories_synced, sync_error) = match sync_linked(&state, scope.org, id).await {
+        Ok(synced) => (synced, None),
+        Err(aicd_core::Error::Rejected { message, .. }) => {
+            // GitHub does not know the installation (or refuses the App on it): undo the link.
+            state.core().unlink_installation(&scope.actor, scope.org, id).await?;
+            return Err(ApiError::invalid(format!("GitHub App installation {id} cannot be used: {message}")));
+        }
+        Err(error) => {
+            tracing::warn!(installation = id, %error, "could not list a newly linked installation's repositories");
+            (None, Some(error.to_string()))
+        }
+    };
+    Ok((StatusCode::CREATED, Json(LinkedInstallation { installation, repositories_synced, sync_error })))
+}
+
+/// Registers the repositories of a newly linked installation; `None` without a configured App.
+async fn sync_linked(state: &AppState, org: OrgId, installation_id: i64) -> Result<Option<usize>> {
+    let Some(tokens) = state.github().tokens.clone() else { return Ok(None) };
+    let id =
+        u64::try_from(installation_id).map_err(|_| aicd_core::Error::InvalidInput("invalid installation id".into()))?;
+    let listed = aicd_github::InstallationClient::new(tokens, id).repositories().await?;
+    let repos: Vec<GithubRepoInfo> = listed
+        .into_iter()
+        .filter_map(|r| {
+            Some(GithubRepoInfo {
+                repo_id: i64::try_from(r.id).ok()?,
+                full_name: r.full_name,
+                default_branch: r.default_branch,
+            })
+        })
+        .collect();
+    let sync = state.core().github_intake().sync_github_repos(org, installation_id, &repos, &[]).await?;
+    Ok(Some(sync.upserted.len()))
 }
 
 /// Unlinks a GitHub App installation (org_admin): its events are ignored from then on.
