@@ -2,7 +2,7 @@
 //! command counts only from a user with write access, others get a polite reply; GitHub being
 //! unavailable defers the command; a repository the installation lost fails it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aicd_core::github::{CommandKind, CommandStatus, NewCommand};
@@ -23,12 +23,7 @@ const INSTALLATION: i64 = 42;
 const REPO_PATH: &str = "/repos/octo/hello";
 
 fn private_key() -> &'static str {
-    static KEY: OnceLock<String> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
-    })
+    &aicd_testkit::rsa_key_pair().private_pem
 }
 
 struct Setup {

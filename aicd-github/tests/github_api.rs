@@ -2,7 +2,7 @@
 //! (wiremock): the JWT and the token exchange, the token cache, tree and blob reads, the publish
 //! sequence and its retry, and how GitHub's errors map.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aicd_agent_api::{Changeset, FileChange, RepoViewError, RepoViewLimits};
@@ -22,21 +22,14 @@ const TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
 const REPO: &str = "/repos/octo/hello";
 const BRANCH: &str = "aicd/issue-7-0c9f3e2a";
 
-/// One RSA key pair per test binary (PKCS#1 private PEM, PKCS#1 public PEM): 2048-bit key
-/// generation takes seconds in a debug build, so it is done once.
-fn key_pair() -> &'static (String, String) {
-    static KEYS: OnceLock<(String, String)> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        let public = private.to_public_key();
-        let line = rsa::pkcs8::LineEnding::LF;
-        (private.to_pkcs1_pem(line).unwrap().to_string(), public.to_pkcs1_pem(line).unwrap())
-    })
+/// One RSA key pair per test binary: (PKCS#1 private PEM, PKCS#1 public PEM).
+fn key_pair() -> (&'static str, &'static str) {
+    let keys = aicd_testkit::rsa_key_pair();
+    (&keys.private_pem, &keys.public_pem)
 }
 
 fn credentials() -> AppCredentials {
-    AppCredentials::new(APP_ID, &key_pair().0).unwrap()
+    AppCredentials::new(APP_ID, key_pair().0).unwrap()
 }
 
 async fn github() -> (MockServer, InstallationTokens) {

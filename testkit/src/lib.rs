@@ -8,11 +8,13 @@
 //!   nothing is ever skipped.
 //! - Redis comes from `AICD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 
+mod keys;
 mod postgres;
 mod proxy;
 mod redis;
 mod sqlite;
 
+pub use keys::{RsaKeyPair, rsa_key_pair};
 pub use postgres::TestPostgres;
 pub use proxy::TcpProxy;
 pub use redis::TestRedis;

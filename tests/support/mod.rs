@@ -7,7 +7,7 @@ pub(crate) mod payloads;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aicd_github::webhooks::WebhookSecret;
@@ -17,17 +17,10 @@ use serde_json::Value;
 
 use self::github_mock::{APP_ID, APP_SLUG, GitHubMock};
 
-/// One RSA key pair per test binary (PKCS#1 private PEM, PKCS#1 public PEM): 2048-bit key
-/// generation takes a while, so it is done once.
-fn app_key_pair() -> &'static (String, String) {
-    static KEYS: OnceLock<(String, String)> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("an RSA key");
-        let line = rsa::pkcs8::LineEnding::LF;
-        let public = private.to_public_key().to_pkcs1_pem(line).expect("a public PEM");
-        (private.to_pkcs1_pem(line).expect("a private PEM").to_string(), public)
-    })
+/// One RSA key pair per test binary: (PKCS#1 private PEM, PKCS#1 public PEM).
+fn app_key_pair() -> (&'static str, &'static str) {
+    let keys = aicd_testkit::rsa_key_pair();
+    (&keys.private_pem, &keys.public_pem)
 }
 
 /// The claims of `jwt` if it is an RS256 JWT signed with the App's key, with `iat`, `exp` and

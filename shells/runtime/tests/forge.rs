@@ -2,8 +2,6 @@
 //! configured GitHub App (against a mock GitHub at `AICD_GITHUB_API_URL`), local repositories
 //! outside production, and readable, permanent refusals for what the deployment cannot serve.
 
-use std::sync::OnceLock;
-
 use aicd_core::Error;
 use aicd_core::forge::Forge;
 use aicd_core::repos::{RepoSource, Repository};
@@ -18,14 +16,9 @@ const APP_ID: &str = "123456";
 const INSTALLATION: i64 = 42;
 const TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
 
-/// A PKCS#1 PEM RSA private key, made once per test binary (key generation takes a while).
+/// A PKCS#1 PEM RSA private key, made once per test binary.
 fn private_key_pem() -> &'static str {
-    static KEY: OnceLock<String> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
-    })
+    &aicd_testkit::rsa_key_pair().private_pem
 }
 
 fn config(vars: &[(&str, &str)]) -> Config {

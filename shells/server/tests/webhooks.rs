@@ -410,12 +410,6 @@ async fn deliveries_may_exceed_the_api_body_limit_up_to_githubs() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-fn app_private_key() -> String {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-    key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
-}
-
 #[tokio::test]
 async fn linking_registers_the_installations_repositories_through_the_app() {
     use wiremock::matchers::{method, path, query_param};
@@ -446,11 +440,11 @@ async fn linking_registers_the_installations_repositories_through_the_app() {
         })))
         .mount(&github)
         .await;
-    let key = app_private_key();
+    let key = &aicd_testkit::rsa_key_pair().private_pem;
     let server = TestServer::postgres(&[
         ("AICD_GITHUB_WEBHOOK_SECRET", SECRET),
         ("AICD_GITHUB_APP_ID", "123456"),
-        ("AICD_GITHUB_PRIVATE_KEY", &key),
+        ("AICD_GITHUB_PRIVATE_KEY", key),
         ("AICD_GITHUB_API_URL", &github.uri()),
     ])
     .await;
