@@ -8,9 +8,10 @@
 mod events;
 
 pub use events::{
-    Command, CommentAction, CommentInfo, Ignored, InstallationAction, InstallationEvent, InstallationRepositoriesEvent,
-    IssueCommentEvent, IssueInfo, IssuesAction, IssuesEvent, Ping, PullRequestAction, PullRequestEvent, RepoInfo,
-    RepoSummary, RepositoriesAction, WebhookEvent, parse_command, parse_event,
+    Command, CommentAction, CommentInfo, Delivery, Ignored, InstallationAction, InstallationEvent,
+    InstallationRepositoriesEvent, IssueCommentEvent, IssueInfo, IssuesAction, IssuesEvent, Ping, PullRequestAction,
+    PullRequestEvent, RepoInfo, RepoSummary, RepositoriesAction, WebhookEvent, parse_command, parse_delivery,
+    parse_event,
 };
 
 use hmac::{Hmac, KeyInit, Mac};

@@ -3,7 +3,7 @@
 
 use aicd_github::webhooks::{
     Command, CommentAction, InstallationAction, IssuesAction, PullRequestAction, RepoSummary, RepositoriesAction,
-    WebhookEvent, WebhookSecret, parse_command, parse_event,
+    WebhookEvent, WebhookSecret, parse_command, parse_delivery, parse_event,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -235,4 +235,16 @@ fn a_signed_fixture_verifies_before_it_is_read() {
     let mut tampered = body.clone();
     tampered[10] ^= 1;
     assert!(secret.verify(&tampered, Some(&signature)).is_err());
+}
+
+#[test]
+fn a_delivery_keeps_its_action_and_installation_even_when_not_handled() {
+    let pinned = parse_delivery("issues", &fixture("issues_pinned.json")).unwrap();
+    assert_eq!(pinned.event, parse("issues", "issues_pinned.json"));
+    assert_eq!((pinned.action.as_deref(), pinned.installation_id), (Some("pinned"), Some(2_311_213)));
+    let star = parse_delivery("star", &fixture("star_created.json")).unwrap();
+    assert_eq!((star.action.as_deref(), star.installation_id), (Some("created"), None));
+    let odd = parse_delivery("issues", br#"{"action": 5, "installation": {"id": "x"}}"#).unwrap();
+    assert_eq!((odd.action, odd.installation_id), (None, None));
+    assert!(parse_delivery("issues", b"{not json").is_err());
 }

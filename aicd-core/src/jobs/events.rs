@@ -115,6 +115,12 @@ impl NewEvent {
         }
     }
 
+    /// The note on a retry's timeline naming the job it retries (`data.retry_of`).
+    pub fn retry_of(actor: impl Into<String>, retried: crate::JobId) -> Self {
+        Self::new(actor, EventKind::Note, format!("retry of job {retried}"))
+            .with_data(serde_json::json!({ "retry_of": retried }))
+    }
+
     /// A state change from `from` to `to`.
     pub fn state_changed(actor: impl Into<String>, from: JobState, to: JobState) -> Self {
         Self {

@@ -202,6 +202,20 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl Job {
+    /// What a retry of this job creates (the same repository, issue, trigger and budget), if it
+    /// failed or was cancelled; `None` otherwise.
+    pub fn retry(&self) -> Option<NewJob> {
+        matches!(self.state, JobState::Failed | JobState::Cancelled).then(|| NewJob {
+            repo_id: self.repo_id,
+            issue: self.issue.clone(),
+            trigger: self.trigger,
+            max_tokens: Some(self.budget.max_tokens),
+            max_cost_micros: Some(self.budget.max_cost_micros),
+        })
+    }
+}
+
 /// What is needed to create a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

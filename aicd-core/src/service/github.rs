@@ -6,7 +6,7 @@ use crate::github::{
     Command, CommandId, CommandKind, CommandOutcome, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync,
     StartOutcome, TriggerSettings, actor_label,
 };
-use crate::jobs::{EventKind, IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
+use crate::jobs::{IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
 use crate::repos::Repository;
 use crate::tenancy::{Actor, Permission};
 use crate::{Core, Error, JobId, OrgId, RepoId, Result};
@@ -286,21 +286,10 @@ impl GithubIntake {
             return Ok(Some(StartOutcome::AlreadyActive(active)));
         }
         let Some(old) = store.latest_issue_job(org, repo_id, issue_number).await? else { return Ok(None) };
-        if !matches!(old.state, JobState::Failed | JobState::Cancelled) {
-            return Ok(None);
-        }
-        let new = NewJob {
-            repo_id: old.repo_id,
-            issue: old.issue,
-            trigger: old.trigger,
-            max_tokens: Some(old.budget.max_tokens),
-            max_cost_micros: Some(old.budget.max_cost_micros),
-        };
+        let Some(new) = old.retry() else { return Ok(None) };
         let outcome = store.start_issue_job(org, new, &label).await?;
         if let StartOutcome::Created(created) = &outcome {
-            let note = NewEvent::new(label.clone(), EventKind::Note, format!("retry of job {}", old.id))
-                .with_data(serde_json::json!({ "retry_of": old.id }));
-            store.append_event(org, created.id, note).await?;
+            store.append_event(org, created.id, NewEvent::retry_of(label.clone(), old.id)).await?;
             self.queued(org, created.id, &label).await;
         }
         Ok(Some(outcome))

@@ -137,26 +137,14 @@ impl Core {
     pub async fn retry_job(&self, actor: &Actor, org: OrgId, job: JobId) -> Result<Job> {
         self.authorize(actor, org, Permission::JobRetry)?;
         let old = self.store.get_job(org, job).await?;
-        if !matches!(old.state, crate::jobs::JobState::Failed | crate::jobs::JobState::Cancelled) {
+        let Some(new) = old.retry() else {
             return Err(crate::Error::Conflict(format!(
                 "only failed or cancelled jobs can be retried; this one is {}",
                 old.state
             )));
-        }
-        let new = NewJob {
-            repo_id: old.repo_id,
-            issue: old.issue,
-            trigger: old.trigger,
-            max_tokens: Some(old.budget.max_tokens),
-            max_cost_micros: Some(old.budget.max_cost_micros),
         };
         let created = self.store.create_job(org, new, &actor.principal.label()).await?;
-        let note = crate::jobs::NewEvent::new(
-            actor.principal.label(),
-            crate::jobs::EventKind::Note,
-            format!("retry of job {}", old.id),
-        )
-        .with_data(serde_json::json!({ "retry_of": old.id }));
+        let note = crate::jobs::NewEvent::retry_of(actor.principal.label(), old.id);
         self.store.append_event(org, created.id, note).await?;
         self.publish_created(actor, org, created.id).await;
         self.job_queued().await;

@@ -262,8 +262,34 @@ pub struct Ignored {
 /// well-formed body is an event, [`WebhookEvent::Ignored`] (with the reason) when it is not one
 /// AI-CD handles or lacks what AI-CD needs.
 pub fn parse_event(event_name: &str, body: &[u8]) -> Result<WebhookEvent> {
+    parse_delivery(event_name, body).map(|delivery| delivery.event)
+}
+
+/// A delivery read once: its event, and the envelope fields every delivery is recorded with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event, as [`parse_event`] reads it.
+    pub event: WebhookEvent,
+    /// The payload's `action`, if it has a textual one.
+    pub action: Option<String>,
+    /// The App installation it came through (`installation.id`), if any.
+    pub installation_id: Option<u64>,
+}
+
+/// Reads a delivery as [`parse_event`] does, keeping its `action` and installation id even when
+/// the event is [`WebhookEvent::Ignored`] (to record what was received).
+pub fn parse_delivery(event_name: &str, body: &[u8]) -> Result<Delivery> {
     let payload: Value = serde_json::from_slice(body).map_err(|e| Error::MalformedPayload(e.to_string()))?;
-    let action = text(&payload, &["action"]);
+    Ok(Delivery {
+        event: read_event(event_name, &payload),
+        action: text(&payload, &["action"]),
+        installation_id: number(&payload, &["installation", "id"]),
+    })
+}
+
+/// The event a well-formed payload carries.
+fn read_event(event_name: &str, payload: &Value) -> WebhookEvent {
+    let action = text(payload, &["action"]);
     let ignored = |reason: &str| {
         WebhookEvent::Ignored(Ignored {
             event: event_name.to_owned(),
@@ -272,15 +298,15 @@ pub fn parse_event(event_name: &str, body: &[u8]) -> Result<WebhookEvent> {
         })
     };
     if !payload.is_object() {
-        return Ok(ignored("the payload is not a JSON object"));
+        return ignored("the payload is not a JSON object");
     }
-    let sender_login = text(&payload, &["sender", "login"]);
-    let installation_id = number(&payload, &["installation", "id"]);
-    let event = match event_name {
-        "ping" => WebhookEvent::Ping(Ping { zen: text(&payload, &["zen"]), hook_id: number(&payload, &["hook_id"]) }),
+    let sender_login = text(payload, &["sender", "login"]);
+    let installation_id = number(payload, &["installation", "id"]);
+    match event_name {
+        "ping" => WebhookEvent::Ping(Ping { zen: text(payload, &["zen"]), hook_id: number(payload, &["hook_id"]) }),
         "installation" => {
-            let Some(installation_id) = installation_id else { return Ok(ignored("no installation id")) };
-            let Some(action) = action.as_deref() else { return Ok(ignored("no action")) };
+            let Some(installation_id) = installation_id else { return ignored("no installation id") };
+            let Some(action) = action.as_deref() else { return ignored("no action") };
             WebhookEvent::Installation(InstallationEvent {
                 action: match action {
                     "created" => InstallationAction::Created,
@@ -290,34 +316,34 @@ pub fn parse_event(event_name: &str, body: &[u8]) -> Result<WebhookEvent> {
                     other => InstallationAction::Other(other.to_owned()),
                 },
                 installation_id,
-                account_login: text(&payload, &["installation", "account", "login"]),
+                account_login: text(payload, &["installation", "account", "login"]),
                 repositories: repo_list(payload.get("repositories")),
                 sender_login,
             })
         }
         "installation_repositories" => {
-            let Some(installation_id) = installation_id else { return Ok(ignored("no installation id")) };
+            let Some(installation_id) = installation_id else { return ignored("no installation id") };
             let action = match action.as_deref() {
                 Some("added") => RepositoriesAction::Added,
                 Some("removed") => RepositoriesAction::Removed,
-                Some(_) => return Ok(ignored("not an action AI-CD handles")),
-                None => return Ok(ignored("no action")),
+                Some(_) => return ignored("not an action AI-CD handles"),
+                None => return ignored("no action"),
             };
             WebhookEvent::InstallationRepositories(InstallationRepositoriesEvent {
                 action,
                 installation_id,
-                account_login: text(&payload, &["installation", "account", "login"]),
+                account_login: text(payload, &["installation", "account", "login"]),
                 added: repo_list(payload.get("repositories_added")),
                 removed: repo_list(payload.get("repositories_removed")),
                 sender_login,
             })
         }
         "issues" => {
-            let Some(action) = action.as_deref() else { return Ok(ignored("no action")) };
+            let Some(action) = action.as_deref() else { return ignored("no action") };
             let Some(repository) = repo_info(payload.get("repository")) else {
-                return Ok(ignored("no repository id and full name"));
+                return ignored("no repository id and full name");
             };
-            let Some(issue) = issue_info(payload.get("issue")) else { return Ok(ignored("no issue number")) };
+            let Some(issue) = issue_info(payload.get("issue")) else { return ignored("no issue number") };
             WebhookEvent::Issues(IssuesEvent {
                 action: match action {
                     "opened" => IssuesAction::Opened,
@@ -329,19 +355,19 @@ pub fn parse_event(event_name: &str, body: &[u8]) -> Result<WebhookEvent> {
                 installation_id,
                 repository,
                 issue,
-                label: text(&payload, &["label", "name"]),
-                assignee: text(&payload, &["assignee", "login"]),
+                label: text(payload, &["label", "name"]),
+                assignee: text(payload, &["assignee", "login"]),
                 sender_login,
             })
         }
         "issue_comment" => {
-            let Some(action) = action.as_deref() else { return Ok(ignored("no action")) };
+            let Some(action) = action.as_deref() else { return ignored("no action") };
             let Some(repository) = repo_info(payload.get("repository")) else {
-                return Ok(ignored("no repository id and full name"));
+                return ignored("no repository id and full name");
             };
-            let Some(issue) = issue_info(payload.get("issue")) else { return Ok(ignored("no issue number")) };
-            let Some(comment_id) = number(&payload, &["comment", "id"]) else {
-                return Ok(ignored("no comment id"));
+            let Some(issue) = issue_info(payload.get("issue")) else { return ignored("no issue number") };
+            let Some(comment_id) = number(payload, &["comment", "id"]) else {
+                return ignored("no comment id");
             };
             WebhookEvent::IssueComment(IssueCommentEvent {
                 action: match action {
@@ -353,20 +379,20 @@ pub fn parse_event(event_name: &str, body: &[u8]) -> Result<WebhookEvent> {
                 issue,
                 comment: CommentInfo {
                     id: comment_id,
-                    body: text(&payload, &["comment", "body"]).unwrap_or_default(),
-                    user_login: text(&payload, &["comment", "user", "login"]),
-                    author_association: text(&payload, &["comment", "author_association"]),
+                    body: text(payload, &["comment", "body"]).unwrap_or_default(),
+                    user_login: text(payload, &["comment", "user", "login"]),
+                    author_association: text(payload, &["comment", "author_association"]),
                 },
                 sender_login,
             })
         }
         "pull_request" => {
-            let Some(action) = action.as_deref() else { return Ok(ignored("no action")) };
+            let Some(action) = action.as_deref() else { return ignored("no action") };
             let Some(repository) = repo_info(payload.get("repository")) else {
-                return Ok(ignored("no repository id and full name"));
+                return ignored("no repository id and full name");
             };
-            let number = number(&payload, &["number"]).or_else(|| number(&payload, &["pull_request", "number"]));
-            let Some(number) = number else { return Ok(ignored("no pull request number")) };
+            let number = number(payload, &["number"]).or_else(|| number(payload, &["pull_request", "number"]));
+            let Some(number) = number else { return ignored("no pull request number") };
             WebhookEvent::PullRequest(PullRequestEvent {
                 action: match action {
                     "opened" => PullRequestAction::Opened,
@@ -377,15 +403,14 @@ pub fn parse_event(event_name: &str, body: &[u8]) -> Result<WebhookEvent> {
                 installation_id,
                 repository,
                 number,
-                merged: boolean(&payload, &["pull_request", "merged"]).unwrap_or(false),
-                head_ref: text(&payload, &["pull_request", "head", "ref"]).unwrap_or_default(),
-                html_url: text(&payload, &["pull_request", "html_url"]).unwrap_or_default(),
+                merged: boolean(payload, &["pull_request", "merged"]).unwrap_or(false),
+                head_ref: text(payload, &["pull_request", "head", "ref"]).unwrap_or_default(),
+                html_url: text(payload, &["pull_request", "html_url"]).unwrap_or_default(),
                 sender_login,
             })
         }
         _ => ignored("not an event AI-CD handles"),
-    };
-    Ok(event)
+    }
 }
 
 fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -436,16 +461,9 @@ fn issue_info(value: Option<&Value>) -> Option<IssueInfo> {
     })
 }
 
-/// A command given in a comment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Command {
-    /// `/aicd run`: start a job for the issue.
-    Run,
-    /// `/aicd cancel`: cancel the issue's running job.
-    Cancel,
-    /// `/aicd retry`: start a new job for the issue after a failed or cancelled one.
-    Retry,
-}
+/// A command given in a comment: core's [`CommandKind`](aicd_core::github::CommandKind), recorded
+/// as it is parsed.
+pub use aicd_core::github::CommandKind as Command;
 
 /// The first `/aicd run`, `/aicd cancel` or `/aicd retry` command in a comment, if any.
 ///

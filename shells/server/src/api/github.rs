@@ -12,8 +12,7 @@ use aicd_core::jobs::{IssueRef, Trigger};
 use aicd_core::repos::Repository;
 use aicd_core::{OrgId, Result};
 use aicd_github::webhooks::{
-    self, Command, CommentAction, InstallationAction, IssueInfo, IssuesAction, PullRequestAction, RepoSummary,
-    WebhookEvent,
+    self, CommentAction, InstallationAction, IssueInfo, IssuesAction, PullRequestAction, RepoSummary, WebhookEvent,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -96,20 +95,19 @@ pub(crate) async fn webhook(
         .filter(|d| !d.is_empty() && d.len() <= 200)
         .ok_or_else(|| ApiError::bad_request("the X-GitHub-Delivery header is missing or longer than 200 characters"))?
         .to_owned();
-    let parsed = webhooks::parse_event(event, &body).map_err(|e| {
+    let parsed = webhooks::parse_delivery(event, &body).map_err(|e| {
         metrics.webhook(event, "malformed");
         ApiError::bad_request(format!("the delivery is not JSON: {e}"))
     })?;
-    let envelope: Envelope = serde_json::from_slice(&body).unwrap_or_default();
     let new = NewDelivery {
         delivery_id,
         event: event.to_owned(),
-        action: envelope.action(),
-        installation_id: envelope.installation_id(),
+        action: parsed.action.map(|a| a.chars().take(100).collect()),
+        installation_id: parsed.installation_id.and_then(|id| i64::try_from(id).ok()),
     };
     let span =
         tracing::info_span!("github_delivery", delivery = %new.delivery_id, event, action = new.action.as_deref());
-    receive(&state, new, parsed).instrument(span).await
+    receive(&state, new, parsed.event).instrument(span).await
 }
 
 /// Records a verified delivery and acts on it unless it is a duplicate.
@@ -149,28 +147,6 @@ async fn receive(state: &AppState, delivery: NewDelivery, parsed: WebhookEvent) 
             Err(ApiError::unavailable("the delivery could not be processed; redeliver it")
                 .with_retry_after(std::time::Duration::from_secs(30)))
         }
-    }
-}
-
-/// The two envelope fields every delivery is recorded with.
-#[derive(Default, Deserialize)]
-struct Envelope {
-    action: Option<serde_json::Value>,
-    installation: Option<EnvelopeInstallation>,
-}
-
-#[derive(Default, Deserialize)]
-struct EnvelopeInstallation {
-    id: Option<serde_json::Value>,
-}
-
-impl Envelope {
-    fn action(&self) -> Option<String> {
-        self.action.as_ref()?.as_str().map(|a| a.chars().take(100).collect())
-    }
-
-    fn installation_id(&self) -> Option<i64> {
-        self.installation.as_ref()?.id.as_ref()?.as_i64()
     }
 }
 
@@ -353,15 +329,10 @@ impl Handler<'_> {
         let Ok(comment_id) = i64::try_from(e.comment.id) else {
             return Ok(Handled::Ignored("invalid comment id".into()));
         };
-        let kind = match command {
-            Command::Run => aicd_core::github::CommandKind::Run,
-            Command::Cancel => aicd_core::github::CommandKind::Cancel,
-            Command::Retry => aicd_core::github::CommandKind::Retry,
-        };
         let new = NewCommand {
             repo_id: repo.id,
             issue_number: e.issue.number,
-            command: kind,
+            command,
             login,
             comment_id,
             issue: Some(issue_ref(&e.issue)),
