@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use aicd_core::forge::LocalRoots;
 use aicd_core::jobs::{IssueRef, JobFilter, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::SqlStore;
@@ -15,7 +16,11 @@ use aicd_core::{Core, CoreOptions, Error};
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("aicd.db");
-    let core = Core::new(Arc::new(SqlStore::sqlite(&path).await?), CoreOptions { allow_local_repos: true });
+    // Local repositories may be registered under the directories the operator chose.
+    let repos = dir.path().join("repos");
+    std::fs::create_dir_all(repos.join("widgets"))?;
+    let options = CoreOptions { allow_local_repos: true, local_roots: LocalRoots::new([repos.clone()]) };
+    let core = Core::new(Arc::new(SqlStore::sqlite(&path).await?), options);
     println!("store: SQLite at {}", path.display());
 
     let (org, _, secret) =
@@ -29,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
             org.id,
             NewRepo {
                 full_name: "acme/widgets".into(),
-                source: RepoSource::Local { path: "/srv/git/widgets".into() },
+                source: RepoSource::Local { path: repos.join("widgets").display().to_string() },
                 default_branch: None,
                 settings: None,
             },

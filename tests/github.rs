@@ -2,7 +2,9 @@
 //! worker) and `aicd-worker` processes on PostgreSQL and Redis, configured as a GitHub App whose
 //! GitHub is a stateful fake (wiremock), fed signed webhook deliveries shaped like GitHub's.
 //!
-//! The main test links installation 4242 to an organization, adds `acme/widgets` to it by webhook,
+//! The main test links installation 4242 to an organization through the App's setup flow (the
+//! install link's signed state, GitHub's redirect with an OAuth code, the user-to-server check
+//! that the installer administers `acme`), adds `acme/widgets` to it by webhook,
 //! labels issue #7 `aicd` and follows the job to its pull request on the fake GitHub (one branch,
 //! one commit, one pull request closing the issue, one progress comment edited up to the link);
 //! redelivers the same delivery and labels the issue again (still one job, one pull request);
@@ -27,7 +29,7 @@ use aicd_github::webhooks::WebhookSecret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use support::github_mock::{APP_ID, FULL_NAME, INSTALLATION, Pull, REPO_ID, TOKEN};
+use aicd_testkit::github::{APP_ID, FULL_NAME, INSTALLATION, Pull, REPO_ID, TOKEN_PREFIX};
 use support::{World, delivery_id, payloads};
 
 const ISSUE_7_BODY: &str =
@@ -39,17 +41,35 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to leave the worker to (wrongly) act on a delivery before checking it did not.
 const SETTLE: Duration = Duration::from_millis(1500);
 
-/// Step 1 and 2: links installation 4242 to the organization, which registers its repository
-/// `acme/widgets`, and adds it again with an `installation_repositories.added` delivery (which
-/// changes nothing); returns the repository as the API lists it.
+/// Step 1 and 2: links installation 4242 to the organization through the App's setup flow, which
+/// registers its repository `acme/widgets`, and adds it again with an
+/// `installation_repositories.added` delivery (which changes nothing); returns the repository as
+/// the API lists it.
 async fn link_installation_and_repository(world: &World) -> Value {
     let org = &world.org;
-    let link = json!({ "installation_id": INSTALLATION, "account_login": "acme" });
-    let (status, installation) = world.post(&format!("/v1/orgs/{org}/github/installations"), &link).await;
-    assert_eq!(status, StatusCode::CREATED, "linking the installation: {installation}");
+    // The org admin asks for the install link; GitHub sends the installer back with a code.
+    let (status, link) = world.post(&format!("/v1/orgs/{org}/github/install"), &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "the install link: {link}");
+    let install_url = link["install_url"].as_str().expect("an install URL");
+    assert!(
+        install_url.starts_with(&format!("{}/github-apps/aicd-test/installations/new?state=", world.github.uri())),
+        "{install_url}"
+    );
+    let state = install_url.split("state=").nth(1).expect("a state");
+    world.github.add_user("monalisa", 583_231, true, Some("admin"));
+    world.github.issue_code("the-code", "monalisa");
+    let setup =
+        format!("/github/setup?installation_id={INSTALLATION}&setup_action=install&state={state}&code=the-code");
+    let (status, _, installation) = world.browse(&setup).await;
+    assert_eq!(status, StatusCode::OK, "linking the installation: {installation}");
     assert_eq!(installation["installation_id"], INSTALLATION, "{installation}");
     assert_eq!(installation["org_id"], org.as_str(), "{installation}");
     assert_eq!(installation["account_login"], "acme", "{installation}");
+    assert_eq!(installation["linked_by"], "github:monalisa", "{installation}");
+    assert_eq!(world.github.revoked_user_tokens().len(), 1, "the user token is revoked after the check");
+    // The state is used up.
+    let (status, _, again) = world.browse(&setup).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a used state: {again}");
     // Linking lists the installation's repositories through the App and registers them.
     assert_eq!(installation["repositories_synced"], 1, "{installation}");
     let (_, repos) = world.get(&format!("/v1/orgs/{org}/repos")).await;
@@ -133,10 +153,19 @@ async fn a_labelled_issue_becomes_one_pull_request_and_its_merge_ends_the_job() 
     assert_eq!(world.github.file(&branch, "README.md").as_deref(), Some(&b"# Widgets\n"[..]), "the rest is kept");
     assert_eq!(world.github.commits_ahead_of_main(&branch), Some(1), "one commit on the branch");
 
-    // The App authenticated as GitHub requires: an RS256 JWT of App 123456 for the installation
-    // token, and that token for everything else.
+    // The App authenticated as GitHub requires: an RS256 JWT of App 123456 for installation
+    // tokens, each narrowed to the repository, and those tokens for everything else.
     let authorizations = world.github.token_request_authorizations().await;
     assert!(!authorizations.is_empty(), "an installation token was minted");
+    let grants = world.github.token_grants();
+    let listing = grants.iter().filter(|g| g.repository_ids.is_none()).count();
+    assert!(grants.iter().all(|g| !g.permissions.is_empty()), "every token names its permissions: {grants:#?}");
+    assert!(listing <= 1, "only the repository listing reaches every repository: {grants:#?}");
+    assert!(grants.iter().filter(|g| g.repository_ids.is_some()).all(|g| g.repository_ids == Some(vec![REPO_ID])));
+    for request in world.github.requests().await {
+        let agent = request.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(agent.starts_with("aicd-test (aicd/"), "the App names itself: {agent}");
+    }
     for authorization in &authorizations {
         let jwt = authorization.strip_prefix("Bearer ").expect("a Bearer JWT");
         let claims = support::verify_app_jwt(jwt);
@@ -144,7 +173,13 @@ async fn a_labelled_issue_becomes_one_pull_request_and_its_merge_ends_the_job() 
     }
     for request in world.github.requests().await.iter().filter(|r| r.url.path().starts_with("/repos/")) {
         let authorization = request.headers.get("authorization").and_then(|v| v.to_str().ok());
-        assert_eq!(authorization, Some(&*format!("Bearer {TOKEN}")), "{} {}", request.method, request.url);
+        let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
+        assert!(
+            token.starts_with(TOKEN_PREFIX) && world.github.is_minted_token(token),
+            "{} {}",
+            request.method,
+            request.url
+        );
     }
 
     // One progress comment on the issue, edited as the job moved, ending with the link.

@@ -6,6 +6,7 @@
 //! `--bench` (as `cargo test --benches` does) or with `--test` or `--list`, it only pushes a handful
 //! of jobs through SQLite, as a smoke test.
 
+use aicd_core::github::{GithubRepoId, InstallationId};
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -88,15 +89,19 @@ async fn world(backend: Backend) -> Result<World> {
             }
         };
     let store = Arc::new(store);
-    let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
+    let core = Core::new(store.clone(), CoreOptions::default());
     let subject = format!("https://idp.example|bench-{}", uuid::Uuid::new_v4());
     let user = core.sign_in(NewUser { subject, email: None, name: None }).await?.id;
     let org = core.create_org(user, NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await?;
     store.update_org(org.id, OrgPatch { max_concurrent_jobs: Some(1000), ..Default::default() }).await?;
     let admin = Actor::user(user, org.id, Role::OrgAdmin);
+    core.github_intake().link_installation(org.id, InstallationId::new(1).unwrap(), None, "operator").await?;
     let repo = NewRepo {
         full_name: REPO.into(),
-        source: RepoSource::Github { installation_id: 1, repo_id: 1 },
+        source: RepoSource::Github {
+            installation_id: InstallationId::new(1).unwrap(),
+            repo_id: GithubRepoId::new(1).unwrap(),
+        },
         default_branch: None,
         settings: None,
     };

@@ -43,7 +43,7 @@ pub struct WebhookDelivery {
     /// The payload's `action`, if any.
     pub action: Option<String>,
     /// The App installation it came from, if any.
-    pub installation_id: Option<i64>,
+    pub installation_id: Option<crate::github::InstallationId>,
     /// What became of it.
     pub status: DeliveryStatus,
     /// Why processing failed.
@@ -66,7 +66,10 @@ pub struct NewDelivery {
     /// The payload's `action`, if any.
     pub action: Option<String>,
     /// The App installation it came from, if any.
-    pub installation_id: Option<i64>,
+    pub installation_id: Option<crate::github::InstallationId>,
+    /// The SHA-256 of its raw body: a body already received under another delivery id is a
+    /// replay, and a [`DeliveryClaim::Duplicate`]. `None` records no hash (nothing to compare).
+    pub body_sha256: Option<Vec<u8>>,
 }
 
 /// Whether a received delivery should be processed.

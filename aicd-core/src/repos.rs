@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::github::TriggerSettings;
+use crate::github::{GithubRepoId, InstallationId, TriggerSettings};
 use crate::{Error, OrgId, RepoId, Result};
 
 /// Where a repository lives.
@@ -15,9 +15,9 @@ pub enum RepoSource {
     /// A GitHub repository reached through an App installation.
     Github {
         /// The App installation that grants access.
-        installation_id: i64,
+        installation_id: InstallationId,
         /// GitHub's numeric repository id (stable across renames).
-        repo_id: i64,
+        repo_id: GithubRepoId,
     },
     /// A git repository on this machine's disk.
     Local {
@@ -52,6 +52,11 @@ pub struct Repository {
     pub default_branch: String,
     /// Policy and trigger settings (a JSON object).
     pub settings: serde_json::Value,
+    /// When it was detached from GitHub: its installation was unlinked, or no longer grants
+    /// access to it. A detached repository keeps its jobs' history; nothing reaches GitHub for it
+    /// until an installation that covers it is linked again, which reattaches it. `None` for a
+    /// repository in use (and for local ones).
+    pub detached_at: Option<DateTime<Utc>>,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -122,14 +127,50 @@ fn validate_full_name(name: &str) -> Result<String> {
 }
 
 fn validate_branch(branch: &str) -> Result<String> {
-    let ok = !branch.is_empty()
-        && branch.len() <= 255
-        && !branch.starts_with(['-', '/'])
-        && !branch.ends_with(['/', '.'])
-        && !branch.contains("..")
-        && !branch.contains("@{")
-        && !branch.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if ok { Ok(branch.to_owned()) } else { Err(Error::invalid(format!("`{branch}` is not a valid branch name"))) }
+    BranchName::parse(branch).map(BranchName::into_string)
+}
+
+/// A branch name valid by git's rules for branch names (`git check-ref-format --branch`): what a
+/// repository's default branch and every forge's branches must be (see
+/// [`crate::forge::rules::check_branch_name`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BranchName(String);
+
+impl BranchName {
+    /// `name` if it is a valid branch name: 1 to 255 bytes, not `@` or `HEAD`, not starting with
+    /// `-` or `/`, not ending with `/` or `.`, without `..`, `@{`, `//`, a component that starts
+    /// with `.` or ends with `.lock`, a control character, a space or any of `~^:?*[\`.
+    /// [`Error::InvalidInput`] otherwise.
+    pub fn parse(name: &str) -> Result<Self> {
+        let ok = !name.is_empty()
+            && name.len() <= 255
+            && name != "@"
+            && name != "HEAD"
+            && !name.starts_with(['-', '/'])
+            && !name.ends_with(['/', '.'])
+            && !name.contains("..")
+            && !name.contains("@{")
+            && !name.contains("//")
+            && !name.split('/').any(|part| part.starts_with('.') || part.ends_with(".lock"))
+            && !name.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+        if ok { Ok(Self(name.to_owned())) } else { Err(Error::invalid(format!("`{name}` is not a valid branch name"))) }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for BranchName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The largest settings object accepted, serialized.
@@ -156,7 +197,10 @@ mod tests {
     fn repo(name: &str) -> NewRepo {
         NewRepo {
             full_name: name.into(),
-            source: RepoSource::Github { installation_id: 1, repo_id: 2 },
+            source: RepoSource::Github {
+                installation_id: InstallationId::new(1).unwrap(),
+                repo_id: GithubRepoId::new(2).unwrap(),
+            },
             default_branch: None,
             settings: None,
         }
@@ -175,9 +219,11 @@ mod tests {
         for bad in ["", "/", "a//b", "../x", "a b", "a/..", &"x".repeat(201)] {
             assert!(repo(bad).validate().is_err(), "{bad:?}");
         }
-        let mut r = repo("a/b");
-        r.default_branch = Some("bad..branch".into());
-        assert!(r.validate().is_err());
+        for bad in ["bad..branch", "a//b", ".hidden", "x.lock", "HEAD", "-x"] {
+            let mut r = repo("a/b");
+            r.default_branch = Some(bad.into());
+            assert!(r.validate().is_err(), "{bad}");
+        }
         let mut r = repo("a/b");
         r.settings = Some(serde_json::json!([1]));
         assert!(r.validate().is_err());

@@ -7,6 +7,7 @@ mod support;
 use aicd_agent_api::{Changeset, FileChange, MemoryRepoView, RepoViewLimits};
 use aicd_core::diff::{DiffFile, DiffStatus, unified_diff};
 use aicd_core::forge::{Forge, MemoryForge};
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::{Fence, IssueRef, JobState, JobUpdate, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::DispatchStore;
@@ -241,9 +242,13 @@ async fn a_job_diff_compares_its_changeset_with_the_default_branch_on_postgres()
 
 async fn a_job_diff_compares_its_changeset_with_the_default_branch(h: &support::Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
+    h.core.github_intake().link_installation(org.id, InstallationId::new(1).unwrap(), None, "operator").await.unwrap();
     let repo = NewRepo {
         full_name: "acme/app".into(),
-        source: RepoSource::Github { installation_id: 1, repo_id: 2 },
+        source: RepoSource::Github {
+            installation_id: InstallationId::new(1).unwrap(),
+            repo_id: GithubRepoId::new(2).unwrap(),
+        },
         default_branch: Some("trunk".into()),
         settings: None,
     };

@@ -1,31 +1,24 @@
-//! The forge conformance suite: every promise of the `Forge` port, checked against the in-memory
-//! forge and the local git forge (on a repository with a working tree and on a bare one), then what
-//! only one of them does.
+//! The forge conformance suite (`support/forge_suite.rs`) against the in-memory forge and the
+//! local git forge (on a repository with a working tree and on a bare one), then what only one of
+//! them does.
+
+#[path = "support/forge_suite.rs"]
+mod suite;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aicd_agent_api::{Changeset, FileChange, RepoViewError, RepoViewLimits};
-use aicd_core::forge::{
-    CommentId, Forge, ForgeCall, ForgeFailure, LocalGitForge, MemoryForge, NewPullRequest, PullRequestState,
-};
+use aicd_agent_api::{Changeset, FileChange, RepoViewLimits};
+use aicd_core::forge::{CommentId, Forge, ForgeCall, ForgeFailure, LocalGitForge, MemoryForge, PullRequestState};
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::PullRequestRef;
 use aicd_core::repos::{RepoSource, Repository};
 use aicd_core::{Error, OrgId, RepoId};
 use chrono::Utc;
+use suite::{ForgeHarness, assert_error, invalid, pr, seed};
 
 const FULL_NAME: &str = "octo/demo";
-
-/// The files of the default branch every harness starts with.
-fn seed() -> BTreeMap<String, Vec<u8>> {
-    BTreeMap::from([
-        ("README.md".to_owned(), b"# Demo\n".to_vec()),
-        ("src/lib.rs".to_owned(), b"pub fn one() -> u32 {\n    1\n}\n".to_vec()),
-        ("docs/guide.md".to_owned(), b"Read me first.\n".to_vec()),
-        ("assets/logo.bin".to_owned(), vec![0x89, 0xff, 0x00, 0xfe]),
-    ])
-}
 
 fn repository(full_name: &str, source: RepoSource) -> Repository {
     Repository {
@@ -35,6 +28,7 @@ fn repository(full_name: &str, source: RepoSource) -> Repository {
         source,
         default_branch: "main".to_owned(),
         settings: serde_json::json!({}),
+        detached_at: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }
@@ -62,7 +56,13 @@ fn memory_harness() -> Harness {
     forge.add_repo(FULL_NAME, "main", seed());
     Harness {
         backend: Backend::Memory(forge),
-        repo: repository(FULL_NAME, RepoSource::Github { installation_id: 1, repo_id: 2 }),
+        repo: repository(
+            FULL_NAME,
+            RepoSource::Github {
+                installation_id: InstallationId::new(1).unwrap(),
+                repo_id: GithubRepoId::new(2).unwrap(),
+            },
+        ),
     }
 }
 
@@ -108,7 +108,7 @@ fn git_text(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(git(dir, args)).unwrap().trim_end().to_owned()
 }
 
-impl Harness {
+impl ForgeHarness for Harness {
     fn forge(&self) -> &dyn Forge {
         match &self.backend {
             Backend::Memory(forge) => forge,
@@ -116,7 +116,10 @@ impl Harness {
         }
     }
 
-    /// The same forge, with views bounded by `limits`.
+    fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
     fn limited(&self, limits: RepoViewLimits) -> Box<dyn Forge> {
         match &self.backend {
             Backend::Memory(forge) => Box::new(forge.clone().with_view_limits(limits)),
@@ -124,10 +127,15 @@ impl Harness {
         }
     }
 
-    /// A repository this forge cannot reach.
     fn unknown_repo(&self) -> Repository {
         match &self.backend {
-            Backend::Memory(_) => repository("octo/missing", RepoSource::Github { installation_id: 1, repo_id: 3 }),
+            Backend::Memory(_) => repository(
+                "octo/missing",
+                RepoSource::Github {
+                    installation_id: InstallationId::new(1).unwrap(),
+                    repo_id: GithubRepoId::new(3).unwrap(),
+                },
+            ),
             Backend::LocalGit { path, .. } => {
                 let missing = path.parent().unwrap().join("missing");
                 repository("octo/missing", RepoSource::Local { path: missing.to_str().unwrap().to_owned() })
@@ -135,14 +143,6 @@ impl Harness {
         }
     }
 
-    fn local_path(&self) -> &Path {
-        match &self.backend {
-            Backend::LocalGit { path, .. } => path,
-            Backend::Memory(_) => panic!("not a local git harness"),
-        }
-    }
-
-    /// The files at the tip of `branch`, read without the forge.
     fn branch_files(&self, branch: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let path = match &self.backend {
             Backend::Memory(forge) => return forge.branch_files(FULL_NAME, branch),
@@ -163,7 +163,6 @@ impl Harness {
         Some(files)
     }
 
-    /// How many commits `branch` has above `main`, counted without the forge.
     fn commits_on(&self, branch: &str) -> usize {
         match &self.backend {
             Backend::Memory(forge) => forge.commits_on(FULL_NAME, branch),
@@ -190,286 +189,22 @@ impl Harness {
     }
 }
 
-fn pr(branch: &str) -> NewPullRequest {
-    NewPullRequest {
-        branch: branch.to_owned(),
-        title: "Fix the greeting".to_owned(),
-        body: "Resolves #7.".to_owned(),
-        issue_number: Some(7),
+impl Harness {
+    fn local_path(&self) -> &Path {
+        match &self.backend {
+            Backend::LocalGit { path, .. } => path,
+            Backend::Memory(_) => panic!("not a local git harness"),
+        }
     }
-}
-
-/// Asserts `result` is an error that `expected` accepts.
-#[track_caller]
-fn assert_error<T>(result: aicd_core::Result<T>, expected: impl Fn(&Error) -> bool, what: &str) {
-    match result {
-        Err(e) if expected(&e) => {}
-        Err(e) => panic!("{what}: unexpected error {e:?}"),
-        Ok(_) => panic!("{what}: unexpectedly succeeded"),
-    }
-}
-
-fn invalid(e: &Error) -> bool {
-    matches!(e, Error::InvalidInput(_))
 }
 
 fn rejected(e: &Error) -> bool {
     matches!(e, Error::Rejected { service: "forge", .. })
 }
 
-mod suite {
-    use super::*;
-
-    pub(crate) async fn repo_view_lists_and_reads_the_default_branch(h: &Harness) {
-        let view = h.forge().repo_view(&h.repo).await.unwrap();
-        assert_eq!(view.limits(), RepoViewLimits::default());
-        let files = seed();
-        assert_eq!(view.list_files().await.unwrap(), files.keys().cloned().collect::<Vec<_>>());
-        for (path, content) in &files {
-            assert_eq!(view.read_file(path).await.unwrap().as_ref(), Some(content), "{path}");
-        }
-        assert_eq!(view.read_file("missing.txt").await.unwrap(), None);
-        assert_eq!(view.read_file("src").await.unwrap(), None, "a directory is not a file");
-        assert_eq!(view.read_file("src/*.rs").await.unwrap(), None, "paths are not patterns");
-    }
-
-    pub(crate) async fn repo_view_enforces_its_limits_and_rejects_escaping_paths(h: &Harness) {
-        let few = h.limited(RepoViewLimits { max_files: 2, max_file_bytes: 1024 });
-        let view = few.repo_view(&h.repo).await.unwrap();
-        assert_eq!(view.list_files().await, Err(RepoViewError::TooManyFiles { count: 4, limit: 2 }));
-        assert_eq!(view.read_file("README.md").await.unwrap(), Some(b"# Demo\n".to_vec()));
-
-        let small = h.limited(RepoViewLimits { max_files: 100, max_file_bytes: 5 });
-        let view = small.repo_view(&h.repo).await.unwrap();
-        assert_eq!(
-            view.read_file("README.md").await,
-            Err(RepoViewError::FileTooLarge { path: "README.md".to_owned(), size: 7, limit: 5 })
-        );
-        assert_eq!(view.read_file("assets/logo.bin").await.unwrap(), Some(vec![0x89, 0xff, 0x00, 0xfe]));
-        for bad in ["../x", "/etc/passwd", "src/../../x", ""] {
-            assert!(matches!(view.read_file(bad).await, Err(RepoViewError::InvalidPath { .. })), "{bad:?}");
-        }
-    }
-
-    pub(crate) async fn create_branch_starts_at_the_default_head_and_is_idempotent(h: &Harness) {
-        let forge = h.forge();
-        let main = forge.create_branch(&h.repo, "main").await.unwrap();
-        assert_eq!(main.name, "main");
-        let branch = forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap();
-        assert_eq!(branch.name, "aicd/issue-7");
-        assert_eq!(branch.head, main.head);
-        assert_eq!(forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap(), branch);
-        assert_eq!(h.branch_files("aicd/issue-7"), Some(seed()));
-        assert_eq!(h.commits_on("aicd/issue-7"), 0);
-        for bad in ["", "bad..name", "-x", "a b", "x.lock", "a/.b", "HEAD", "@{-1}", "trailing/"] {
-            assert_error(forge.create_branch(&h.repo, bad).await, invalid, bad);
-        }
-        assert_eq!(h.branch_files("bad..name"), None);
-    }
-
-    pub(crate) async fn commit_changes_writes_modifies_and_deletes_files(h: &Harness) {
-        let forge = h.forge();
-        let base = forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap();
-        let binary = vec![0xff, 0xfe, 0x00, 0x80, b'\n', 0xc3];
-        let changes = Changeset::new(
-            "Greet",
-            vec![
-                FileChange::write("README.md", "# Demo\n\nHello!\n"),
-                FileChange::write("src/greet.rs", "pub fn greet() {}\n"),
-                FileChange::delete("docs/guide.md"),
-                FileChange::write("assets/data.bin", binary.clone()),
-                FileChange::write("notes/crlf.txt", "a\r\nb\r\n"),
-            ],
-        );
-        let head = forge.commit_changes(&h.repo, "aicd/issue-7", &changes, "Greet the reader").await.unwrap();
-        assert_eq!(head.name, "aicd/issue-7");
-        assert_ne!(head.head, base.head);
-
-        let mut expected = seed();
-        expected.insert("README.md".into(), b"# Demo\n\nHello!\n".to_vec());
-        expected.insert("src/greet.rs".into(), b"pub fn greet() {}\n".to_vec());
-        expected.remove("docs/guide.md");
-        expected.insert("assets/data.bin".into(), binary);
-        expected.insert("notes/crlf.txt".into(), b"a\r\nb\r\n".to_vec());
-        assert_eq!(h.branch_files("aicd/issue-7"), Some(expected));
-        assert_eq!(h.commits_on("aicd/issue-7"), 1);
-        assert_eq!(h.branch_files("main"), Some(seed()), "the default branch is untouched");
-        let view = forge.repo_view(&h.repo).await.unwrap();
-        assert_eq!(view.read_file("README.md").await.unwrap(), Some(b"# Demo\n".to_vec()));
-        assert_eq!(forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap(), head, "the branch is reused");
-
-        let later =
-            Changeset::new("More", vec![FileChange::delete("src/greet.rs"), FileChange::write("src/a/b.rs", "b")]);
-        let next = forge.commit_changes(&h.repo, "aicd/issue-7", &later, "More").await.unwrap();
-        assert_ne!(next.head, head.head);
-        assert_eq!(h.commits_on("aicd/issue-7"), 2);
-        let files = h.branch_files("aicd/issue-7").unwrap();
-        assert!(!files.contains_key("src/greet.rs"));
-        assert_eq!(files["src/a/b.rs"], b"b");
-    }
-
-    pub(crate) async fn commit_changes_is_idempotent_on_retry(h: &Harness) {
-        let forge = h.forge();
-        forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap();
-        let first = Changeset::new(
-            "First",
-            vec![FileChange::write("README.md", "changed\n"), FileChange::delete("docs/guide.md")],
-        );
-        let head = forge.commit_changes(&h.repo, "aicd/issue-7", &first, "First").await.unwrap();
-        let again = forge.commit_changes(&h.repo, "aicd/issue-7", &first, "First").await.unwrap();
-        assert_eq!(again, head, "a retry returns the commit it made");
-        assert_eq!(h.commits_on("aicd/issue-7"), 1);
-
-        let second = Changeset::new("Second", vec![FileChange::write("README.md", "changed again\n")]);
-        let next = forge.commit_changes(&h.repo, "aicd/issue-7", &second, "Second").await.unwrap();
-        assert_ne!(next.head, head.head);
-        assert_eq!(forge.commit_changes(&h.repo, "aicd/issue-7", &second, "Second").await.unwrap(), next);
-        assert_eq!(h.commits_on("aicd/issue-7"), 2);
-        assert_eq!(h.branch_files("aicd/issue-7").unwrap()["README.md"], b"changed again\n");
-    }
-
-    pub(crate) async fn invalid_changes_are_refused_and_nothing_is_committed(h: &Harness) {
-        let forge = h.forge();
-        forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap();
-        let commit = |changes: Vec<FileChange>| {
-            let changeset = Changeset::new("x", changes);
-            async move { forge.commit_changes(&h.repo, "aicd/issue-7", &changeset, "x").await }
-        };
-        assert_error(commit(vec![FileChange::delete("missing.txt")]).await, invalid, "deleting a missing file");
-        assert_error(commit(vec![FileChange::delete("src")]).await, invalid, "deleting a directory");
-        for bad in ["../x", "/abs", "src/../../x", ".git/config", "a/.GIT/x", "a//b", "./a", "a/", ""] {
-            assert_error(commit(vec![FileChange::write(bad, "x")]).await, invalid, bad);
-        }
-        assert_error(commit(vec![FileChange::write("README.md/x", "x")]).await, invalid, "a file below a file");
-        assert_error(commit(vec![FileChange::write("src", "x")]).await, invalid, "a file over a directory");
-        assert_error(commit(vec![]).await, invalid, "an empty changeset");
-        let one = Changeset::new("x", vec![FileChange::write("a.txt", "a")]);
-        assert_error(forge.commit_changes(&h.repo, "aicd/issue-7", &one, " \n").await, invalid, "a blank message");
-        assert_error(forge.commit_changes(&h.repo, "main", &one, "x").await, invalid, "the default branch");
-        assert_error(forge.commit_changes(&h.repo, "bad..name", &one, "x").await, invalid, "a bad branch name");
-        assert_error(
-            forge.commit_changes(&h.repo, "nope", &one, "x").await,
-            |e| matches!(e, Error::NotFound { kind: "branch" }),
-            "a missing branch",
-        );
-        assert_eq!(h.commits_on("aicd/issue-7"), 0);
-        assert_eq!(h.branch_files("aicd/issue-7"), Some(seed()));
-        assert_eq!(h.branch_files("main"), Some(seed()));
-    }
-
-    pub(crate) async fn open_pull_request_is_idempotent(h: &Harness) {
-        let forge = h.forge();
-        forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap();
-        let change = Changeset::new("x", vec![FileChange::write("README.md", "new\n")]);
-        forge.commit_changes(&h.repo, "aicd/issue-7", &change, "x").await.unwrap();
-        let opened = forge.open_pull_request(&h.repo, &pr("aicd/issue-7")).await.unwrap();
-        assert_eq!(opened.number, 1);
-        assert_eq!(opened.branch, "aicd/issue-7");
-        assert!(!opened.url.is_empty());
-        assert_eq!(forge.open_pull_request(&h.repo, &pr("aicd/issue-7")).await.unwrap(), opened);
-        assert_eq!(h.pull_requests().await, vec![opened.clone()]);
-
-        forge.create_branch(&h.repo, "aicd/issue-8").await.unwrap();
-        let other = forge.open_pull_request(&h.repo, &pr("aicd/issue-8")).await.unwrap();
-        assert_eq!(other.number, 2);
-        assert_eq!(h.pull_requests().await, vec![opened, other]);
-
-        assert_error(
-            forge.open_pull_request(&h.repo, &pr("nope")).await,
-            |e| matches!(e, Error::NotFound { kind: "branch" }),
-            "a missing branch",
-        );
-        assert_error(forge.open_pull_request(&h.repo, &pr("main")).await, invalid, "the default branch");
-        let mut blank = pr("aicd/issue-7");
-        blank.title = "  ".into();
-        assert_error(forge.open_pull_request(&h.repo, &blank).await, invalid, "a blank title");
-        assert_eq!(h.pull_requests().await.len(), 2);
-    }
-
-    pub(crate) async fn concurrent_opens_make_one_pull_request(h: &Harness) {
-        let forge = h.forge();
-        forge.create_branch(&h.repo, "aicd/issue-7").await.unwrap();
-        let request = pr("aicd/issue-7");
-        let (a, b) =
-            tokio::join!(forge.open_pull_request(&h.repo, &request), forge.open_pull_request(&h.repo, &request));
-        assert_eq!(a.unwrap(), b.unwrap());
-        assert_eq!(h.pull_requests().await.len(), 1);
-    }
-
-    pub(crate) async fn comments_are_posted_then_updated_in_place(h: &Harness) {
-        let forge = h.forge();
-        let first = forge.post_comment(&h.repo, 7, "Working on it…").await.unwrap();
-        let second = forge.post_comment(&h.repo, 7, "Second thoughts").await.unwrap();
-        let elsewhere = forge.post_comment(&h.repo, 8, "Other issue").await.unwrap();
-        assert_ne!(first, second);
-        assert_ne!(first, elsewhere);
-        forge.update_comment(&h.repo, 7, first, "Opened #1.").await.unwrap();
-        forge.update_comment(&h.repo, 7, first, "Opened #1 (updated).").await.unwrap();
-        assert_eq!(h.comments(7).await, ["Opened #1 (updated).", "Second thoughts"]);
-        assert_eq!(h.comments(8).await, ["Other issue"]);
-        assert!(h.comments(9).await.is_empty());
-
-        let not_found = |e: &Error| matches!(e, Error::NotFound { kind: "comment" });
-        assert_error(forge.update_comment(&h.repo, 7, CommentId(999), "x").await, not_found, "an unknown comment");
-        assert_error(forge.update_comment(&h.repo, 9, first, "x").await, not_found, "the wrong issue");
-        assert_error(forge.post_comment(&h.repo, 7, " ").await, invalid, "a blank comment");
-        assert_error(forge.post_comment(&h.repo, 0, "x").await, invalid, "issue 0");
-        assert_eq!(h.comments(7).await.len(), 2);
-    }
-
-    pub(crate) async fn an_unknown_repository_is_rejected(h: &Harness) {
-        let forge = h.forge();
-        let repo = h.unknown_repo();
-        let change = Changeset::new("x", vec![FileChange::write("a", "a")]);
-        assert_error(forge.repo_view(&repo).await, rejected, "repo_view");
-        assert_error(forge.create_branch(&repo, "b").await, rejected, "create_branch");
-        assert_error(forge.commit_changes(&repo, "b", &change, "x").await, rejected, "commit_changes");
-        assert_error(forge.open_pull_request(&repo, &pr("b")).await, rejected, "open_pull_request");
-        assert_error(forge.post_comment(&repo, 1, "x").await, rejected, "post_comment");
-        assert_error(forge.update_comment(&repo, 1, CommentId(1), "x").await, rejected, "update_comment");
-
-        let mut moved = h.repo.clone();
-        moved.default_branch = "trunk".into();
-        assert_error(forge.repo_view(&moved).await, rejected, "a missing default branch");
-        assert_error(forge.create_branch(&moved, "b").await, rejected, "a missing default branch");
-    }
-}
-
-macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test]
-            async fn $test() {
-                crate::suite::$test(&crate::memory_harness()).await;
-            })*
-        }
-        mod local_git {
-            $(#[tokio::test]
-            async fn $test() {
-                crate::suite::$test(&crate::local_harness(false)).await;
-            })*
-        }
-        mod local_git_bare {
-            $(#[tokio::test]
-            async fn $test() {
-                crate::suite::$test(&crate::local_harness(true)).await;
-            })*
-        }
-    };
-}
-
-conformance!(
-    repo_view_lists_and_reads_the_default_branch,
-    repo_view_enforces_its_limits_and_rejects_escaping_paths,
-    create_branch_starts_at_the_default_head_and_is_idempotent,
-    commit_changes_writes_modifies_and_deletes_files,
-    commit_changes_is_idempotent_on_retry,
-    invalid_changes_are_refused_and_nothing_is_committed,
-    open_pull_request_is_idempotent,
-    concurrent_opens_make_one_pull_request,
-    comments_are_posted_then_updated_in_place,
-    an_unknown_repository_is_rejected,
-);
+forge_conformance!(memory, async { crate::memory_harness() });
+forge_conformance!(local_git, async { crate::local_harness(false) });
+forge_conformance!(local_git_bare, async { crate::local_harness(true) });
 
 mod local_git_only {
     use super::*;
@@ -487,6 +222,50 @@ mod local_git_only {
         let opened = forge.open_pull_request(&h.repo, &pr("aicd/issue-7")).await.unwrap();
         forge.update_comment(&h.repo, 7, comment, "Opened a pull request").await.unwrap();
         opened
+    }
+
+    #[tokio::test]
+    async fn the_repositorys_hooks_never_run() {
+        use std::os::unix::fs::PermissionsExt;
+        for bare in [false, true] {
+            let h = local_harness(bare);
+            let marker = h.local_path().parent().unwrap().join("hook-ran");
+            let hooks = if bare { h.local_path().join("hooks") } else { h.local_path().join(".git/hooks") };
+            std::fs::create_dir_all(&hooks).unwrap();
+            for hook in ["reference-transaction", "post-commit", "pre-commit", "post-index-change", "post-checkout"] {
+                let script = hooks.join(hook);
+                std::fs::write(&script, format!("#!/bin/sh\necho {hook} >> '{}'\n", marker.display())).unwrap();
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            // A hooks path in the repository's own configuration is ignored too.
+            git(h.local_path(), &["config", "core.hooksPath", hooks.to_str().unwrap()]);
+            publish(&h).await;
+            h.forge().delete_branch(&h.repo, "aicd/issue-7").await.unwrap();
+            assert!(!marker.exists(), "a hook ran: {:?}", std::fs::read_to_string(&marker));
+            // The hook itself works when git runs it (the test would prove nothing otherwise).
+            git(h.local_path(), &["update-ref", "refs/heads/probe", "main"]);
+            assert!(marker.exists(), "git runs the hook outside the forge");
+        }
+    }
+
+    #[tokio::test]
+    async fn repositories_outside_the_roots_are_not_accessible() {
+        let h = local_harness(false);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let forge = LocalGitForge::new().within(aicd_core::forge::LocalRoots::new([elsewhere.path().to_path_buf()]));
+        for result in [forge.repo_view(&h.repo).await.map(drop), forge.create_branch(&h.repo, "b").await.map(drop)] {
+            match result {
+                Err(Error::Rejected { service: "forge", message }) => {
+                    assert!(message.contains("not an accessible repository"), "{message}");
+                    assert!(!message.contains("No such file") && !message.contains("outside"), "{message}");
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        // Under its root, the same repository is served.
+        let root = h.local_path().parent().unwrap().to_path_buf();
+        let forge = LocalGitForge::new().within(aicd_core::forge::LocalRoots::new([root]));
+        assert!(forge.repo_view(&h.repo).await.is_ok());
     }
 
     #[tokio::test]
@@ -619,7 +398,13 @@ mod local_git_only {
 
     #[tokio::test]
     async fn a_github_repository_is_not_local() {
-        let repo = repository(FULL_NAME, RepoSource::Github { installation_id: 1, repo_id: 2 });
+        let repo = repository(
+            FULL_NAME,
+            RepoSource::Github {
+                installation_id: InstallationId::new(1).unwrap(),
+                repo_id: GithubRepoId::new(2).unwrap(),
+            },
+        );
         let result = LocalGitForge::new().repo_view(&repo).await;
         assert_error(result, |e| rejected(e) && e.to_string().contains("not a local repository"), "a GitHub source");
     }
@@ -728,7 +513,13 @@ mod routing {
     }
 
     fn github_repo() -> Repository {
-        repository(FULL_NAME, RepoSource::Github { installation_id: 1, repo_id: 2 })
+        repository(
+            FULL_NAME,
+            RepoSource::Github {
+                installation_id: InstallationId::new(1).unwrap(),
+                repo_id: GithubRepoId::new(2).unwrap(),
+            },
+        )
     }
 
     /// Two memory forges holding the same repository with different files, so a view tells which

@@ -4,6 +4,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use aicd_core::github::{GithubRepoId, InstallationId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,9 +46,13 @@ async fn world(postgres: bool) -> World {
         (support::sqlite().await, Arc::new(LocalDoorbell::new()), Arc::new(LocalEventBus::new()), None)
     };
     let (org, _, admin) = h.org_with_admin("Acme").await;
+    h.core.github_intake().link_installation(org.id, InstallationId::new(1).unwrap(), None, "operator").await.unwrap();
     let repo = NewRepo {
         full_name: REPO.into(),
-        source: RepoSource::Github { installation_id: 1, repo_id: 1 },
+        source: RepoSource::Github {
+            installation_id: InstallationId::new(1).unwrap(),
+            repo_id: GithubRepoId::new(1).unwrap(),
+        },
         default_branch: None,
         settings: None,
     };
@@ -494,9 +499,14 @@ impl Agent for Watchdog {
 async fn many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits(w: World) {
     w.h.store.update_org(w.org, OrgPatch { max_concurrent_jobs: Some(2), ..Default::default() }).await.unwrap();
     let (other, _, other_admin) = w.h.org_with_admin("Other").await;
+    let installation = InstallationId::new(2).unwrap();
+    w.h.core.github_intake().link_installation(other.id, installation, None, "operator").await.unwrap();
     let other_repo = NewRepo {
         full_name: REPO.into(),
-        source: RepoSource::Github { installation_id: 2, repo_id: 2 },
+        source: RepoSource::Github {
+            installation_id: InstallationId::new(2).unwrap(),
+            repo_id: GithubRepoId::new(2).unwrap(),
+        },
         default_branch: None,
         settings: None,
     };
@@ -626,7 +636,7 @@ async fn a_new_job_wakes_an_idle_worker_through_the_doorbell(w: World) {
 }
 
 async fn the_local_git_repository_holds_the_branch_and_commit(w: World) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(w.h.repos.path()).unwrap();
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@t"])

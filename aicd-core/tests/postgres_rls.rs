@@ -5,7 +5,8 @@
 mod support;
 
 use aicd_core::Error;
-use aicd_core::github::{CommandKind, NewCommand};
+use aicd_core::github::{CommandKind, CommandSource, NewCommand};
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::{IssueRef, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::{GithubStore, JobStore, PostgresOptions, RepoStore, SqlStore, TenancyStore};
@@ -13,7 +14,7 @@ use aicd_core::tenancy::{NewApiKey, Role};
 use aicd_core::{JobId, OrgId};
 use sqlx::{Connection, PgConnection, Row};
 
-const TENANT_TABLES: [&str; 9] = [
+const TENANT_TABLES: [&str; 10] = [
     "orgs",
     "memberships",
     "repositories",
@@ -23,6 +24,7 @@ const TENANT_TABLES: [&str; 9] = [
     "usage_records",
     "github_installations",
     "github_commands",
+    "github_install_states",
 ];
 
 struct Fixture {
@@ -41,14 +43,20 @@ async fn fixture() -> Fixture {
     let mut ids = Vec::new();
     for (name, installation) in [("A", 101), ("B", 102)] {
         let (org, _, admin) = harness.org_with_admin(name).await;
-        harness.store.link_installation(org.id, installation, Some(name.to_lowercase())).await.unwrap();
+        let installation = InstallationId::new(installation).unwrap();
+        harness.store.link_installation(org.id, installation, Some(name.to_lowercase()), "operator").await.unwrap();
+        let later = chrono::Utc::now() + chrono::Duration::minutes(5);
+        harness.core.start_github_install(&admin, org.id, vec![installation.get() as u8; 32], later).await.unwrap();
         let repo = harness
             .store
             .create_repo(
                 org.id,
                 NewRepo {
                     full_name: format!("{name}/repo"),
-                    source: RepoSource::Github { installation_id: 1, repo_id: 2 },
+                    source: RepoSource::Github {
+                        installation_id: installation,
+                        repo_id: GithubRepoId::new(2).unwrap(),
+                    },
                     default_branch: None,
                     settings: None,
                 },
@@ -71,8 +79,9 @@ async fn fixture() -> Fixture {
             repo_id: repo.id,
             issue_number: 1,
             command: CommandKind::Cancel,
+            source: CommandSource::Comment { comment_id: 1 },
             login: "octocat".into(),
-            comment_id: 1,
+            author_login: None,
             issue: None,
         };
         harness.store.enqueue_command(org.id, command).await.unwrap();
@@ -223,8 +232,14 @@ async fn cross_org_inserts_fail() {
         ),
         (
             "github_commands",
-            "INSERT INTO github_commands (org_id, repo_id, issue_number, command, login, comment_id, status, \
-          created_at, updated_at) SELECT $1, id, 1, 'cancel', 'x', 99, 'pending', now(), now() FROM repositories LIMIT 1",
+            "INSERT INTO github_commands (org_id, repo_id, issue_number, command, source_key, login, comment_id, status, \
+          created_at, updated_at) SELECT $1, id, 1, 'cancel', 'comment:99', 'x', 99, 'pending', now(), now() \
+          FROM repositories LIMIT 1",
+        ),
+        (
+            "github_install_states",
+            "INSERT INTO github_install_states (nonce_hash, org_id, created_by, created_at, expires_at) \
+          VALUES ('\\x00', $1, 'user:x', now(), now())",
         ),
     ];
     for (table, sql) in attempts {

@@ -4,6 +4,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::{Fence, IssueRef, JobState, JobUpdate, NewJob, TRANSITIONS, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::{DispatchStore, JobStore, RepoStore, TenancyStore};
@@ -25,7 +26,7 @@ proptest! {
             let org = h.store.create_org(NewOrg { name: "P".into(), max_concurrent_jobs: None, settings: None }, None).await.unwrap();
             let repo = NewRepo {
                 full_name: "p/r".into(),
-                source: RepoSource::Github { installation_id: 1, repo_id: 1 },
+                source: RepoSource::Github { installation_id: InstallationId::new(1).unwrap(), repo_id: GithubRepoId::new(1).unwrap() },
                 default_branch: None,
                 settings: None,
             };

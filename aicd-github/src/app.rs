@@ -2,15 +2,18 @@
 //! cached until shortly before they expire.
 //!
 //! An App authenticates as itself with a short-lived RS256 JWT signed by its private key, and
-//! trades that JWT for an *installation access token* per installation (one organization or user
-//! that installed the App). Installation tokens last an hour; [`InstallationTokens`] mints one per
-//! installation, hands the same one to every caller until five minutes before it expires, and lets
-//! concurrent callers share a single mint. Neither the private key nor any token ever appears in
-//! `Debug` output, errors or logs.
+//! trades that JWT for an *installation access token* (one organization or user that installed
+//! the App). Every token AI-CD mints is narrowed to what one task needs ([`TokenScope`]): one
+//! repository (`repository_ids`) and the permissions of its purpose ([`TokenPurpose`]), so a token
+//! that leaks, or a bug, reaches one repository with the least access. Tokens last an hour;
+//! [`InstallationTokens`] mints one per installation and scope, hands the same one to every caller
+//! until five minutes before it expires, and lets concurrent callers share a single mint. Neither
+//! the private key nor any token ever appears in `Debug` output, errors or logs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aicd_core::github::{GithubRepoId, InstallationId};
 use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
@@ -129,6 +132,78 @@ impl std::fmt::Debug for InstallationToken {
     }
 }
 
+/// What a token is for: the permissions it is minted with.
+///
+/// | purpose | permissions |
+/// |---|---|
+/// | [`Read`](TokenPurpose::Read) | contents: read, metadata: read |
+/// | [`Job`](TokenPurpose::Job) | contents: write, pull_requests: write, issues: write, metadata: read |
+/// | [`Converse`](TokenPurpose::Converse) | issues: write, metadata: read |
+/// | [`ListRepositories`](TokenPurpose::ListRepositories) | metadata: read |
+///
+/// The App must have been granted at least these (its documented permissions: contents, issues
+/// and pull requests read and write, metadata read); GitHub refuses a token for more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenPurpose {
+    /// Reading a repository's files (a job's view, a diff).
+    Read,
+    /// What a job does: read and push branches, open pull requests, comment on its issue.
+    Job,
+    /// Answering in a repository's issues, and reading a collaborator's permission.
+    Converse,
+    /// Listing the repositories an installation reaches (not narrowed to one repository).
+    ListRepositories,
+}
+
+impl TokenPurpose {
+    /// The `permissions` object of the mint request.
+    fn permissions(self) -> serde_json::Value {
+        match self {
+            TokenPurpose::Read => serde_json::json!({ "contents": "read", "metadata": "read" }),
+            TokenPurpose::Job => serde_json::json!({
+                "contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"
+            }),
+            TokenPurpose::Converse => serde_json::json!({ "issues": "write", "metadata": "read" }),
+            TokenPurpose::ListRepositories => serde_json::json!({ "metadata": "read" }),
+        }
+    }
+}
+
+/// What one installation token may reach: the installation, at most one of its repositories, and
+/// the permissions of a [`TokenPurpose`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenScope {
+    /// The installation the token acts as.
+    pub installation: InstallationId,
+    /// The one repository it reaches (`repository_ids`); `None` for every repository of the
+    /// installation, which only [`TokenPurpose::ListRepositories`] should need.
+    pub repository: Option<GithubRepoId>,
+    /// What it may do there.
+    pub purpose: TokenPurpose,
+}
+
+impl TokenScope {
+    /// A token for `purpose` on one repository of an installation.
+    pub fn repository(installation: InstallationId, repository: GithubRepoId, purpose: TokenPurpose) -> Self {
+        Self { installation, repository: Some(repository), purpose }
+    }
+
+    /// A token that lists an installation's repositories (metadata only, all its repositories).
+    pub fn listing(installation: InstallationId) -> Self {
+        Self { installation, repository: None, purpose: TokenPurpose::ListRepositories }
+    }
+
+    /// The body of `POST /app/installations/{id}/access_tokens`.
+    fn request_body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "permissions": self.purpose.permissions() });
+        if let Some(repository) = self.repository {
+            body["repository_ids"] = serde_json::json!([repository.as_u64()]);
+        }
+        body
+    }
+}
+
 /// The body of `POST /app/installations/{id}/access_tokens`'s answer (only what is used).
 #[derive(Deserialize)]
 struct MintedToken {
@@ -136,17 +211,18 @@ struct MintedToken {
     expires_at: DateTime<Utc>,
 }
 
-/// One installation's slot in the cache: held while minting, so concurrent callers wait for the
-/// mint in progress and share its token.
+/// One scope's slot in the cache: held while minting, so concurrent callers wait for the mint in
+/// progress and share its token.
 type Slot = Arc<tokio::sync::Mutex<Option<InstallationToken>>>;
 
 /// The App's connection to one GitHub (github.com or an Enterprise Server): its credentials, the
 /// API address, the HTTP client and a cache of installation access tokens.
 ///
-/// Cheap to clone; clones share the HTTP client and the cache. Tokens are minted with
-/// `POST {api_url}/app/installations/{id}/access_tokens` (authenticated with
-/// [`AppCredentials::app_jwt`]), cached until [`TOKEN_REFRESH_MARGIN`] before their `expires_at`,
-/// and minted once for all the callers that ask for the same installation at the same time.
+/// Cheap to clone; clones share the HTTP client and the cache, so a process needs one. Tokens are
+/// minted with `POST {api_url}/app/installations/{id}/access_tokens` (authenticated with
+/// [`AppCredentials::app_jwt`], narrowed to a [`TokenScope`]), cached per scope until
+/// [`TOKEN_REFRESH_MARGIN`] before their `expires_at`, and minted once for all the callers that
+/// ask for the same scope at the same time.
 #[derive(Clone)]
 pub struct InstallationTokens {
     inner: Arc<Inner>,
@@ -155,7 +231,7 @@ pub struct InstallationTokens {
 struct Inner {
     credentials: AppCredentials,
     http: Http,
-    slots: Mutex<HashMap<u64, Slot>>,
+    slots: Mutex<HashMap<TokenScope, Slot>>,
 }
 
 impl InstallationTokens {
@@ -170,8 +246,24 @@ impl InstallationTokens {
     /// runtime, and serves requests on it from then on: use the tokens (and their clones) within
     /// one runtime.
     pub fn new(credentials: AppCredentials, api_url: &str) -> Result<Self> {
-        let http = Http::new(api_url)?;
+        let mut http = Http::new(api_url)?;
+        let agent = format!("aicd/{} (GitHub App {})", env!("CARGO_PKG_VERSION"), credentials.app_id);
+        if let Ok(agent) = http::HeaderValue::from_str(&agent) {
+            http.user_agent = agent;
+        }
         Ok(Self { inner: Arc::new(Inner { credentials, http, slots: Mutex::new(HashMap::new()) }) })
+    }
+
+    /// Names the App by its slug in every request's `User-Agent` (`<slug> (aicd/<version>)`), as
+    /// GitHub asks of Apps; without it the App id is named. A slug that cannot be sent in a header
+    /// is ignored. Call it before cloning: clones made earlier keep the previous name.
+    #[must_use]
+    pub fn with_app_slug(mut self, slug: &str) -> Self {
+        let agent = format!("{slug} (aicd/{})", env!("CARGO_PKG_VERSION"));
+        if let (Some(inner), Ok(agent)) = (Arc::get_mut(&mut self.inner), http::HeaderValue::from_str(&agent)) {
+            inner.http.user_agent = agent;
+        }
+        self
     }
 
     /// The REST API address given to [`InstallationTokens::new`], without a trailing `/`.
@@ -184,57 +276,70 @@ impl InstallationTokens {
         &self.inner.credentials
     }
 
-    /// A REST client acting as installation `installation_id`.
-    pub fn installation(&self, installation_id: u64) -> InstallationClient {
-        InstallationClient::new(self.clone(), installation_id)
+    /// A REST client acting within `scope`.
+    pub fn client(&self, scope: TokenScope) -> InstallationClient {
+        InstallationClient::new(self.clone(), scope)
     }
 
-    /// A token for installation `installation_id`: the cached one while it has more than
-    /// [`TOKEN_REFRESH_MARGIN`] left, else a new one (one mint for all concurrent callers).
+    /// A token for `scope`: the cached one while it has more than [`TOKEN_REFRESH_MARGIN`] left,
+    /// else a new one (one mint for all concurrent callers).
     ///
     /// Errors are [`aicd_core::Error::Unavailable`] (`service` `github`) for network failures, 5xx
     /// and rate limits (with GitHub's `retry_after` when it gave one), and
     /// [`aicd_core::Error::Rejected`] when GitHub refuses for good: the installation no longer
     /// exists or is suspended, or the App's credentials are refused.
-    pub async fn token(&self, installation_id: u64) -> aicd_core::Result<InstallationToken> {
-        let slot = self.slot(installation_id);
+    pub async fn token(&self, scope: TokenScope) -> aicd_core::Result<InstallationToken> {
+        let slot = self.slot(scope);
         let mut cached = slot.lock().await;
         if let Some(token) = cached.as_ref().filter(|t| t.is_fresh_at(Utc::now())) {
             return Ok(token.clone());
         }
-        let token = self.mint(installation_id).await?;
+        let token = self.mint(scope).await?;
         *cached = Some(token.clone());
         Ok(token)
     }
 
-    /// Drops the cached token of `installation_id` if it still is `stale` (GitHub refused it), so
-    /// the next [`InstallationTokens::token`] mints a new one.
-    pub async fn forget(&self, installation_id: u64, stale: &InstallationToken) {
-        let slot = self.slot(installation_id);
+    /// Drops the cached token of `scope` if it still is `stale` (GitHub refused it), so the next
+    /// [`InstallationTokens::token`] mints a new one.
+    pub async fn forget(&self, scope: TokenScope, stale: &InstallationToken) {
+        let slot = self.slot(scope);
         let mut cached = slot.lock().await;
         if cached.as_ref() == Some(stale) {
             *cached = None;
         }
     }
 
-    fn slot(&self, installation_id: u64) -> Slot {
+    /// Drops every cached token of `installation` (it was unlinked or suspended here).
+    pub fn forget_installation(&self, installation: InstallationId) {
         let mut slots = self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.entry(installation_id).or_default().clone()
+        slots.retain(|scope, _| scope.installation != installation);
     }
 
-    async fn mint(&self, installation_id: u64) -> aicd_core::Result<InstallationToken> {
+    fn slot(&self, scope: TokenScope) -> Slot {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.entry(scope).or_default().clone()
+    }
+
+    async fn mint(&self, scope: TokenScope) -> aicd_core::Result<InstallationToken> {
+        let installation_id = scope.installation.as_u64();
         let jwt = self.inner.credentials.app_jwt().map_err(|e| aicd_core::Error::Rejected {
             service: "github",
             message: format!("cannot authenticate as the GitHub App: {e}"),
         })?;
         let path = format!("/app/installations/{installation_id}/access_tokens");
-        let reply = self.inner.http.send(http::Method::POST, &path, &jwt, Some(&serde_json::json!({}))).await?;
+        let reply = self.inner.http.send(http::Method::POST, &path, &jwt, Some(&scope.request_body())).await?;
         let target = Target::Installation(installation_id);
         if !reply.status.is_success() {
             return Err(status_error(&reply, &target));
         }
         let minted: MintedToken = reply.json(&target)?;
-        tracing::debug!(installation_id, expires_at = %minted.expires_at, "minted a GitHub installation token");
+        tracing::debug!(
+            installation_id,
+            repository = scope.repository.map(GithubRepoId::get),
+            purpose = ?scope.purpose,
+            expires_at = %minted.expires_at,
+            "minted a GitHub installation token"
+        );
         Ok(InstallationToken { token: minted.token, expires_at: minted.expires_at })
     }
 

@@ -21,20 +21,20 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use http::{Method, StatusCode};
 use octocrab::Octocrab;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::app::InstallationTokens;
+use crate::app::{InstallationTokens, TokenScope};
 use crate::{Error, Result};
 
 /// The REST API version every request asks for.
 pub const API_VERSION: &str = "2022-11-28";
 
 /// The media type every request accepts.
-const MEDIA_TYPE: &str = "application/vnd.github+json";
+pub(crate) const MEDIA_TYPE: &str = "application/vnd.github+json";
 /// How long to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for an answer.
@@ -51,6 +51,8 @@ const SERVICE: &str = "github";
 pub(crate) struct Http {
     uri: http::Uri,
     api_url: String,
+    /// Names the App in every request, as GitHub asks.
+    pub(crate) user_agent: HeaderValue,
     octocrab: tokio::sync::OnceCell<Octocrab>,
 }
 
@@ -65,6 +67,8 @@ pub(crate) struct Reply {
 pub(crate) enum Target<'a> {
     /// Minting a token for this installation.
     Installation(u64),
+    /// The signed-in GitHub user's own endpoints (the setup flow's user-to-server check).
+    User,
     /// A repository's endpoint.
     Repo(&'a RepoName),
 }
@@ -77,7 +81,8 @@ impl Http {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() || uri.query().is_some() {
             return Err(Error::InvalidApiUrl(format!("`{api_url}` is not an absolute http(s) URL without a query")));
         }
-        Ok(Self { uri, api_url: api_url.to_owned(), octocrab: tokio::sync::OnceCell::new() })
+        let user_agent = HeaderValue::from_static(concat!("aicd/", env!("CARGO_PKG_VERSION")));
+        Ok(Self { uri, api_url: api_url.to_owned(), user_agent, octocrab: tokio::sync::OnceCell::new() })
     }
 
     async fn octocrab(&self) -> aicd_core::Result<&Octocrab> {
@@ -107,15 +112,29 @@ impl Http {
         bearer: &str,
         body: Option<&serde_json::Value>,
     ) -> aicd_core::Result<Reply> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))
-            .map_err(|_| rejected("GitHub handed out a credential that cannot be sent in a header".to_owned()))?;
-        auth.set_sensitive(true);
-        let builder = http::Request::builder()
+        let auth = sensitive(&format!("Bearer {bearer}"))?;
+        self.send_as(method, path, Some(auth), MEDIA_TYPE, body).await
+    }
+
+    /// Sends one request with the `authorization` given (none, a bearer token, basic
+    /// credentials), asking for `accept`.
+    pub(crate) async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<HeaderValue>,
+        accept: &'static str,
+        body: Option<&serde_json::Value>,
+    ) -> aicd_core::Result<Reply> {
+        let mut builder = http::Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(ACCEPT, MEDIA_TYPE)
-            .header("x-github-api-version", API_VERSION)
-            .header(AUTHORIZATION, auth);
+            .header(ACCEPT, accept)
+            .header(USER_AGENT, self.user_agent.clone())
+            .header("x-github-api-version", API_VERSION);
+        if let Some(auth) = authorization {
+            builder = builder.header(AUTHORIZATION, auth);
+        }
         let request = match body {
             Some(body) => builder.header(CONTENT_TYPE, "application/json").body(body.to_string()),
             None => builder.body(String::new()),
@@ -132,6 +151,14 @@ impl Http {
         tracing::debug!(%method, path, status = status.as_u16(), "GitHub request");
         Ok(Reply { status, headers, body })
     }
+}
+
+/// A header value that never shows in `Debug` output (an `Authorization`).
+pub(crate) fn sensitive(value: &str) -> aicd_core::Result<HeaderValue> {
+    let mut header =
+        HeaderValue::from_str(value).map_err(|_| rejected("a credential cannot be sent in a header".to_owned()))?;
+    header.set_sensitive(true);
+    Ok(header)
 }
 
 impl Reply {
@@ -203,6 +230,7 @@ impl Target<'_> {
     fn describe(&self) -> String {
         match self {
             Target::Installation(id) => format!("installation {id}"),
+            Target::User => "the signed-in GitHub user".to_owned(),
             Target::Repo(repo) => format!("`{repo}`"),
         }
     }
@@ -370,7 +398,7 @@ impl RepoPermission {
 #[derive(Clone, Debug)]
 pub struct InstallationClient {
     tokens: InstallationTokens,
-    installation_id: u64,
+    scope: TokenScope,
 }
 
 #[derive(Deserialize)]
@@ -407,15 +435,14 @@ pub struct InstallationRepository {
 const MAX_REPOSITORY_PAGES: u32 = 100;
 
 impl InstallationClient {
-    /// A client for installation `installation_id` (the same as
-    /// [`InstallationTokens::installation`]).
-    pub fn new(tokens: InstallationTokens, installation_id: u64) -> Self {
-        Self { tokens, installation_id }
+    /// A client acting within `scope` (the same as [`InstallationTokens::client`]).
+    pub fn new(tokens: InstallationTokens, scope: TokenScope) -> Self {
+        Self { tokens, scope }
     }
 
-    /// The installation it acts as.
-    pub fn installation_id(&self) -> u64 {
-        self.installation_id
+    /// What its tokens may reach.
+    pub fn scope(&self) -> TokenScope {
+        self.scope
     }
 
     /// `login`'s permission on `owner/repo` (`GET /repos/{owner}/{repo}/collaborators/{login}/permission`).
@@ -436,7 +463,7 @@ impl InstallationClient {
     /// Every repository the installation reaches (`GET /installation/repositories`, 100 per page,
     /// at most 10 000). A missing or uninstalled installation is [`aicd_core::Error::Rejected`].
     pub async fn repositories(&self) -> aicd_core::Result<Vec<InstallationRepository>> {
-        let target = Target::Installation(self.installation_id);
+        let target = Target::Installation(self.scope.installation.as_u64());
         let mut repositories = Vec::new();
         for page in 1..=MAX_REPOSITORY_PAGES {
             let path = format!("/installation/repositories?per_page=100&page={page}");
@@ -506,18 +533,18 @@ impl InstallationClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> aicd_core::Result<Reply> {
-        let token = self.tokens.token(self.installation_id).await?;
+        let token = self.tokens.token(self.scope).await?;
         let http = self.tokens.http();
         let reply = http.send(method.clone(), path, token.secret(), body).await?;
         if reply.status != StatusCode::UNAUTHORIZED {
             return Ok(reply);
         }
         tracing::debug!(
-            installation_id = self.installation_id,
+            installation_id = self.scope.installation.get(),
             "GitHub refused the installation token; minting another"
         );
-        self.tokens.forget(self.installation_id, &token).await;
-        let token = self.tokens.token(self.installation_id).await?;
+        self.tokens.forget(self.scope, &token).await;
+        let token = self.tokens.token(self.scope).await?;
         http.send(method, path, token.secret(), body).await
     }
 

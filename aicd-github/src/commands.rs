@@ -1,9 +1,13 @@
-//! Carrying out `/aicd run|cancel|retry` comment commands.
+//! Carrying out `/aicd run|cancel|retry` comment commands, and the label and assignment triggers
+//! recorded the same way.
 //!
-//! The webhook route only records a command ([`aicd_core::github::GithubIntake::enqueue_command`]):
+//! The webhook intake only records a command ([`aicd_core::github::GithubIntake::enqueue_command`]):
 //! it must answer GitHub within seconds and never call GitHub itself. A [`CommandProcessor`] in
-//! the worker claims recorded commands, checks through the API that their author has write access
-//! to the repository, and then carries them out or answers with a polite comment.
+//! the worker claims recorded commands, checks through the API that whoever gave them (the
+//! comment's author, the sender who labeled or assigned the issue, and the author of an issue
+//! opened with the trigger label) has write access to the repository, and then carries them out or
+//! answers with a polite comment. Bot accounts are trusted only where the repository's
+//! `triggers.bots` setting allows them, and are never answered.
 //!
 //! A command's claim is leased: if the processor dies, or GitHub is unavailable (rate limited,
 //! 5xx), the command is claimed again once the lease expires, up to [`MAX_ATTEMPTS`] times.
@@ -12,12 +16,14 @@
 use std::time::Duration;
 
 use aicd_core::Core;
-use aicd_core::github::{Command, CommandKind, CommandOutcome, CommandStatus, StartOutcome};
-use aicd_core::repos::{RepoSource, Repository};
+use aicd_core::github::{Command, CommandKind, CommandOutcome, CommandSource, CommandStatus, StartOutcome};
+use aicd_core::repos::Repository;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::app::{TokenPurpose, TokenScope};
+use crate::intake::is_bot_login;
 use crate::{InstallationClient, InstallationTokens};
 
 /// How many times a command is claimed before it fails for good.
@@ -144,35 +150,40 @@ impl CommandProcessor {
         })
     }
 
-    /// Checks the author and carries the command out; an error leaves the command unfinished.
+    /// Checks whoever gave the command and carries it out; an error leaves the command
+    /// unfinished.
     async fn decide(&self, command: &Command) -> aicd_core::Result<Decision> {
+        let intake = self.core.github_intake();
         let repo = self.core.store().get_repo(command.org_id, command.repo_id).await?;
-        let (client, owner, name) = self.client(&repo)?;
-        let permission = client.permission(owner, name, &command.login).await?;
-        if !permission.has_write() {
-            let reply = format!(
-                "@{login}, thanks, but only people with write access to `{repo}` can give AI-CD commands, \
-                 so `/aicd {verb}` was not carried out. A maintainer can run it for you.",
-                login = command.login,
-                repo = repo.full_name,
-                verb = command.command.as_str(),
-            );
-            return Ok(Decision { status: CommandStatus::Refused, reply: Some(reply), repo });
+        let (client, owner, name) = self.client(&repo).await?;
+        let triggers = intake.trigger_settings(command.org_id, &repo).await?;
+        for login in std::iter::once(&command.login).chain(&command.author_login) {
+            let trusted = if is_bot_login(login) {
+                triggers.bots
+            } else {
+                client.permission(&owner, &name, login).await?.has_write()
+            };
+            if !trusted {
+                // Bots are not answered (they would not read it, and might answer back).
+                let reply = (!is_bot_login(login)).then(|| refusal(command, login, &repo.full_name));
+                let error = format!("`{login}` has no write access");
+                return Ok(Decision { status: CommandStatus::Refused, reply, repo, error: Some(error) });
+            }
         }
-        let outcome = self.core.github_intake().execute_command(command).await?;
+        let outcome = intake.execute_command(command).await?;
         let reply = reply_to(command, &outcome);
-        Ok(Decision { status: CommandStatus::Done, reply, repo })
+        Ok(Decision { status: CommandStatus::Done, reply, repo, error: None })
     }
 
     async fn finish(&self, command: Command, decision: Decision) -> aicd_core::Result<Processed> {
-        let error = (decision.status == CommandStatus::Refused).then_some("the author has no write access");
+        let error = decision.error.as_deref();
         let finished =
             self.core.github_intake().finish_command(command.org_id, command.id, decision.status, error).await?;
         tracing::info!(status = decision.status.as_str(), "command finished");
         if let Some(reply) = decision.reply {
-            let posted = match self.client(&decision.repo) {
+            let posted = match self.client(&decision.repo).await {
                 Ok((client, owner, name)) => {
-                    client.create_issue_comment(owner, name, command.issue_number, &reply).await.map(|_| ())
+                    client.create_issue_comment(&owner, &name, command.issue_number, &reply).await.map(|_| ())
                 }
                 Err(error) => Err(error),
             };
@@ -183,22 +194,17 @@ impl CommandProcessor {
         Ok(Processed::Finished(finished))
     }
 
-    fn client<'r>(&self, repo: &'r Repository) -> aicd_core::Result<(InstallationClient, &'r str, &'r str)> {
-        let RepoSource::Github { installation_id, .. } = repo.source else {
-            return Err(aicd_core::Error::Rejected {
-                service: "github",
-                message: format!("`{}` is not a GitHub repository", repo.full_name),
-            });
-        };
-        let installation = u64::try_from(installation_id).map_err(|_| aicd_core::Error::Rejected {
+    /// A client for answering in `repo`'s issues, resolved from the store now: a repository
+    /// whose installation is no longer linked to its organization (or is suspended), or that is
+    /// detached, is refused before any token is requested.
+    async fn client(&self, repo: &Repository) -> aicd_core::Result<(InstallationClient, String, String)> {
+        let access = self.core.store().github_access(repo.org_id, repo.id).await?;
+        let (owner, name) = access.full_name.split_once('/').ok_or_else(|| aicd_core::Error::Rejected {
             service: "github",
-            message: format!("`{}` has an invalid installation id", repo.full_name),
+            message: format!("`{}` is not an `owner/name` repository", access.full_name),
         })?;
-        let (owner, name) = repo.full_name.split_once('/').ok_or_else(|| aicd_core::Error::Rejected {
-            service: "github",
-            message: format!("`{}` is not an `owner/name` repository", repo.full_name),
-        })?;
-        Ok((InstallationClient::new(self.tokens.clone(), installation), owner, name))
+        let scope = TokenScope::repository(access.installation_id, access.repo_id, TokenPurpose::Converse);
+        Ok((self.tokens.client(scope), owner.to_owned(), name.to_owned()))
     }
 }
 
@@ -207,6 +213,32 @@ struct Decision {
     status: CommandStatus,
     reply: Option<String>,
     repo: Repository,
+    error: Option<String>,
+}
+
+/// The polite answer to `login`, who may not give `command`.
+fn refusal(command: &Command, login: &str, repo: &str) -> String {
+    let opened_by_author = command.author_login.as_deref() == Some(login);
+    match &command.source {
+        CommandSource::Comment { .. } => format!(
+            "@{login}, thanks, but only people with write access to `{repo}` can give AI-CD commands, \
+             so `/aicd {verb}` was not carried out. A maintainer can run it for you.",
+            verb = command.command.as_str(),
+        ),
+        CommandSource::Label { .. } if opened_by_author => format!(
+            "@{login}, thanks for the issue. It was opened with AI-CD's trigger label, but AI-CD only starts \
+             on issues from people with write access to `{repo}`, so nothing was started. A maintainer can add \
+             the label again to start it."
+        ),
+        CommandSource::Label { .. } => format!(
+            "@{login}, thanks, but only people with write access to `{repo}` can start AI-CD, so the trigger \
+             label was not acted on. A maintainer can add it for you."
+        ),
+        CommandSource::Assignment { .. } => format!(
+            "@{login}, thanks, but only people with write access to `{repo}` can start AI-CD, so assigning \
+             this issue to it was not acted on. A maintainer can assign it for you."
+        ),
+    }
 }
 
 /// The reply a carried-out command deserves: none when the job's own progress comment says it

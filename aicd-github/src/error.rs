@@ -26,6 +26,9 @@ pub enum Error {
     /// A webhook body is not well-formed JSON; the message says where.
     #[error("malformed webhook payload: {0}")]
     MalformedPayload(String),
+    /// A signed delivery lacks a header it needs (its event name, its delivery id).
+    #[error("malformed webhook delivery: {0}")]
+    MalformedDelivery(&'static str),
     /// The App's private key is not a PEM-encoded RSA private key; the message says why, never
     /// what the key is.
     #[error("invalid GitHub App private key: {0}")]
@@ -33,6 +36,24 @@ pub enum Error {
     /// The GitHub API address is not an absolute `http` or `https` URL.
     #[error("invalid GitHub API URL: {0}")]
     InvalidApiUrl(String),
+    /// The App's setup flow cannot run here: no App, OAuth client or App slug is configured (or
+    /// one is unusable); the message says which. Nothing is linked.
+    #[error("GitHub App installation is not set up on this server: {0}")]
+    SetupNotConfigured(&'static str),
+    /// The setup redirect's `state` is missing, was not issued by this server, has expired or was
+    /// already used. Nothing is linked; the installation is to be started again.
+    #[error("invalid setup state: {0}")]
+    InvalidSetupState(&'static str),
+    /// The setup redirect is not one AI-CD can act on (no installation id, no authorization code
+    /// where one is needed); the message says what is missing.
+    #[error("invalid setup request: {0}")]
+    InvalidSetupRequest(&'static str),
+    /// The person who completed the installation could not be shown to control it: GitHub does
+    /// not list it among their installations, they are not an admin of its organization, the
+    /// authorization code was refused, or it is linked to another organization. Deliberately one
+    /// answer for all of these, so the id of an installation tells nothing. Nothing is linked.
+    #[error("the GitHub App installation could not be verified as one you control")]
+    InstallationNotVerified,
     /// A core operation failed.
     #[error(transparent)]
     Core(#[from] aicd_core::Error),

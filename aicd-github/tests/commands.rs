@@ -1,118 +1,95 @@
-//! The comment command processor over a real store (SQLite) and a mock GitHub (wiremock): a
-//! command counts only from a user with write access, others get a polite reply; GitHub being
-//! unavailable defers the command; a repository the installation lost fails it.
+//! The command processor over a real store (SQLite) and the fake GitHub: a comment command, a
+//! label or an assignment counts only from people with write access (and, for an issue opened
+//! with the label, from an author with write access too); others get a polite reply; bots count
+//! only where the repository allows them; GitHub being unavailable defers the command; a
+//! repository whose installation was unlinked fails it without asking GitHub for a token.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aicd_core::github::{CommandKind, CommandStatus, NewCommand};
+use aicd_core::github::{
+    CommandKind, CommandSource, CommandStatus, GithubRepoId, GithubRepoInfo, InstallationId, NewCommand,
+};
 use aicd_core::jobs::{IssueRef, JobFilter, JobState, Trigger};
-use aicd_core::repos::{NewRepo, RepoSource, Repository};
-use aicd_core::store::{GithubStore, JobStore, SqlStore};
-use aicd_core::tenancy::NewOrg;
+use aicd_core::repos::{RepoPatch, Repository};
+use aicd_core::store::{JobStore, SqlStore};
+use aicd_core::tenancy::{Actor, NewOrg};
 use aicd_core::{Core, CoreOptions, OrgId};
 use aicd_github::commands::{MAX_ATTEMPTS, Processed};
 use aicd_github::{AppCredentials, CommandProcessor, InstallationTokens};
 use aicd_testkit::TestSqlite;
-use chrono::{TimeDelta, Utc};
-use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const INSTALLATION: i64 = 42;
-const REPO_PATH: &str = "/repos/octo/hello";
-
-fn private_key() -> &'static str {
-    &aicd_testkit::rsa_key_pair().private_pem
-}
+use aicd_testkit::github::{APP_ID, FULL_NAME, FakeGitHub, INSTALLATION, REPO_ID};
 
 struct Setup {
-    github: MockServer,
+    github: FakeGitHub,
     core: Core,
     store: Arc<SqlStore>,
     processor: CommandProcessor,
     org: OrgId,
+    admin: Actor,
     repo: Repository,
     _db: TestSqlite,
 }
 
 async fn setup() -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/app/installations/{INSTALLATION}/access_tokens")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-            "token": "ghs_16C7e42F292c6912E7710c838347Ae178B4a",
-            "expires_at": (Utc::now() + TimeDelta::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "permissions": { "issues": "write", "metadata": "read" },
-            "repository_selection": "selected"
-        })))
-        .mount(&github)
-        .await;
+    let keys = aicd_testkit::rsa_key_pair();
+    let github = FakeGitHub::start(&keys.public_pem).await;
     let db = TestSqlite::new();
     let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
     let core = Core::new(store.clone(), CoreOptions::default());
     let (org, _, secret) =
-        core.bootstrap_org(NewOrg { name: "Octo".into(), max_concurrent_jobs: None, settings: None }).await.unwrap();
+        core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await.unwrap();
     let admin = core.authenticate_api_key(&secret).await.unwrap();
-    core.link_installation(&admin, org.id, INSTALLATION, Some("octo".into())).await.unwrap();
-    let repo = core
-        .create_repo(
-            &admin,
-            org.id,
-            NewRepo {
-                full_name: "octo/hello".into(),
-                source: RepoSource::Github { installation_id: INSTALLATION, repo_id: 7 },
-                default_branch: None,
-                settings: None,
-            },
-        )
-        .await
-        .unwrap();
-    let tokens = InstallationTokens::new(AppCredentials::new(1, private_key()).unwrap(), &github.uri()).unwrap();
+    let intake = core.github_intake();
+    let installation = InstallationId::from_u64(INSTALLATION).unwrap();
+    intake.link_installation(org.id, installation, Some("acme".into()), "operator").await.unwrap();
+    let info = GithubRepoInfo {
+        repo_id: GithubRepoId::from_u64(REPO_ID).unwrap(),
+        full_name: FULL_NAME.into(),
+        default_branch: None,
+    };
+    let repo = intake.sync_github_repos(org.id, installation, &[info], &[]).await.unwrap().upserted.remove(0);
+    let tokens =
+        InstallationTokens::new(AppCredentials::new(APP_ID, &keys.private_pem).unwrap(), &github.uri()).unwrap();
     let processor = CommandProcessor::new(core.clone(), tokens, "test-worker").with_lease(Duration::ZERO);
-    Setup { github, core, store, processor, org: org.id, repo, _db: db }
+    Setup { github, core, store, processor, org: org.id, admin, repo, _db: db }
+}
+
+fn issue() -> IssueRef {
+    IssueRef {
+        number: None,
+        title: "Add a greeting".into(),
+        body: "Please.".into(),
+        url: Some("https://github.com/acme/widgets/issues/7".into()),
+        author: Some("monalisa".into()),
+    }
 }
 
 impl Setup {
-    async fn command(&self, kind: CommandKind, login: &str, comment_id: i64) {
-        let issue = IssueRef {
-            number: None,
-            title: "Add a greeting".into(),
-            body: "Please.".into(),
-            url: Some("https://github.com/octo/hello/issues/7".into()),
-            author: Some("monalisa".into()),
-        };
+    async fn record(&self, kind: CommandKind, source: CommandSource, login: &str, author: Option<&str>) {
         let command = NewCommand {
             repo_id: self.repo.id,
             issue_number: 7,
             command: kind,
+            source,
             login: login.into(),
-            comment_id,
-            issue: Some(issue),
+            author_login: author.map(str::to_owned),
+            issue: Some(issue()),
         };
         self.core.github_intake().enqueue_command(self.org, command).await.unwrap();
     }
 
-    async fn permission(&self, login: &str, permission: &str) {
-        Mock::given(method("GET"))
-            .and(path(format!("{REPO_PATH}/collaborators/{login}/permission")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "permission": permission,
-                "role_name": permission,
-                "user": { "login": login, "id": 1, "type": "User", "site_admin": false }
-            })))
-            .mount(&self.github)
-            .await;
+    async fn command(&self, kind: CommandKind, login: &str, comment_id: i64) {
+        self.record(kind, CommandSource::Comment { comment_id }, login, None).await;
     }
 
-    async fn replies(&self) -> Vec<String> {
-        let requests = self.github.received_requests().await.unwrap_or_default();
-        requests
-            .iter()
-            .filter(|r| r.method.as_str() == "POST" && r.url.path() == format!("{REPO_PATH}/issues/7/comments"))
-            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["body"].as_str().unwrap().to_owned())
-            .collect()
+    async fn label(&self, login: &str, author: Option<&str>, delivery: &str) {
+        self.record(CommandKind::Run, CommandSource::Label { delivery_id: delivery.into() }, login, author).await;
+    }
+
+    fn replies(&self) -> Vec<String> {
+        self.github.comments_on(7).iter().map(|c| c.body().to_owned()).collect()
     }
 
     async fn finished(&self) -> aicd_core::github::Command {
@@ -127,24 +104,16 @@ impl Setup {
     }
 }
 
-async fn mount_comment(github: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(format!("{REPO_PATH}/issues/7/comments")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 1001, "body": "..." })))
-        .mount(github)
-        .await;
-}
-
 #[tokio::test]
 async fn a_command_without_write_access_is_refused_politely() {
     let s = setup().await;
-    s.permission("visitor", "read").await;
-    mount_comment(&s.github).await;
+    s.github.set_permission("visitor", "read");
     s.command(CommandKind::Run, "visitor", 1).await;
     let command = s.finished().await;
     assert_eq!(command.status, CommandStatus::Refused);
+    assert_eq!(command.error.as_deref(), Some("`visitor` has no write access"));
     assert!(s.jobs().await.is_empty(), "no job for a reader");
-    let replies = s.replies().await;
+    let replies = s.replies();
     assert_eq!(replies.len(), 1);
     assert!(replies[0].starts_with("@visitor, thanks, but only people with write access"), "{}", replies[0]);
     assert!(s.processor.process_next().await.unwrap().is_none(), "nothing left to do");
@@ -153,8 +122,7 @@ async fn a_command_without_write_access_is_refused_politely() {
 #[tokio::test]
 async fn commands_from_writers_are_carried_out() {
     let s = setup().await;
-    s.permission("maintainer", "maintain").await;
-    mount_comment(&s.github).await;
+    s.github.set_permission("maintainer", "maintain");
     s.command(CommandKind::Run, "maintainer", 1).await;
     assert_eq!(s.finished().await.status, CommandStatus::Done);
     let jobs = s.jobs().await;
@@ -163,13 +131,13 @@ async fn commands_from_writers_are_carried_out() {
         (jobs[0].trigger, jobs[0].state, jobs[0].created_by.as_str()),
         (Trigger::Comment, JobState::Queued, "github:maintainer")
     );
-    assert!(s.replies().await.is_empty(), "the job's own progress comment speaks for it");
+    assert!(s.replies().is_empty(), "the job's own progress comment speaks for it");
 
     // A second run while one is active: no second job, and a note saying so.
     s.command(CommandKind::Run, "maintainer", 2).await;
     assert_eq!(s.finished().await.status, CommandStatus::Done);
     assert_eq!(s.jobs().await.len(), 1);
-    assert!(s.replies().await[0].contains("already has an AI-CD job in progress"));
+    assert!(s.replies()[0].contains("already has an AI-CD job in progress"));
 
     // Cancel, then retry.
     s.command(CommandKind::Cancel, "maintainer", 3).await;
@@ -180,21 +148,85 @@ async fn commands_from_writers_are_carried_out() {
     let states: Vec<JobState> = s.jobs().await.iter().map(|j| j.state).collect();
     assert_eq!(states.len(), 2);
     assert!(states.contains(&JobState::Queued) && states.contains(&JobState::Cancelled), "{states:?}");
+
+    // The permission was asked with a token narrowed to the repository, for issues and metadata.
+    let grants = s.github.token_grants();
+    assert!(!grants.is_empty());
+    for grant in grants {
+        assert_eq!(grant.repository_ids, Some(vec![REPO_ID]));
+        assert_eq!(grant.permissions.get("issues").map(String::as_str), Some("write"));
+        assert!(!grant.permissions.contains_key("contents"), "no access to the code: {grant:?}");
+    }
 }
 
 #[tokio::test]
-async fn github_unavailable_defers_and_a_lost_repository_fails() {
+async fn a_label_from_a_reader_starts_nothing_and_from_a_writer_one_job() {
     let s = setup().await;
-    Mock::given(method("GET"))
-        .and(path(format!("{REPO_PATH}/collaborators/busy/permission")))
-        .respond_with(
-            ResponseTemplate::new(403)
-                .insert_header("x-ratelimit-remaining", "0")
-                .insert_header("x-ratelimit-reset", (Utc::now().timestamp() + 60).to_string())
-                .set_body_json(json!({ "message": "API rate limit exceeded", "documentation_url": "https://docs.github.com/rest" })),
-        )
-        .mount(&s.github)
-        .await;
+    s.github.set_permission("drive-by", "read");
+    s.github.set_permission("triager", "triage");
+    s.github.set_permission("committer", "write");
+
+    s.label("drive-by", None, "d-1").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Refused);
+    s.label("triager", None, "d-2").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Refused, "triage cannot push, so it cannot start AI-CD");
+    assert!(s.jobs().await.is_empty());
+    let replies = s.replies();
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    assert!(
+        replies[0]
+            .starts_with("@drive-by, thanks, but only people with write access to `acme/widgets` can start AI-CD"),
+        "{}",
+        replies[0]
+    );
+
+    s.label("committer", None, "d-3").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Done);
+    let jobs = s.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].trigger, jobs[0].created_by.as_str()), (Trigger::Label, "github:committer"));
+    // The same label delivery again is the same command.
+    s.label("committer", None, "d-3").await;
+    assert!(s.processor.process_next().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_issue_opened_with_the_label_needs_a_trusted_author() {
+    let s = setup().await;
+    s.github.set_permission("committer", "write");
+    s.github.set_permission("reporter", "read");
+    // An issue template put the label on a reader's issue: the author is checked too.
+    s.label("committer", Some("reporter"), "d-1").await;
+    let command = s.finished().await;
+    assert_eq!(command.status, CommandStatus::Refused);
+    assert!(s.jobs().await.is_empty());
+    assert!(s.replies()[0].starts_with("@reporter, thanks for the issue."), "{}", s.replies()[0]);
+    s.label("committer", Some("monalisa"), "d-2").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Done);
+    assert_eq!(s.jobs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn bots_count_only_where_the_repository_allows_them() {
+    let s = setup().await;
+    s.label("labeler[bot]", None, "d-1").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Refused);
+    assert!(s.jobs().await.is_empty());
+    assert!(s.replies().is_empty(), "bots are not answered");
+    let permission_asked = s.github.count("GET", "/repos/acme/widgets/collaborators/labeler%5Bbot%5D/permission").await;
+    assert_eq!(permission_asked, 0);
+
+    let allow = RepoPatch { settings: Some(serde_json::json!({ "triggers": { "bots": true } })), ..Default::default() };
+    s.core.update_repo(&s.admin, s.org, s.repo.id, allow).await.unwrap();
+    s.label("labeler[bot]", None, "d-2").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Done);
+    assert_eq!(s.jobs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn github_unavailable_defers_and_an_unlinked_installation_fails_without_a_token() {
+    let s = setup().await;
+    s.github.fail("/repos/acme/widgets/collaborators", 503);
     s.command(CommandKind::Run, "busy", 1).await;
     for attempt in 1..MAX_ATTEMPTS {
         match s.processor.process_next().await.unwrap() {
@@ -209,21 +241,16 @@ async fn github_unavailable_defers_and_a_lost_repository_fails() {
     let command = s.finished().await;
     assert_eq!((command.status, command.attempts), (CommandStatus::Failed, MAX_ATTEMPTS));
     assert!(s.jobs().await.is_empty());
+    s.github.recover();
 
-    // The installation no longer reaches the repository: failed at once, saying why.
-    Mock::given(method("GET"))
-        .and(path(format!("{REPO_PATH}/collaborators/gone/permission")))
-        .respond_with(ResponseTemplate::new(404).set_body_json(json!({ "message": "Not Found" })))
-        .mount(&s.github)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(REPO_PATH))
-        .respond_with(ResponseTemplate::new(404).set_body_json(json!({ "message": "Not Found" })))
-        .mount(&s.github)
-        .await;
-    s.command(CommandKind::Run, "gone", 2).await;
+    // Unlinked: the command fails, saying why, and no token is asked for.
+    s.command(CommandKind::Run, "monalisa", 2).await;
+    s.core.unlink_installation(&s.admin, s.org, InstallationId::from_u64(INSTALLATION).unwrap()).await.unwrap();
+    let before = s.github.token_requests().await;
     let command = s.finished().await;
     assert_eq!(command.status, CommandStatus::Failed);
-    assert!(command.error.as_deref().unwrap_or_default().contains("could not carry out"), "{command:?}");
-    assert!(s.store.find_installation(INSTALLATION).await.unwrap().is_some());
+    let error = command.error.as_deref().unwrap_or_default();
+    assert!(error.contains("detached"), "{command:?}");
+    assert_eq!(s.github.token_requests().await, before, "no token for an unlinked installation");
+    assert!(s.jobs().await.is_empty());
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use aicd_agent_api::{Changeset, FileChange, RepoViewError, RepoViewLimits};
 use aicd_core::forge::{CommentId, Forge, NewPullRequest};
+use aicd_core::github::{GithubRepoId, GithubRepoInfo, InstallationId};
 use aicd_core::repos::{RepoSource, Repository};
-use aicd_github::{AppCredentials, GitHubForge, InstallationTokens, RepoPermission};
+use aicd_github::{AppCredentials, GitHubForge, InstallationTokens, RepoPermission, TokenPurpose, TokenScope};
 use base64::Engine;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -56,17 +57,36 @@ async fn mount_token(server: &MockServer, installation: u64, expires_in: TimeDel
         .await;
 }
 
-fn repository() -> Repository {
-    Repository {
-        id: aicd_core::RepoId::new(),
-        org_id: aicd_core::OrgId::new(),
-        full_name: "octo/hello".into(),
-        source: RepoSource::Github { installation_id: INSTALLATION as i64, repo_id: 7 },
-        default_branch: "main".into(),
-        settings: json!({}),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
+/// A token scope for installation `installation` (the repository `octo/hello`, id 7).
+fn scope(installation: u64) -> TokenScope {
+    TokenScope::repository(
+        InstallationId::from_u64(installation).unwrap(),
+        GithubRepoId::new(7).unwrap(),
+        TokenPurpose::Job,
+    )
+}
+
+/// A forge over `tokens` whose store has `octo/hello` (GitHub id 7) registered through
+/// installation 42, linked to an organization.
+struct Setup {
+    forge: GitHubForge,
+    repo: Repository,
+    _db: aicd_testkit::TestSqlite,
+}
+
+async fn setup(tokens: &InstallationTokens) -> Setup {
+    let db = aicd_testkit::TestSqlite::new();
+    let store = Arc::new(aicd_core::store::SqlStore::sqlite(db.path()).await.unwrap());
+    let core = aicd_core::Core::new(store.clone(), aicd_core::CoreOptions::default());
+    let org = aicd_core::tenancy::NewOrg { name: "Octo".into(), max_concurrent_jobs: None, settings: None };
+    let (org, _, _) = core.bootstrap_org(org).await.unwrap();
+    let intake = core.github_intake();
+    let installation = InstallationId::from_u64(INSTALLATION).unwrap();
+    intake.link_installation(org.id, installation, Some("octo".into()), "operator").await.unwrap();
+    let info =
+        GithubRepoInfo { repo_id: GithubRepoId::new(7).unwrap(), full_name: "octo/hello".into(), default_branch: None };
+    let repo = intake.sync_github_repos(org.id, installation, &[info], &[]).await.unwrap().upserted.remove(0);
+    Setup { forge: GitHubForge::new(tokens.clone(), store), repo, _db: db }
 }
 
 /// The requests GitHub received other than token mints, as (method, path and query, JSON body).
@@ -103,7 +123,7 @@ async fn the_app_jwt_is_exchanged_for_an_installation_token() {
     let (server, tokens) = github().await;
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
 
-    let token = tokens.token(INSTALLATION).await.unwrap();
+    let token = tokens.token(scope(INSTALLATION)).await.unwrap();
     assert_eq!(token.secret(), TOKEN);
     assert!(!format!("{token:?}").contains(TOKEN));
 
@@ -146,15 +166,15 @@ async fn the_app_jwt_is_exchanged_for_an_installation_token() {
 async fn credentials_and_tokens_never_print_their_secrets() {
     let (server, tokens) = github().await;
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
-    let token = tokens.token(INSTALLATION).await.unwrap();
+    let token = tokens.token(scope(INSTALLATION)).await.unwrap();
     let pem = &key_pair().0;
     let key_body = pem.lines().nth(1).unwrap();
     for printed in [
         format!("{:?}", credentials()),
         format!("{tokens:?}"),
         format!("{token:?}"),
-        format!("{:?}", tokens.installation(INSTALLATION)),
-        format!("{:?}", GitHubForge::new(tokens.clone())),
+        format!("{:?}", tokens.client(scope(INSTALLATION))),
+        format!("{:?}", setup(&tokens).await.forge),
     ] {
         assert!(!printed.contains(TOKEN), "{printed}");
         assert!(!printed.contains(key_body), "{printed}");
@@ -168,15 +188,15 @@ async fn tokens_are_cached_shared_by_concurrent_callers_and_reminted_near_expiry
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
 
     // Two calls, one mint.
-    tokens.token(INSTALLATION).await.unwrap();
-    tokens.token(INSTALLATION).await.unwrap();
+    tokens.token(scope(INSTALLATION)).await.unwrap();
+    tokens.token(scope(INSTALLATION)).await.unwrap();
     assert_eq!(mints(&server).await, 1);
 
     // Concurrent callers of a new installation share one mint.
     mount_token(&server, 43, TimeDelta::hours(1)).await;
     let calls = (0..8).map(|_| {
         let tokens = tokens.clone();
-        tokio::spawn(async move { tokens.token(43).await.unwrap() })
+        tokio::spawn(async move { tokens.token(scope(43)).await.unwrap() })
     });
     for call in calls.collect::<Vec<_>>() {
         assert_eq!(call.await.unwrap().secret(), TOKEN);
@@ -185,12 +205,12 @@ async fn tokens_are_cached_shared_by_concurrent_callers_and_reminted_near_expiry
 
     // A token with less than five minutes left is replaced at once.
     mount_token(&server, 44, TimeDelta::minutes(4)).await;
-    tokens.token(44).await.unwrap();
-    tokens.token(44).await.unwrap();
+    tokens.token(scope(44)).await.unwrap();
+    tokens.token(scope(44)).await.unwrap();
     assert_eq!(mints(&server).await, 4);
 
     // Other installations are untouched.
-    tokens.token(INSTALLATION).await.unwrap();
+    tokens.token(scope(INSTALLATION)).await.unwrap();
     assert_eq!(mints(&server).await, 4);
 }
 
@@ -199,7 +219,7 @@ async fn a_refused_mint_says_why() {
     let (server, tokens) = github().await;
     mock(&server, "POST", "/app/installations/9/access_tokens", json_response(404, json!({"message": "Not Found"})))
         .await;
-    let err = tokens.token(9).await.unwrap_err();
+    let err = tokens.token(scope(9)).await.unwrap_err();
     assert!(
         matches!(&err, aicd_core::Error::Rejected { service: "github", message } if message.contains("installation 9")),
         "{err}"
@@ -207,7 +227,7 @@ async fn a_refused_mint_says_why() {
 
     mock(&server, "POST", "/app/installations/10/access_tokens", json_response(502, json!({"message": "Bad gateway"})))
         .await;
-    let err = tokens.token(10).await.unwrap_err();
+    let err = tokens.token(scope(10)).await.unwrap_err();
     assert!(matches!(err, aicd_core::Error::Unavailable { service: "github", .. }), "{err}");
 }
 
@@ -278,8 +298,7 @@ async fn repo_view_lists_the_tree_and_reads_blobs_lazily_within_its_limits() {
         .mount(&server)
         .await;
 
-    let forge = GitHubForge::new(tokens.clone());
-    let repo = repository();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
     let view = forge.repo_view(&repo).await.unwrap();
     assert_eq!(view.list_files().await.unwrap(), ["README.md", "assets/logo.bin", "big.dat"]);
     assert_eq!(view.read_file("assets/logo.bin").await.unwrap(), Some(binary));
@@ -299,7 +318,7 @@ async fn repo_view_lists_the_tree_and_reads_blobs_lazily_within_its_limits() {
     }
 
     // Bounded in file count.
-    let small = GitHubForge::new(tokens).with_view_limits(RepoViewLimits { max_files: 2, max_file_bytes: 1024 });
+    let small = forge.with_view_limits(RepoViewLimits { max_files: 2, max_file_bytes: 1024 });
     let view = small.repo_view(&repo).await.unwrap();
     assert_eq!(view.list_files().await, Err(RepoViewError::TooManyFiles { count: 3, limit: 2 }));
 }
@@ -336,7 +355,8 @@ async fn a_truncated_tree_is_listed_as_far_as_it_goes_and_files_are_found_by_wal
     )
     .await;
 
-    let view = GitHubForge::new(tokens).repo_view(&repository()).await.unwrap();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let view = forge.repo_view(&repo).await.unwrap();
     assert_eq!(view.list_files().await.unwrap(), ["a.txt"]);
     assert_eq!(view.read_file("dir/b.txt").await.unwrap(), Some(b"b\n".to_vec()));
     assert_eq!(view.read_file("dir/c.txt").await.unwrap(), None);
@@ -462,8 +482,7 @@ async fn publishing_creates_branch_blobs_tree_commit_ref_and_pull_request_in_ord
         .await;
     mock(&server, "POST", &format!("{REPO}/pulls"), json_response(201, json!({"number": 12, "html_url": "https://github.com/octo/hello/pull/12", "state": "open", "head": {"ref": BRANCH, "sha": "commit1"}}))).await;
 
-    let forge = GitHubForge::new(tokens);
-    let repo = repository();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
     let branch = forge.create_branch(&repo, BRANCH).await.unwrap();
     assert_eq!((branch.name.as_str(), branch.head.as_str()), (BRANCH, "base0"));
     let head = forge.commit_changes(&repo, BRANCH, &changeset(), MESSAGE).await.unwrap();
@@ -564,8 +583,7 @@ async fn a_retried_publish_makes_no_second_commit_or_pull_request() {
         .mount(&server)
         .await;
 
-    let forge = GitHubForge::new(tokens);
-    let repo = repository();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
     let branch = forge.create_branch(&repo, BRANCH).await.unwrap();
     assert_eq!(branch.head, "commit1", "the existing branch is reused as it is");
     let head = forge.commit_changes(&repo, BRANCH, &changeset(), MESSAGE).await.unwrap();
@@ -615,8 +633,8 @@ async fn a_changeset_already_on_the_branch_makes_no_empty_commit() {
         .await;
 
     let unchanged = Changeset::new("noop", vec![FileChange::write("old.txt", "old")]);
-    let head =
-        GitHubForge::new(tokens).commit_changes(&repository(), BRANCH, &unchanged, "Same content").await.unwrap();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let head = forge.commit_changes(&repo, BRANCH, &unchanged, "Same content").await.unwrap();
     assert_eq!(head.head, "base0");
     server.verify().await;
 }
@@ -632,8 +650,7 @@ async fn the_forge_refuses_what_the_other_forges_refuse_before_calling_github() 
         json_response(200, json!({"object": {"sha": "base0"}})),
     )
     .await;
-    let forge = GitHubForge::new(tokens);
-    let repo = repository();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
     let invalid = |r: aicd_core::Result<_>| matches!(r, Err(aicd_core::Error::InvalidInput(_)));
     assert!(invalid(forge.create_branch(&repo, "bad name").await.map(|_| ())));
     assert!(invalid(forge.commit_changes(&repo, "main", &changeset(), MESSAGE).await.map(|_| ())));
@@ -642,7 +659,7 @@ async fn the_forge_refuses_what_the_other_forges_refuse_before_calling_github() 
     let missing = Changeset::new("x", vec![FileChange::delete("not-there.txt")]);
     assert!(invalid(forge.commit_changes(&repo, BRANCH, &missing, MESSAGE).await.map(|_| ())));
     assert!(invalid(forge.post_comment(&repo, 7, "  ").await.map(|_| ())));
-    let local = Repository { source: RepoSource::Local { path: "/tmp/x".into() }, ..repository() };
+    let local = Repository { source: RepoSource::Local { path: "/tmp/x".into() }, ..repo.clone() };
     assert!(matches!(forge.repo_view(&local).await.map(|_| ()), Err(aicd_core::Error::Rejected { .. })));
     // Nothing was written.
     let writes = api_calls(&server).await.into_iter().filter(|(m, _, _)| m != "GET").count();
@@ -679,8 +696,7 @@ async fn comments_are_posted_and_edited_and_permissions_read() {
     )
     .await;
 
-    let forge = GitHubForge::new(tokens.clone());
-    let repo = repository();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
     let id = forge.post_comment(&repo, 7, "**AI-CD** · queued").await.unwrap();
     assert_eq!(id, CommentId(555));
     forge.update_comment(&repo, 7, id, "**AI-CD** · planning").await.unwrap();
@@ -690,7 +706,7 @@ async fn comments_are_posted_and_edited_and_permissions_read() {
     let gone = forge.update_comment(&repo, 7, CommentId(556), "x").await;
     assert!(matches!(gone, Err(aicd_core::Error::NotFound { kind: "comment" })), "{gone:?}");
 
-    let client = tokens.installation(INSTALLATION);
+    let client = tokens.client(scope(INSTALLATION));
     let maintain = client.permission("octo", "hello", "mona").await.unwrap();
     assert_eq!(maintain, RepoPermission::Maintain);
     assert!(maintain.has_write());
@@ -699,17 +715,17 @@ async fn comments_are_posted_and_edited_and_permissions_read() {
     assert!(!reader.has_write());
 }
 
-async fn comment_error(server: &MockServer, forge: &GitHubForge, response: ResponseTemplate) -> aicd_core::Error {
+async fn comment_error(server: &MockServer, setup: &Setup, response: ResponseTemplate) -> aicd_core::Error {
     server.reset().await;
     mount_token(server, INSTALLATION, TimeDelta::hours(1)).await;
     mock(server, "POST", &format!("{REPO}/issues/7/comments"), response).await;
-    forge.post_comment(&repository(), 7, "hello").await.unwrap_err()
+    setup.forge.post_comment(&setup.repo, 7, "hello").await.unwrap_err()
 }
 
 #[tokio::test]
 async fn githubs_errors_map_to_transient_and_permanent_ones() {
     let (server, tokens) = github().await;
-    let forge = GitHubForge::new(tokens);
+    let forge = setup(&tokens).await;
 
     // Primary rate limit: wait until the reset.
     let reset = Utc::now().timestamp() + 90;
@@ -764,7 +780,7 @@ async fn githubs_errors_map_to_transient_and_permanent_ones() {
     // A network failure is transient (nothing listens on a port just released).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let tokens = InstallationTokens::new(credentials(), &format!("http://127.0.0.1:{port}")).unwrap();
-    let err = tokens.token(INSTALLATION).await.unwrap_err();
+    let err = tokens.token(scope(INSTALLATION)).await.unwrap_err();
     assert!(matches!(err, aicd_core::Error::Unavailable { .. }), "{err:?}");
 }
 
@@ -773,8 +789,7 @@ async fn a_repository_the_installation_lost_is_rejected_for_every_operation() {
     let (server, tokens) = github().await;
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
     // Nothing else is mounted: GitHub answers 404 for the repository and everything in it.
-    let forge = GitHubForge::new(tokens);
-    let repo = repository();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
     let lost = |r: aicd_core::Result<()>| match r {
         Err(aicd_core::Error::Rejected { message, .. }) => message.contains("no access to octo/hello"),
         _ => false,
@@ -814,7 +829,7 @@ async fn a_refused_token_is_replaced_once() {
         json_response(200, json!({"permission": "admin", "role_name": "admin"})),
     )
     .await;
-    let permission = tokens.installation(INSTALLATION).permission("octo", "hello", "mona").await.unwrap();
+    let permission = tokens.client(scope(INSTALLATION)).permission("octo", "hello", "mona").await.unwrap();
     assert_eq!(permission, RepoPermission::Admin);
     assert_eq!(mints(&server).await, 2);
 }
@@ -849,9 +864,10 @@ async fn the_token_never_reaches_the_logs() {
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
     mock(&server, "POST", &format!("{REPO}/issues/7/comments"), json_response(201, json!({"id": 1}))).await;
     mock(&server, "PATCH", &format!("{REPO}/issues/comments/1"), json_response(500, json!({"message": "oops"}))).await;
-    let forge = GitHubForge::new(tokens);
-    forge.post_comment(&repository(), 7, "hello").await.unwrap();
-    forge.update_comment(&repository(), 7, CommentId(1), "hello").await.unwrap_err();
+    let Setup { forge, repo, _db } = setup(&tokens).await;
+    tracing::callsite::rebuild_interest_cache();
+    forge.post_comment(&repo, 7, "hello").await.unwrap();
+    forge.update_comment(&repo, 7, CommentId(1), "hello").await.unwrap_err();
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("access_tokens"), "the capture works: {logs}");

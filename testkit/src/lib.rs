@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Test support for AI-CD: each test gets its own fresh PostgreSQL database, SQLite file and Redis
 //! namespace, removed again when the test ends.
 //!
@@ -7,7 +8,10 @@
 //!   through testcontainers. When neither works the test fails and says how to provide one:
 //!   nothing is ever skipped.
 //! - Redis comes from `AICD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! - [`github::FakeGitHub`] stands in for GitHub: stateful, and as strict as GitHub's documented
+//!   rules.
 
+pub mod github;
 mod keys;
 mod postgres;
 mod proxy;

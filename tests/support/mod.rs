@@ -2,7 +2,6 @@
 //! GitHub, and the real `aicd-server` and `aicd-worker` processes configured as a GitHub App
 //! deployment, with helpers to call the API and deliver signed webhooks.
 
-pub(crate) mod github_mock;
 pub(crate) mod payloads;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use aicd_testkit::{TestPostgres, TestRedis};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use self::github_mock::{APP_ID, APP_SLUG, GitHubMock};
+use aicd_testkit::github::{APP_ID, APP_SLUG, CLIENT_ID, CLIENT_SECRET, FakeGitHub};
 
 /// One RSA key pair per test binary: (PKCS#1 private PEM, PKCS#1 public PEM).
 fn app_key_pair() -> (&'static str, &'static str) {
@@ -171,7 +170,7 @@ pub(crate) struct World {
     /// The processes (first, so they are killed before the database is dropped).
     pub(crate) processes: Processes,
     /// The fake GitHub.
-    pub(crate) github: GitHubMock,
+    pub(crate) github: FakeGitHub,
     /// The organization bootstrapped for the test.
     pub(crate) org: String,
     /// Its org_admin API key.
@@ -191,7 +190,7 @@ impl World {
     pub(crate) async fn start() -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (private_key, public_key) = app_key_pair();
-        let github = GitHubMock::start(public_key).await;
+        let github = FakeGitHub::start(public_key).await;
         let postgres = TestPostgres::new().await;
         let redis = TestRedis::new().await;
         let webhook_secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
@@ -210,6 +209,9 @@ impl World {
             ("AICD_GITHUB_WEBHOOK_SECRET", &webhook_secret),
             ("AICD_GITHUB_API_URL", &github.uri()),
             ("AICD_GITHUB_APP_SLUG", APP_SLUG),
+            ("AICD_GITHUB_CLIENT_ID", CLIENT_ID),
+            ("AICD_GITHUB_CLIENT_SECRET", CLIENT_SECRET),
+            ("AICD_GITHUB_WEB_URL", &github.uri()),
             ("RUST_LOG", "info,aicd_server=debug,aicd_github=debug,aicd_worker=debug"),
         ]
         .into_iter()
@@ -295,6 +297,16 @@ impl World {
     pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.key).send().await;
         read(response.expect("the server answers")).await
+    }
+
+    /// `GET {path}` without credentials, as a browser GitHub redirected would: the status, the
+    /// `Location` header and the body as JSON.
+    pub(crate) async fn browse(&self, path: &str) -> (StatusCode, Option<String>, Value) {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a client");
+        let response = client.get(format!("{}{path}", self.base)).send().await.expect("the server answers");
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (status, body) = read(response).await;
+        (status, location, body)
     }
 
     /// `POST {path}` with the API key and a JSON body.

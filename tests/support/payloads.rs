@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::github_mock::Pull;
+use aicd_testkit::github::Pull;
 
 const INSTALLATION_REPOSITORIES_ADDED: &str = include_str!("../fixtures/installation_repositories_added.json");
 const ISSUES_LABELED: &str = include_str!("../fixtures/issues_labeled.json");

@@ -4,6 +4,7 @@
 
 mod git;
 mod records;
+mod roots;
 mod view;
 
 use std::collections::HashMap;
@@ -17,8 +18,9 @@ use chrono::Utc;
 
 use self::git::{Git, TreeEntry};
 use self::records::Records;
+pub use self::roots::LocalRoots;
 use self::view::LocalGitView;
-use super::memory::{
+use super::rules::{
     apply_changes, check_branch_name, check_changes, check_comment, check_commit_target, check_issue,
     check_pull_request, normalize_message, rejected, unavailable,
 };
@@ -40,10 +42,17 @@ const MAX_DIFF_BYTES: usize = 8 * 1024 * 1024;
 /// and time. Pull requests are `<git-dir>/aicd/pulls/<number>.json` and comments
 /// `<git-dir>/aicd/comments/<issue>/<id>.md`; publishing calls on one repository are serialized
 /// within the process.
+///
+/// Repositories are opened at their canonical path, which must lie under the forge's
+/// [`LocalRoots`] (anywhere for [`LocalGitForge::new`]; see [`LocalGitForge::within`]), and so
+/// must their git directory. git trusts only that repository (`safe.directory`), and none of the
+/// repository's hooks ever run (`core.hooksPath=/dev/null`): a repository's configuration cannot
+/// run code of its owner in this process.
 #[derive(Clone, Debug)]
 pub struct LocalGitForge {
     limits: RepoViewLimits,
     timeout: Duration,
+    roots: LocalRoots,
 }
 
 impl Default for LocalGitForge {
@@ -68,7 +77,15 @@ impl LocalGitForge {
     /// A forge whose views have the default limits and whose git commands may each run for up to
     /// two minutes.
     pub fn new() -> Self {
-        Self { limits: RepoViewLimits::default(), timeout: Duration::from_secs(120) }
+        Self { limits: RepoViewLimits::default(), timeout: Duration::from_secs(120), roots: LocalRoots::anywhere() }
+    }
+
+    /// The same forge refusing every repository (or git directory) outside `roots`, with
+    /// [`Error::Rejected`] and a message that names the path, not the reason.
+    #[must_use]
+    pub fn within(mut self, roots: LocalRoots) -> Self {
+        self.roots = roots;
+        self
     }
 
     /// The same forge whose [`Forge::repo_view`]s enforce `limits`.
@@ -148,14 +165,30 @@ impl LocalGitForge {
             }
         };
         let (default_branch, full_name, timeout) = (repo.default_branch.clone(), repo.full_name.clone(), self.timeout);
+        let roots = self.roots.clone();
         blocking(move || {
-            let not_accessible = |why: String| rejected(format!("the repository at `{path}` is not accessible: {why}"));
-            let dir = std::fs::canonicalize(&path).map_err(|e| not_accessible(e.to_string()))?;
-            let git = Git::new(dir, timeout);
+            // The reason is logged; the job's timeline (which its tenant reads) only says which path.
+            let not_accessible = |why: &dyn std::fmt::Display| {
+                tracing::warn!(path, reason = %why, "a local repository is not accessible");
+                rejected(LocalRoots::not_accessible(&path))
+            };
+            let dir = std::fs::canonicalize(&path).map_err(|e| not_accessible(&e))?;
+            if !roots.contains(&dir) {
+                return Err(not_accessible(&format!("{} is outside the repository roots", dir.display())));
+            }
+            let mut git = Git::new(dir, timeout);
             let common_dir = git.common_dir().map_err(|e| match e {
-                Error::Rejected { message, .. } => not_accessible(message),
+                Error::Rejected { message, .. } => not_accessible(&message),
                 other => other,
             })?;
+            let common_dir = std::fs::canonicalize(&common_dir).map_err(|e| not_accessible(&e))?;
+            if !roots.contains(&common_dir) {
+                return Err(not_accessible(&format!(
+                    "its git directory {} is outside the roots",
+                    common_dir.display()
+                )));
+            }
+            git.trust(common_dir.clone());
             Ok(Opened { git, common_dir, path, default_branch, full_name })
         })
         .await
@@ -276,6 +309,16 @@ impl Forge for LocalGitForge {
         check_branch_name(branch)?;
         let branch = branch.to_owned();
         self.locked(repo, move |r| r.create_branch(&branch)).await
+    }
+
+    async fn delete_branch(&self, repo: &Repository, branch: &str) -> Result<()> {
+        check_commit_target(repo, branch)?;
+        let refname = format!("refs/heads/{branch}");
+        self.locked(repo, move |r| match r.git.resolve_commit(&refname)? {
+            Some(head) => r.git.delete_ref(&refname, &head),
+            None => Ok(()),
+        })
+        .await
     }
 
     async fn commit_changes(

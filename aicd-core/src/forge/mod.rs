@@ -22,7 +22,7 @@ use crate::Result;
 use crate::jobs::PullRequestRef;
 use crate::repos::Repository;
 
-pub use local_git::LocalGitForge;
+pub use local_git::{LocalGitForge, LocalRoots};
 pub use memory::{ForgeCall, ForgeFailure, MemoryForge};
 pub use routing::RoutingForge;
 
@@ -122,6 +122,10 @@ pub trait Forge: Send + Sync {
         changeset: &Changeset,
         message: &str,
     ) -> Result<BranchRef>;
+
+    /// Deletes `branch` (never the default branch), as a publish that failed for good cleans up
+    /// what it created. Deleting a branch that does not exist succeeds.
+    async fn delete_branch(&self, repo: &Repository, branch: &str) -> Result<()>;
 
     /// Opens a pull request from `pr.branch` to the default branch, or returns the one already
     /// open for that branch.

@@ -154,6 +154,10 @@ impl Forge for RoutingForge {
         self.route(repo)?.commit_changes(repo, branch, changeset, message).await
     }
 
+    async fn delete_branch(&self, repo: &Repository, branch: &str) -> Result<()> {
+        self.route(repo)?.delete_branch(repo, branch).await
+    }
+
     async fn open_pull_request(&self, repo: &Repository, pr: &NewPullRequest) -> Result<PullRequestRef> {
         self.route(repo)?.open_pull_request(repo, pr).await
     }

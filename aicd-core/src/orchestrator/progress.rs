@@ -2,7 +2,11 @@
 
 use aicd_agent_api::{Plan, Review};
 
+use crate::forge::rules::{MAX_MESSAGE_BYTES, fit_body, fit_title};
 use crate::jobs::{Job, JobState};
+
+/// What a text cut to fit a forge's limit points to.
+const SEE_TIMELINE: &str = "The rest is in the job's timeline in AI-CD.";
 
 /// The one comment on the issue, rewritten at every state change.
 pub(crate) fn comment(job: &Job) -> String {
@@ -21,7 +25,28 @@ pub(crate) fn comment(job: &Job) -> String {
             format!("❌ Failed: {}", job.failure_reason.as_deref().unwrap_or("no reason was recorded"))
         }
     };
-    format!("**AI-CD** · job `{}`\n\n{status}\n", job.id)
+    fit_body(&format!("**AI-CD** · job `{}`\n\n{status}\n", job.id), SEE_TIMELINE)
+}
+
+/// The pull request's title: the issue's title and number, fitted to the forges' limit (the
+/// number always shows).
+pub(crate) fn pull_request_title(job: &Job) -> String {
+    match job.issue.number {
+        Some(n) => fit_title(&job.issue.title, &format!(" (#{n})")),
+        None => fit_title(&job.issue.title, ""),
+    }
+}
+
+/// A commit message within the forges' limit, cut on a character boundary.
+pub(crate) fn fit_commit_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES - 4;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n…\n", &message[..end])
 }
 
 /// The pull request's body: the issue it closes, the plan, the critic's verdict, and the spend.
@@ -45,7 +70,7 @@ pub(crate) fn pull_request_body(job: &Job, plan: &Plan, review: &Review) -> Stri
         job.budget.spent_cost_micros / 1_000_000,
         job.budget.spent_cost_micros % 1_000_000
     ));
-    body
+    fit_body(&body, SEE_TIMELINE)
 }
 
 /// The branch a job publishes to: derived from the job, so a retry finds the same one.

@@ -291,24 +291,38 @@ impl JobRun {
         Ok(Reviewed::Approved { plan, changeset, review })
     }
 
-    /// Branch, commit and pull request through the forge, each idempotent, then PR_OPEN.
+    /// Branch, commit and pull request through the forge, each idempotent, then PR_OPEN. A
+    /// permanent failure after the branch was created deletes the branch again (a transient one
+    /// leaves it for the retry to reuse), and the failure reason says which.
     async fn publish(&mut self, plan: Plan, changeset: Changeset, review: Review) -> StepResult<()> {
         self.checkpoint_reached()?;
         let repo = self.repo().await?;
         let forge = self.orch.forge.clone();
         let branch = progress::branch_name(&self.job);
-        let title = match self.job.issue.number {
-            Some(n) => format!("{} (#{n})", self.job.issue.title),
-            None => self.job.issue.title.clone(),
-        };
+        let title = progress::pull_request_title(&self.job);
         let message = format!("{title}\n\n{}\n\nAI-CD job {}", changeset.summary, self.job.id);
+        let message = progress::fit_commit_message(&message);
         forge.create_branch(&repo, &branch).await?;
-        self.checkpoint_reached()?;
-        let head = forge.commit_changes(&repo, &branch, &changeset, &message).await?;
-        self.checkpoint_reached()?;
-        let body = progress::pull_request_body(&self.job, &plan, &review);
-        let pr = NewPullRequest { branch: branch.clone(), title, body, issue_number: self.job.issue.number };
-        let pr = forge.open_pull_request(&repo, &pr).await?;
+        let published = async {
+            self.checkpoint_reached()?;
+            let head = forge.commit_changes(&repo, &branch, &changeset, &message).await?;
+            self.checkpoint_reached()?;
+            let body = progress::pull_request_body(&self.job, &plan, &review);
+            let pr = NewPullRequest { branch: branch.clone(), title, body, issue_number: self.job.issue.number };
+            let pr = forge.open_pull_request(&repo, &pr).await?;
+            Ok::<_, Stop>((head, pr))
+        }
+        .await;
+        let (head, pr) = match published {
+            Err(Stop::Permanent(reason)) => {
+                let cleaned = match forge.delete_branch(&repo, &branch).await {
+                    Ok(()) => format!("the branch `{branch}` it had created was deleted"),
+                    Err(e) => format!("the branch `{branch}` it had created could not be deleted ({e})"),
+                };
+                return Err(Stop::Permanent(format!("{reason}; {cleaned}")));
+            }
+            other => other?,
+        };
         let event = self
             .step_event(EventKind::StepSucceeded, format!("opened pull request #{} ({})", pr.number, pr.url))
             .with_data(serde_json::json!({ "branch": branch, "commit": head.head, "url": pr.url }));

@@ -95,7 +95,7 @@ impl Core {
 
     /// The changes a job proposes, as a git-style unified diff against the head of its
     /// repository's default branch (read through `forge`; see [`crate::diff::unified_diff`]).
-    /// [`Error::Conflict`] if the job has no changeset yet.
+    /// [`Error::Conflict`] if the job has no changeset yet, or its repository is detached from GitHub.
     pub async fn job_diff(&self, actor: &Actor, org: OrgId, job: JobId, forge: &dyn Forge) -> Result<JobDiff> {
         self.authorize(actor, org, Permission::JobRead)?;
         let job = self.store.get_job(org, job).await?;
@@ -105,6 +105,14 @@ impl Core {
         let changeset: aicd_agent_api::Changeset = serde_json::from_value(changeset.clone())
             .map_err(|e| Error::Corrupt(format!("the changeset of job {} cannot be read: {e}", job.id)))?;
         let repo = self.store.get_repo(org, job.repo_id).await?;
+        if repo.detached_at.is_some() {
+            // The forge would refuse too (it checks the link before any token); say it plainly.
+            return Err(Error::Conflict(format!(
+                "`{}` is detached from GitHub (its installation was unlinked or no longer grants access), \
+                 so its files cannot be read",
+                repo.full_name
+            )));
+        }
         let base = forge.repo_view(&repo).await?;
         let diff = crate::diff::unified_diff(&changeset, base.as_ref()).await?;
         Ok(JobDiff { job_id: job.id, base_branch: repo.default_branch, files: diff.files, patch: diff.patch })

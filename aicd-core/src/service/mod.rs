@@ -2,14 +2,11 @@
 //! authenticated at the edge, checks its permission against the role table, and only then touches
 //! the store, scoped to the organization.
 
-mod github;
 mod jobs;
 mod repos;
 mod tenancy;
 
 use std::sync::Arc;
-
-pub use github::GithubIntake;
 
 use crate::signals::{Doorbell, EventBus};
 use crate::store::Store;
@@ -22,15 +19,18 @@ pub struct CoreOptions {
     /// Whether repositories on the local disk may be registered. The embedded default allows them;
     /// a shared deployment must not (they would let a tenant read the server's disk).
     pub allow_local_repos: bool,
+    /// Where local repositories may be registered (none by default): a path is registered in its
+    /// canonical form, under one of these, and belongs to one organization.
+    pub local_roots: crate::forge::LocalRoots,
 }
 
 /// The core services over a [`Store`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Core {
-    store: Arc<dyn Store>,
-    options: CoreOptions,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) options: CoreOptions,
     doorbell: Option<Arc<dyn Doorbell>>,
-    bus: Option<Arc<dyn EventBus>>,
+    pub(crate) bus: Option<Arc<dyn EventBus>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -59,7 +59,7 @@ impl Core {
         self
     }
 
-    async fn publish(&self, events: &[crate::jobs::JobEvent]) {
+    pub(crate) async fn publish(&self, events: &[crate::jobs::JobEvent]) {
         if let Some(bus) = &self.bus {
             for event in events {
                 bus.publish(event).await;
@@ -67,7 +67,7 @@ impl Core {
         }
     }
 
-    async fn job_queued(&self) {
+    pub(crate) async fn job_queued(&self) {
         if let Some(doorbell) = &self.doorbell {
             doorbell.ring().await;
         }
@@ -78,7 +78,15 @@ impl Core {
         &self.store
     }
 
-    fn authorize(&self, actor: &Actor, org: OrgId, permission: Permission) -> Result<()> {
+    /// Whether `actor` holds `permission` in `org` by the role table: `Ok`, or the error every
+    /// service would answer ([`crate::Error::NotFound`] for another org's actor,
+    /// [`crate::Error::Forbidden`] for too low a role). For a shell that must refuse before it
+    /// does anything else (such as saying what is not configured).
+    pub fn check_permission(&self, actor: &Actor, org: OrgId, permission: Permission) -> Result<()> {
+        self.authorize(actor, org, permission)
+    }
+
+    pub(crate) fn authorize(&self, actor: &Actor, org: OrgId, permission: Permission) -> Result<()> {
         let result = authorize(actor, org, permission);
         if let Err(err) = &result {
             tracing::debug!(actor = %actor.principal.label(), %org, %permission, %err, "denied");

@@ -17,21 +17,42 @@ impl DeliveryStore for SqlStore {
         }
         let at = now();
         let mut tx = self.begin(Scope::Global).await?;
+        // Either key may conflict: the delivery id (a redelivery) or the body's hash (the same
+        // signed body replayed under another id).
         let inserted: Option<One<String>> = tx
             .fetch_optional(
-                q("INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, status, \
-                   received_at, updated_at) VALUES ($1, $2, $3, $4, 'processing', $5, $5) \
-                   ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id")
+                q("INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, body_sha256, status, \
+                   received_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'processing', $6, $6) \
+                   ON CONFLICT DO NOTHING RETURNING delivery_id")
                 .arg(delivery.delivery_id.as_str())
                 .arg(delivery.event)
                 .arg(delivery.action)
                 .arg(delivery.installation_id)
+                .arg(delivery.body_sha256.clone())
                 .arg(at),
             )
             .await?;
         if inserted.is_some() {
             tx.commit().await?;
             return Ok(DeliveryClaim::Process);
+        }
+        let known: Option<One<String>> = tx
+            .fetch_optional(
+                q("SELECT delivery_id FROM webhook_deliveries WHERE delivery_id = $1")
+                    .arg(delivery.delivery_id.as_str()),
+            )
+            .await?;
+        if known.is_none() {
+            // A new id for a body already received: a replay, whatever became of the original.
+            let original: Option<One<String>> = tx
+                .fetch_optional(
+                    q("SELECT status FROM webhook_deliveries WHERE body_sha256 = $1").arg(delivery.body_sha256),
+                )
+                .await?;
+            tx.commit().await?;
+            let status = original.and_then(|One(s)| DeliveryStatus::parse(&s)).unwrap_or(DeliveryStatus::Processed);
+            tracing::warn!(delivery = %delivery.delivery_id, "a delivery's body was already received under another id");
+            return Ok(DeliveryClaim::Duplicate(status));
         }
         // Seen before: take it again only if it failed, or was abandoned mid-processing.
         let retaken = tx

@@ -4,25 +4,22 @@
 //! another organization's rows: an id from another org reads as [`Error::NotFound`]. On
 //! PostgreSQL, row-level security enforces the same scope a second time (see [`SqlStore`]).
 
-mod connect;
+pub(crate) mod connect;
 mod deliveries;
 mod dispatch;
-mod github;
-mod jobs;
+pub(crate) mod jobs;
 mod repos;
-mod rows;
-mod sql;
+pub(crate) mod rows;
+pub(crate) mod sql;
 mod tenancy;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use crate::github::GithubStore;
 pub use connect::{PostgresOptions, SqlStore};
 
 use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
-use crate::github::{
-    Command, CommandId, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync, StartOutcome,
-};
 use crate::jobs::{Fence, Job, JobEvent, JobFilter, JobUpdate, NewEvent, NewJob, Page, UsageRecord, UsageTotals};
 use crate::repos::{NewRepo, RepoPatch, Repository};
 use crate::tenancy::{ApiKey, Membership, NewOrg, NewUser, Org, OrgPatch, Role, User};
@@ -173,8 +170,8 @@ pub trait JobStore: Send + Sync {
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     /// Records a received delivery and says whether to process it: first sight, a failed one, or
-    /// one stuck in processing for longer than `stale_after` is processed (again); anything else
-    /// is a duplicate.
+    /// one stuck in processing for longer than `stale_after` is processed (again); anything else,
+    /// including a body already received under another delivery id, is a duplicate.
     async fn begin_delivery(&self, delivery: NewDelivery, stale_after: chrono::Duration) -> Result<DeliveryClaim>;
     /// Records how processing ended.
     async fn finish_delivery(&self, delivery_id: &str, status: DeliveryStatus, error: Option<&str>) -> Result<()>;
@@ -215,90 +212,6 @@ pub trait DispatchStore: Send + Sync {
     /// How many jobs are QUEUED, across every organization (held or not, whatever their
     /// `run_after`): the backlog gauge for operators. Not tenant data: a count only.
     async fn queue_depth(&self) -> Result<u64>;
-}
-
-/// The GitHub integration: installations, the repositories that follow them, issue triggers and
-/// comment commands (see [`crate::github`]).
-///
-/// Installations are looked up by id across organizations (a webhook names an installation, not
-/// an org) and commands are claimed across organizations; every other method is scoped to an org.
-#[async_trait]
-pub trait GithubStore: Send + Sync {
-    /// Links an installation to `org`, recording the account's login if given. Linking it again
-    /// to the same org succeeds and changes nothing but the login; [`crate::Error::Conflict`] if
-    /// it is linked to another organization (which one is not revealed).
-    async fn link_installation(
-        &self,
-        org: OrgId,
-        installation_id: i64,
-        account_login: Option<String>,
-    ) -> Result<Installation>;
-    /// The organization's installations, by id.
-    async fn list_installations(&self, org: OrgId) -> Result<Vec<Installation>>;
-    /// Unlinks one of the organization's installations; its repositories stay registered.
-    /// [`crate::Error::NotFound`] if it is not linked to `org`.
-    async fn unlink_installation(&self, org: OrgId, installation_id: i64) -> Result<()>;
-    /// The installation with this id, whatever its organization (for webhooks); `None` if it is
-    /// not linked.
-    async fn find_installation(&self, installation_id: i64) -> Result<Option<Installation>>;
-    /// Marks an installation suspended or not; `None` if it is not linked.
-    async fn set_installation_suspended(&self, installation_id: i64, suspended: bool) -> Result<Option<Installation>>;
-    /// Unlinks an installation whatever its organization (the App was uninstalled) and returns it;
-    /// its repositories stay registered. `None` if it was not linked.
-    async fn remove_installation(&self, installation_id: i64) -> Result<Option<Installation>>;
-
-    /// Brings the organization's repositories in line with an installation's: `added` ones are
-    /// registered (or renamed, and moved to this installation, if the org already has them by
-    /// GitHub id), `removed` ones (GitHub ids) of this installation are deleted unless they have
-    /// an active job. Runs in one transaction, serialized per installation.
-    /// [`crate::Error::NotFound`] if the installation is not linked to `org`.
-    async fn sync_github_repos(
-        &self,
-        org: OrgId,
-        installation_id: i64,
-        added: &[GithubRepoInfo],
-        removed: &[i64],
-    ) -> Result<RepoSync>;
-    /// The organization's repository with this GitHub id, if it has one.
-    async fn find_github_repo(&self, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>>;
-
-    /// The issue's active job (see [`crate::github::ACTIVE_STATES`]), if it has one.
-    async fn active_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>>;
-    /// The issue's most recent job, whatever its state.
-    async fn latest_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>>;
-    /// Queues a job for an issue (`job.issue.number` is required) unless the issue has an active
-    /// job, which is returned instead. Safe under concurrency: of several calls racing for the
-    /// same issue, one creates the job and the others get it as [`StartOutcome::AlreadyActive`].
-    async fn start_issue_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<StartOutcome>;
-    /// Ends the repository's job in PR_OPEN whose pull request is `pr_number`: MERGED if `merged`,
-    /// CLOSED otherwise, with a `state_changed` event by `actor`. `None` if no such job.
-    async fn close_pull_request(
-        &self,
-        org: OrgId,
-        repo: RepoId,
-        pr_number: u64,
-        merged: bool,
-        actor: &str,
-    ) -> Result<Option<(Job, JobEvent)>>;
-
-    /// Records a comment command as pending; recording the same comment again returns the command
-    /// already recorded. [`crate::Error::NotFound`] if the repository is not the org's.
-    async fn enqueue_command(&self, org: OrgId, command: NewCommand) -> Result<Command>;
-    /// Reads a command.
-    async fn get_command(&self, org: OrgId, command: CommandId) -> Result<Command>;
-    /// Claims the oldest pending command of any organization that no worker holds (or whose
-    /// holder's lease expired): it is leased to `worker` for `lease` and its attempts counted.
-    /// `None` when there is nothing to do.
-    async fn claim_pending_command(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Command>>;
-    /// Records how a pending command ended (`status` must not be pending) and releases its lease.
-    /// [`crate::Error::Conflict`] if it has already ended.
-    async fn finish_command(
-        &self,
-        org: OrgId,
-        command: CommandId,
-        status: CommandStatus,
-        error: Option<&str>,
-    ) -> Result<Command>;
 }
 
 /// The whole storage port.

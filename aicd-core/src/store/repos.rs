@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::connect::Scope;
 use super::rows::{RepoRow, repo_columns};
-use super::sql::{constraint_error, q};
+use super::sql::{constraint_error, is_unique_violation, q};
 use super::{RepoStore, SqlStore, now};
 use crate::repos::{NewRepo, RepoPatch, RepoSource, Repository};
 use crate::{Error, OrgId, RepoId, Result};
@@ -17,6 +17,7 @@ impl RepoStore for SqlStore {
             RepoSource::Github { installation_id, repo_id } => (Some(*installation_id), Some(*repo_id), None),
             RepoSource::Local { path } => (None, None, Some(path.clone())),
         };
+        let repo_path = path.clone();
         let at = now();
         let mut tx = self.begin(Scope::Org(org)).await?;
         let row: RepoRow = tx
@@ -39,7 +40,17 @@ impl RepoStore for SqlStore {
                 .arg(at),
             )
             .await
-            .map_err(|e| constraint_error(e, "a repository with this name is already registered", "organization"))?;
+            .map_err(|e| {
+                // A local path belongs to one organization: its conflict says no more than that the
+                // path cannot be used (another org's use of it is not for this one to learn).
+                if is_unique_violation(&e) && e.to_string().contains("local_path") {
+                    let path = repo_path.as_deref().unwrap_or_default();
+                    return Error::invalid(format!(
+                        "`{path}` is not an accessible repository under this server's repository roots"
+                    ));
+                }
+                constraint_error(e, "a repository with this name is already registered", "organization")
+            })?;
         tx.commit().await?;
         row.try_into()
     }

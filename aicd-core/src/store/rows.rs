@@ -5,6 +5,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::deliveries::{DeliveryStatus, WebhookDelivery};
+use crate::github::{GithubRepoId, InstallationId};
 use crate::jobs::{
     Budget, Checkpoints, EventKind, IssueRef, Job, JobEvent, JobState, Lease, PullRequestRef, StepAttempts, UsageRecord,
 };
@@ -154,6 +155,7 @@ pub(crate) struct RepoRow {
     local_path: Option<String>,
     default_branch: String,
     settings: Json<serde_json::Value>,
+    detached_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -161,7 +163,7 @@ pub(crate) struct RepoRow {
 macro_rules! repo_columns {
     () => {
         "id, org_id, kind, full_name, github_installation_id, github_repo_id, \
-     local_path, default_branch, settings, created_at, updated_at"
+     local_path, default_branch, settings, detached_at, created_at, updated_at"
     };
 }
 pub(crate) use repo_columns;
@@ -170,7 +172,13 @@ impl TryFrom<RepoRow> for Repository {
     type Error = Error;
     fn try_from(r: RepoRow) -> Result<Self> {
         let source = match (r.kind.as_str(), r.github_installation_id, r.github_repo_id, r.local_path) {
-            ("github", Some(installation_id), Some(repo_id), _) => RepoSource::Github { installation_id, repo_id },
+            ("github", Some(installation_id), Some(repo_id), _) => {
+                let corrupt = |_| Error::Corrupt(format!("repository {} has an invalid GitHub id", r.id));
+                RepoSource::Github {
+                    installation_id: InstallationId::new(installation_id).map_err(corrupt)?,
+                    repo_id: GithubRepoId::new(repo_id).map_err(corrupt)?,
+                }
+            }
             ("local", _, _, Some(path)) => RepoSource::Local { path },
             (kind, ..) => {
                 return Err(Error::Corrupt(format!("repository {} of kind `{kind}` is incomplete", r.id)));
@@ -183,6 +191,7 @@ impl TryFrom<RepoRow> for Repository {
             source,
             default_branch: r.default_branch,
             settings: r.settings.0,
+            detached_at: r.detached_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -390,7 +399,7 @@ impl TryFrom<DeliveryRow> for WebhookDelivery {
             delivery_id: r.delivery_id,
             event: r.event,
             action: r.action,
-            installation_id: r.installation_id,
+            installation_id: r.installation_id.and_then(|id| InstallationId::new(id).ok()),
             error: r.error,
             attempts: small(r.attempts.into(), "attempts")?,
             received_at: r.received_at,

@@ -60,6 +60,8 @@ arg_from! {
     crate::ApiKeyId => Uuid via |v: crate::ApiKeyId| v.0,
     crate::JobId => Uuid via |v: crate::JobId| v.0,
     crate::UsageId => Uuid via |v: crate::UsageId| v.0,
+    crate::github::InstallationId => Int via crate::github::InstallationId::get,
+    crate::github::GithubRepoId => Int via crate::github::GithubRepoId::get,
     i64 => Int via same,
     String => Text via same,
     &str => Text via str::to_owned,

@@ -1,15 +1,18 @@
 use aicd_core::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery};
+use aicd_core::github::InstallationId;
 use aicd_core::store::DeliveryStore;
 use chrono::Duration;
 
 use crate::support::Harness;
 
+/// A delivery whose body is unique to its id.
 fn delivery(id: &str) -> NewDelivery {
     NewDelivery {
         delivery_id: id.into(),
         event: "issues".into(),
         action: Some("labeled".into()),
-        installation_id: Some(77),
+        installation_id: Some(InstallationId::new(77).unwrap()),
+        body_sha256: Some(format!("body of {id}").into_bytes()),
     }
 }
 
@@ -25,7 +28,7 @@ pub(crate) async fn a_delivery_is_processed_once(h: &Harness) {
     let stored = s.get_delivery("d-1").await.unwrap();
     assert_eq!(
         (stored.event.as_str(), stored.action.as_deref(), stored.installation_id),
-        ("issues", Some("labeled"), Some(77))
+        ("issues", Some("labeled"), Some(InstallationId::new(77).unwrap()))
     );
     assert_eq!((stored.status, stored.attempts), (DeliveryStatus::Processed, 1));
     assert!(s.finish_delivery("nope", DeliveryStatus::Processed, None).await.is_err());
@@ -52,4 +55,24 @@ pub(crate) async fn a_delivery_abandoned_mid_processing_is_taken_again_after_a_w
     let retaken = s.begin_delivery(delivery("d-3"), Duration::milliseconds(10)).await.unwrap();
     assert_eq!(retaken, DeliveryClaim::Process);
     assert_eq!(s.get_delivery("d-3").await.unwrap().attempts, 2);
+}
+
+pub(crate) async fn a_body_replayed_under_another_delivery_id_is_a_duplicate(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.begin_delivery(delivery("d-4"), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
+    s.finish_delivery("d-4", DeliveryStatus::Processed, None).await.unwrap();
+    // The same signed body, a new id: a replay, not a new delivery; nothing is recorded under it.
+    let replay = NewDelivery { delivery_id: "d-5".into(), ..delivery("d-4") };
+    let claim = s.begin_delivery(replay.clone(), Duration::minutes(5)).await.unwrap();
+    assert_eq!(claim, DeliveryClaim::Duplicate(DeliveryStatus::Processed));
+    assert!(s.get_delivery("d-5").await.is_err());
+    assert_eq!(
+        s.begin_delivery(replay, Duration::minutes(5)).await.unwrap(),
+        DeliveryClaim::Duplicate(DeliveryStatus::Processed)
+    );
+    // Deliveries recorded without a hash never collide.
+    for id in ["d-6", "d-7"] {
+        let unhashed = NewDelivery { delivery_id: id.into(), body_sha256: None, ..delivery(id) };
+        assert_eq!(s.begin_delivery(unhashed, Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
+    }
 }

@@ -3,7 +3,8 @@
 
 use aicd_core::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery};
 use aicd_core::github::{
-    CommandKind, CommandOutcome, CommandStatus, GithubIntake, GithubRepoInfo, NewCommand, StartOutcome, TriggerSettings,
+    CommandKind, CommandOutcome, CommandSource, CommandStatus, GithubIntake, GithubRepoId, GithubRepoInfo,
+    InstallationId, NewCommand, StartOutcome, TriggerSettings,
 };
 use aicd_core::jobs::{EventKind, Fence, IssueRef, Job, JobFilter, JobState, JobUpdate, PullRequestRef, Trigger};
 use aicd_core::repos::{NewRepo, RepoPatch, RepoSource, Repository};
@@ -24,19 +25,38 @@ fn issue(number: u64) -> IssueRef {
     }
 }
 
+/// Installation `n`.
+fn inst(n: i64) -> InstallationId {
+    InstallationId::new(n).unwrap()
+}
+
+/// GitHub repository `n`.
+fn gh(n: i64) -> GithubRepoId {
+    GithubRepoId::new(n).unwrap()
+}
+
 fn repo_info(id: i64, name: &str) -> GithubRepoInfo {
-    GithubRepoInfo { repo_id: id, full_name: name.into(), default_branch: None }
+    GithubRepoInfo { repo_id: gh(id), full_name: name.into(), default_branch: None }
+}
+
+/// Links `installation` to `org` as an operator would (after the setup flow's proof).
+async fn link(h: &Harness, org: OrgId, installation: i64, login: Option<&str>) -> aicd_core::github::Installation {
+    h.core
+        .github_intake()
+        .link_installation(org, inst(installation), login.map(str::to_owned), "operator")
+        .await
+        .unwrap()
 }
 
 /// An org that linked `installation` and has its repository `acme/app` (GitHub id 1000 + installation).
 async fn linked_org(h: &Harness, name: &str, installation: i64) -> (OrgId, Actor, Repository) {
     let (org, _, admin) = h.org_with_admin(name).await;
-    h.core.link_installation(&admin, org.id, installation, Some(name.to_lowercase())).await.unwrap();
+    link(h, org.id, installation, Some(&name.to_lowercase())).await;
     let full_name = format!("{}/app", name.to_lowercase());
     let sync = h
         .core
         .github_intake()
-        .sync_github_repos(org.id, installation, &[repo_info(1000 + installation, &full_name)], &[])
+        .sync_github_repos(org.id, inst(installation), &[repo_info(1000 + installation, &full_name)], &[])
         .await
         .unwrap();
     (org.id, admin, sync.upserted[0].clone())
@@ -47,8 +67,9 @@ fn run_command(repo: RepoId, number: u64, comment_id: i64, login: &str) -> NewCo
         repo_id: repo,
         issue_number: number,
         command: CommandKind::Run,
+        source: CommandSource::Comment { comment_id },
         login: login.into(),
-        comment_id,
+        author_login: None,
         issue: Some(issue(number)),
     }
 }
@@ -91,45 +112,101 @@ fn already_active(outcome: StartOutcome) -> Job {
 pub(crate) async fn installations_are_linked_listed_and_unlinked(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
     let c = &h.core;
-    let linked = c.link_installation(&admin, org.id, 42, Some("acme".into())).await.unwrap();
-    assert_eq!((linked.installation_id, linked.org_id), (42, org.id));
+    let intake = c.github_intake();
+    let linked = intake.link_installation(org.id, inst(42), Some("acme".into()), "github:mona").await.unwrap();
+    assert_eq!((linked.installation_id, linked.org_id), (inst(42), org.id));
     assert_eq!((linked.account_login.as_deref(), linked.suspended), (Some("acme"), false));
+    assert_eq!(linked.linked_by.as_deref(), Some("github:mona"));
 
     // Linking again is idempotent: the same link, the login refreshed only when given.
-    let again = c.link_installation(&admin, org.id, 42, None).await.unwrap();
+    let again = intake.link_installation(org.id, inst(42), None, "operator").await.unwrap();
     assert_eq!((again.created_at, again.account_login.as_deref()), (linked.created_at, Some("acme")));
-    let renamed = c.link_installation(&admin, org.id, 42, Some("acme-inc".into())).await.unwrap();
+    assert_eq!(again.linked_by.as_deref(), Some("operator"));
+    let renamed = intake.link_installation(org.id, inst(42), Some("acme-inc".into()), "operator").await.unwrap();
     assert_eq!(renamed.account_login.as_deref(), Some("acme-inc"));
-    c.link_installation(&admin, org.id, 7, None).await.unwrap();
+    link(h, org.id, 7, None).await;
     let listed: Vec<_> =
         c.list_installations(&admin, org.id).await.unwrap().iter().map(|i| i.installation_id).collect();
-    assert_eq!(listed, [7, 42]);
+    assert_eq!(listed, [inst(7), inst(42)]);
+    let bad_login = intake.link_installation(org.id, inst(44), Some("a b".into()), "operator").await;
+    assert!(matches!(bad_login, Err(Error::InvalidInput(_))), "{bad_login:?}");
 
-    // Only an org_admin links; any member lists.
+    // Only an org_admin unlinks; any member lists.
     let dev = h.user("dev").await;
     c.add_member(&admin, org.id, dev, Role::Developer).await.unwrap();
     let dev = c.user_actor(dev, org.id).await.unwrap();
-    let denied = c.link_installation(&dev, org.id, 43, None).await;
-    assert!(matches!(denied, Err(Error::Forbidden { .. })), "{denied:?}");
-    assert!(matches!(c.unlink_installation(&dev, org.id, 42).await, Err(Error::Forbidden { .. })));
+    assert!(matches!(c.unlink_installation(&dev, org.id, inst(42)).await, Err(Error::Forbidden { .. })));
     assert_eq!(c.list_installations(&dev, org.id).await.unwrap().len(), 2);
-    assert!(matches!(c.link_installation(&admin, org.id, 0, None).await, Err(Error::InvalidInput(_))));
-    assert!(matches!(c.link_installation(&admin, org.id, 44, Some("a b".into())).await, Err(Error::InvalidInput(_))));
 
-    c.unlink_installation(&admin, org.id, 42).await.unwrap();
+    c.unlink_installation(&admin, org.id, inst(42)).await.unwrap();
     let listed: Vec<_> =
         c.list_installations(&admin, org.id).await.unwrap().iter().map(|i| i.installation_id).collect();
-    assert_eq!(listed, [7]);
-    let gone = c.unlink_installation(&admin, org.id, 42).await;
+    assert_eq!(listed, [inst(7)]);
+    let gone = c.unlink_installation(&admin, org.id, inst(42)).await;
     assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+}
+
+pub(crate) async fn an_install_state_is_used_once_by_an_admin_of_its_org(h: &Harness) {
+    use aicd_core::tenancy::Principal;
+    let (org, admin_id, admin) = h.org_with_admin("Acme").await;
+    let (other, _, other_admin) = h.org_with_admin("Globex").await;
+    let c = &h.core;
+    let intake = c.github_intake();
+    let hash = |n: u8| vec![n; 32];
+    let later = chrono::Utc::now() + Duration::minutes(30);
+
+    let state = c.start_github_install(&admin, org.id, hash(1), later).await.unwrap();
+    assert_eq!((state.org_id, state.created_by.as_str()), (org.id, format!("user:{admin_id}").as_str()));
+    // Used once, in its own org only.
+    assert!(matches!(intake.consume_install_state(other.id, &hash(1)).await, Err(Error::NotFound { .. })));
+    assert_eq!(intake.consume_install_state(org.id, &hash(1)).await.unwrap(), Principal::User(admin_id));
+    assert!(matches!(intake.consume_install_state(org.id, &hash(1)).await, Err(Error::NotFound { .. })));
+    assert!(matches!(intake.consume_install_state(org.id, &hash(9)).await, Err(Error::NotFound { .. })));
+
+    // An expired state is refused.
+    let past = chrono::Utc::now() - Duration::seconds(1);
+    c.start_github_install(&admin, org.id, hash(2), past).await.unwrap();
+    assert!(matches!(intake.consume_install_state(org.id, &hash(2)).await, Err(Error::NotFound { .. })));
+
+    // Only an org admin may start one, and only while still one when it is used.
+    let dev = h.user("dev").await;
+    c.add_member(&admin, org.id, dev, Role::OrgAdmin).await.unwrap();
+    let dev_actor = c.user_actor(dev, org.id).await.unwrap();
+    c.start_github_install(&dev_actor, org.id, hash(3), later).await.unwrap();
+    c.set_member_role(&admin, org.id, dev, Role::Developer).await.unwrap();
+    assert!(matches!(intake.consume_install_state(org.id, &hash(3)).await, Err(Error::NotFound { .. })));
+    let dev_actor = c.user_actor(dev, org.id).await.unwrap();
+    let denied = c.start_github_install(&dev_actor, org.id, hash(4), later).await;
+    assert!(matches!(denied, Err(Error::Forbidden { .. })), "{denied:?}");
+    let elsewhere = c.start_github_install(&other_admin, org.id, hash(5), later).await;
+    assert!(matches!(elsewhere, Err(Error::NotFound { .. })), "{elsewhere:?}");
+    let short = c.start_github_install(&admin, org.id, vec![1; 5], later).await;
+    assert!(matches!(short, Err(Error::InvalidInput(_))), "{short:?}");
+
+    // An API key's state dies with the key.
+    let (key, secret) = c
+        .create_api_key(
+            &admin,
+            org.id,
+            aicd_core::tenancy::NewApiKey { name: "ci".into(), role: Role::OrgAdmin, expires_at: None },
+        )
+        .await
+        .unwrap();
+    let key_actor = c.authenticate_api_key(&secret).await.unwrap();
+    c.start_github_install(&key_actor, org.id, hash(6), later).await.unwrap();
+    c.start_github_install(&key_actor, org.id, hash(7), later).await.unwrap();
+    assert_eq!(intake.consume_install_state(org.id, &hash(6)).await.unwrap(), Principal::ApiKey(key.id));
+    c.revoke_api_key(&admin, org.id, key.id).await.unwrap();
+    assert!(matches!(intake.consume_install_state(org.id, &hash(7)).await, Err(Error::NotFound { .. })));
 }
 
 pub(crate) async fn an_installation_linked_to_another_org_is_a_conflict(h: &Harness) {
     let (a, _, a_admin) = h.org_with_admin("Acme").await;
     let (b, _, b_admin) = h.org_with_admin("Globex").await;
-    h.core.link_installation(&a_admin, a.id, 42, Some("acme".into())).await.unwrap();
+    let intake = h.core.github_intake();
+    link(h, a.id, 42, Some("acme")).await;
 
-    let taken = h.core.link_installation(&b_admin, b.id, 42, Some("globex".into())).await;
+    let taken = intake.link_installation(b.id, inst(42), Some("globex".into()), "operator").await;
     match &taken {
         Err(Error::Conflict(message)) => {
             assert!(!message.contains(&a.id.to_string()) && !message.contains("Acme") && !message.contains("acme"));
@@ -141,54 +218,125 @@ pub(crate) async fn an_installation_linked_to_another_org_is_a_conflict(h: &Harn
     assert_eq!((kept.len(), kept[0].account_login.as_deref()), (1, Some("acme")));
 
     // Once A lets go, B may link it.
-    h.core.unlink_installation(&a_admin, a.id, 42).await.unwrap();
-    assert_eq!(h.core.link_installation(&b_admin, b.id, 42, None).await.unwrap().org_id, b.id);
+    h.core.unlink_installation(&a_admin, a.id, inst(42)).await.unwrap();
+    assert_eq!(link(h, b.id, 42, None).await.org_id, b.id);
+}
+
+pub(crate) async fn access_follows_the_link(h: &Harness) {
+    let (a, a_admin, repo) = linked_org(h, "Acme", 42).await;
+    let (b, b_admin) = {
+        let (org, _, admin) = h.org_with_admin("Globex").await;
+        (org.id, admin)
+    };
+    let intake = h.core.github_intake();
+    let rejected = |result: aicd_core::Result<aicd_core::github::GithubAccess>, needle: &str| match result {
+        Err(Error::Rejected { service: "github", message }) => assert!(message.contains(needle), "{message}"),
+        other => panic!("expected a refusal naming `{needle}`, got {other:?}"),
+    };
+    let access = h.store.github_access(a, repo.id).await.unwrap();
+    assert_eq!((access.installation_id, access.repo_id, access.full_name.as_str()), (inst(42), gh(1042), "acme/app"));
+    assert!(matches!(h.store.github_access(b, repo.id).await, Err(Error::NotFound { .. })));
+
+    // Suspended: refused, and back once unsuspended.
+    intake.set_installation_suspended(inst(42), true).await.unwrap();
+    rejected(h.store.github_access(a, repo.id).await, "suspended");
+    intake.set_installation_suspended(inst(42), false).await.unwrap();
+    assert!(h.store.github_access(a, repo.id).await.is_ok());
+
+    // Unlinked: the repository is detached (kept with its history) and its unfinished jobs end.
+    let pr_open = created(intake.start_issue_job(a, repo.id, issue(2), Trigger::Label, "alice").await.unwrap());
+    let pr_open = open_pull_request(h, a, pr_open.id, 5).await;
+    let queued = created(intake.start_issue_job(a, repo.id, issue(1), Trigger::Label, "alice").await.unwrap());
+    let detached = h.core.unlink_installation(&a_admin, a, inst(42)).await.unwrap();
+    assert_eq!(detached.iter().map(|r| r.id).collect::<Vec<_>>(), [repo.id]);
+    let stored = h.store.get_repo(a, repo.id).await.unwrap();
+    assert!(stored.detached_at.is_some());
+    rejected(h.store.github_access(a, repo.id).await, "detached");
+    let cancelled = h.store.get_job(a, queued.id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(h.store.get_job(a, pr_open.id).await.unwrap().state, JobState::PrOpen);
+    let events = h.core.list_events(&a_admin, a, queued.id, None, 10).await.unwrap();
+    assert!(!events.is_empty(), "the job's history is kept");
+
+    // Linked again to B, with the same repository: A's copy stays detached; B's own works.
+    link(h, b, 42, Some("acme")).await;
+    let sync = intake.sync_github_repos(b, inst(42), &[repo_info(1042, "acme/app")], &[]).await.unwrap();
+    let b_repo = &sync.upserted[0];
+    assert_eq!(h.store.github_access(b, b_repo.id).await.unwrap().installation_id, inst(42));
+    rejected(h.store.github_access(a, repo.id).await, "detached");
+    assert!(h.core.list_repos(&b_admin, b).await.unwrap().iter().all(|r| r.org_id == b));
+
+    // Back to A (after B lets go): the repository is reattached by the sync.
+    h.core.unlink_installation(&b_admin, b, inst(42)).await.unwrap();
+    link(h, a, 42, None).await;
+    let sync = intake.sync_github_repos(a, inst(42), &[repo_info(1042, "acme/app")], &[]).await.unwrap();
+    assert_eq!(sync.upserted[0].id, repo.id);
+    assert_eq!(sync.upserted[0].detached_at, None);
+    assert!(h.store.github_access(a, repo.id).await.is_ok());
+
+    // A local repository is not a GitHub one.
+    let local = h
+        .store
+        .create_repo(
+            a,
+            NewRepo {
+                full_name: "acme/local".into(),
+                source: RepoSource::Local { path: h.local_path("access") },
+                default_branch: None,
+                settings: None,
+            },
+        )
+        .await
+        .unwrap();
+    rejected(h.store.github_access(a, local.id).await, "not a GitHub repository");
 }
 
 pub(crate) async fn webhooks_find_an_installation_from_the_system_scope(h: &Harness) {
     let (org, _, repo) = linked_org(h, "Acme", 42).await;
     let intake = h.core.github_intake();
-    assert_eq!(intake.installation_org(42).await.unwrap(), Some((org, false)));
-    assert_eq!(intake.installation(42).await.unwrap().unwrap().account_login.as_deref(), Some("acme"));
-    assert_eq!(intake.installation_org(43).await.unwrap(), None);
+    assert_eq!(intake.installation_org(inst(42)).await.unwrap(), Some((org, false)));
+    assert_eq!(intake.installation(inst(42)).await.unwrap().unwrap().account_login.as_deref(), Some("acme"));
+    assert_eq!(intake.installation_org(inst(43)).await.unwrap(), None);
 
-    let suspended = intake.set_installation_suspended(42, true).await.unwrap().expect("linked");
+    let suspended = intake.set_installation_suspended(inst(42), true).await.unwrap().expect("linked");
     assert!(suspended.suspended);
-    assert_eq!(intake.installation_org(42).await.unwrap(), Some((org, true)));
-    assert!(!intake.set_installation_suspended(42, false).await.unwrap().unwrap().suspended);
-    assert_eq!(intake.set_installation_suspended(43, true).await.unwrap(), None);
+    assert_eq!(intake.installation_org(inst(42)).await.unwrap(), Some((org, true)));
+    assert!(!intake.set_installation_suspended(inst(42), false).await.unwrap().unwrap().suspended);
+    assert_eq!(intake.set_installation_suspended(inst(43), true).await.unwrap(), None);
 
-    // Uninstalling unlinks; the repositories stay, with their history.
-    let removed = intake.remove_installation(42).await.unwrap().expect("it was linked");
+    // Uninstalling unlinks; the repositories stay, with their history, detached.
+    let removed = intake.remove_installation(inst(42)).await.unwrap().expect("it was linked");
     assert_eq!(removed.org_id, org);
-    assert_eq!(intake.installation_org(42).await.unwrap(), None);
-    assert_eq!(intake.remove_installation(42).await.unwrap(), None);
-    assert_eq!(h.store.get_repo(org, repo.id).await.unwrap(), repo);
+    assert_eq!(intake.installation_org(inst(42)).await.unwrap(), None);
+    assert_eq!(intake.remove_installation(inst(42)).await.unwrap(), None);
+    let kept = h.store.get_repo(org, repo.id).await.unwrap();
+    assert_eq!((kept.id, kept.full_name.as_str()), (repo.id, repo.full_name.as_str()));
+    assert!(kept.detached_at.is_some());
 }
 
 pub(crate) async fn repositories_follow_the_installation(h: &Harness) {
-    let (org, _, admin) = h.org_with_admin("Acme").await;
+    let (org, _, _) = h.org_with_admin("Acme").await;
     let intake = h.core.github_intake();
-    h.core.link_installation(&admin, org.id, 42, None).await.unwrap();
+    link(h, org.id, 42, None).await;
     let org = org.id;
 
     let added = [
-        GithubRepoInfo { repo_id: 1, full_name: "acme/one".into(), default_branch: Some("develop".into()) },
+        GithubRepoInfo { repo_id: gh(1), full_name: "acme/one".into(), default_branch: Some("develop".into()) },
         repo_info(2, "acme/two"),
         repo_info(3, "acme/three"),
     ];
-    let sync = intake.sync_github_repos(org, 42, &added, &[]).await.unwrap();
+    let sync = intake.sync_github_repos(org, inst(42), &added, &[]).await.unwrap();
     assert_eq!(sync.upserted.len(), 3);
-    assert!(sync.removed.is_empty() && sync.kept.is_empty() && sync.skipped.is_empty());
-    let one = intake.find_github_repo(org, 1).await.unwrap().expect("registered");
-    assert_eq!(one.source, RepoSource::Github { installation_id: 42, repo_id: 1 });
+    assert!(sync.detached.is_empty() && sync.skipped.is_empty());
+    let one = intake.find_github_repo(org, gh(1)).await.unwrap().expect("registered");
+    assert_eq!(one.source, RepoSource::Github { installation_id: inst(42), repo_id: gh(1) });
     assert_eq!((one.full_name.as_str(), one.default_branch.as_str()), ("acme/one", "develop"));
-    assert_eq!(intake.find_github_repo(org, 2).await.unwrap().unwrap().default_branch, "main");
-    assert_eq!(intake.find_github_repo(org, 99).await.unwrap(), None);
+    assert_eq!(intake.find_github_repo(org, gh(2)).await.unwrap().unwrap().default_branch, "main");
+    assert_eq!(intake.find_github_repo(org, gh(99)).await.unwrap(), None);
 
     // A rename, or the same repository again, updates in place; the chosen branch is kept.
-    let renamed = GithubRepoInfo { repo_id: 1, full_name: "acme/uno".into(), default_branch: Some("main".into()) };
-    let sync = intake.sync_github_repos(org, 42, &[renamed], &[]).await.unwrap();
+    let renamed = GithubRepoInfo { repo_id: gh(1), full_name: "acme/uno".into(), default_branch: Some("main".into()) };
+    let sync = intake.sync_github_repos(org, inst(42), &[renamed], &[]).await.unwrap();
     assert_eq!(sync.upserted[0].id, one.id);
     assert_eq!(
         (sync.upserted[0].full_name.as_str(), sync.upserted[0].default_branch.as_str()),
@@ -196,20 +344,30 @@ pub(crate) async fn repositories_follow_the_installation(h: &Harness) {
     );
     assert_eq!(h.store.list_repos(org).await.unwrap().len(), 3);
 
-    // Removed: deleted, unless a job is active on it.
-    let three = intake.find_github_repo(org, 3).await.unwrap().unwrap();
+    // Removed: detached, never deleted; the history stays and unfinished jobs are cancelled.
+    let two = intake.find_github_repo(org, gh(2)).await.unwrap().unwrap();
+    let three = intake.find_github_repo(org, gh(3)).await.unwrap().unwrap();
     let busy = created(intake.start_issue_job(org, three.id, issue(1), Trigger::Label, "alice").await.unwrap());
-    let sync = intake.sync_github_repos(org, 42, &[], &[2, 3, 404]).await.unwrap();
-    let two = sync.removed.clone();
-    assert_eq!(two.len(), 1);
-    assert!(intake.find_github_repo(org, 2).await.unwrap().is_none());
-    assert_eq!(sync.kept.iter().map(|r| r.id).collect::<Vec<_>>(), [three.id]);
-    assert_eq!(h.store.get_job(org, busy.id).await.unwrap().state, JobState::Queued);
+    let sync = intake.sync_github_repos(org, inst(42), &[], &[gh(2), gh(3), gh(404)]).await.unwrap();
+    let mut detached: Vec<_> = sync.detached.iter().map(|r| r.id).collect();
+    detached.sort();
+    let mut expected = vec![two.id, three.id];
+    expected.sort();
+    assert_eq!(detached, expected);
+    assert!(sync.detached.iter().all(|r| r.detached_at.is_some()));
+    assert!(intake.find_github_repo(org, gh(2)).await.unwrap().unwrap().detached_at.is_some());
+    assert_eq!(h.store.get_job(org, busy.id).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(h.store.list_repos(org).await.unwrap().len(), 3);
+    // Removed again: nothing more to detach.
+    assert!(intake.sync_github_repos(org, inst(42), &[], &[gh(2)]).await.unwrap().detached.is_empty());
+    // Added back: reattached, same repository.
+    let back = intake.sync_github_repos(org, inst(42), &[repo_info(2, "acme/two")], &[]).await.unwrap();
+    assert_eq!((back.upserted[0].id, back.upserted[0].detached_at), (two.id, None));
 
     // Invalid names and names taken by another repository are skipped, not fatal.
     let local = NewRepo {
         full_name: "acme/taken".into(),
-        source: RepoSource::Local { path: "/srv/git/taken".into() },
+        source: RepoSource::Local { path: h.local_path("taken") },
         default_branch: None,
         settings: None,
     };
@@ -217,25 +375,25 @@ pub(crate) async fn repositories_follow_the_installation(h: &Harness) {
     let sync = intake
         .sync_github_repos(
             org,
-            42,
+            inst(42),
             &[repo_info(5, "acme/taken"), repo_info(6, "not a name"), repo_info(7, "acme/seven")],
             &[],
         )
         .await
         .unwrap();
     assert_eq!(sync.upserted.iter().map(|r| r.full_name.as_str()).collect::<Vec<_>>(), ["acme/seven"]);
-    assert_eq!(sync.skipped.iter().map(|s| s.repo.repo_id).collect::<Vec<_>>(), [5, 6]);
+    assert_eq!(sync.skipped.iter().map(|s| s.repo.repo_id).collect::<Vec<_>>(), [gh(5), gh(6)]);
 
     // Another installation's removal does not touch this installation's repositories.
-    h.core.link_installation(&admin, org, 43, None).await.unwrap();
-    let sync = intake.sync_github_repos(org, 43, &[], &[7]).await.unwrap();
-    assert!(sync.removed.is_empty());
-    assert!(intake.find_github_repo(org, 7).await.unwrap().is_some());
+    link(h, org, 43, None).await;
+    let sync = intake.sync_github_repos(org, inst(43), &[], &[gh(7)]).await.unwrap();
+    assert!(sync.detached.is_empty());
+    assert!(intake.find_github_repo(org, gh(7)).await.unwrap().is_some());
     // Moving a repository to another installation follows it.
-    let moved = intake.sync_github_repos(org, 43, &[repo_info(7, "acme/seven")], &[]).await.unwrap();
-    assert_eq!(moved.upserted[0].source, RepoSource::Github { installation_id: 43, repo_id: 7 });
+    let moved = intake.sync_github_repos(org, inst(43), &[repo_info(7, "acme/seven")], &[]).await.unwrap();
+    assert_eq!(moved.upserted[0].source, RepoSource::Github { installation_id: inst(43), repo_id: gh(7) });
 
-    let unknown = intake.sync_github_repos(org, 44, &[repo_info(8, "acme/eight")], &[]).await;
+    let unknown = intake.sync_github_repos(org, inst(44), &[repo_info(8, "acme/eight")], &[]).await;
     assert!(matches!(unknown, Err(Error::NotFound { .. })), "{unknown:?}");
 }
 
@@ -304,7 +462,10 @@ pub(crate) async fn comment_commands_are_recorded_once_and_claimed(h: &Harness) 
         (run.command, run.status, run.attempts, run.lease.is_none()),
         (CommandKind::Run, CommandStatus::Pending, 0, true)
     );
-    assert_eq!((run.issue_number, run.comment_id, run.login.as_str()), (7, 555, "alice"));
+    assert_eq!(
+        (run.issue_number, run.source.clone(), run.login.as_str()),
+        (7, CommandSource::Comment { comment_id: 555 }, "alice")
+    );
     assert_eq!(run.issue, Some(issue(7)));
     // A redelivered comment is the same command.
     let again = intake.enqueue_command(org, run_command(repo.id, 7, 555, "alice")).await.unwrap();
@@ -451,11 +612,13 @@ pub(crate) async fn org_b_cannot_see_org_a_github_data(h: &Harness) {
 
     // Through Core: naming A outright, or A's installation under B.
     assert!(matches!(c.list_installations(&b_admin, a).await, Err(Error::NotFound { .. })));
-    assert!(matches!(c.link_installation(&b_admin, a, 44, None).await, Err(Error::NotFound { .. })));
-    assert!(matches!(c.unlink_installation(&b_admin, a, 42).await, Err(Error::NotFound { .. })));
-    assert!(matches!(c.unlink_installation(&b_admin, b, 42).await, Err(Error::NotFound { .. })));
+    let later = chrono::Utc::now() + Duration::minutes(5);
+    assert!(matches!(c.start_github_install(&b_admin, a, vec![0; 32], later).await, Err(Error::NotFound { .. })));
+    assert!(matches!(c.unlink_installation(&b_admin, a, inst(42)).await, Err(Error::NotFound { .. })));
+    assert!(matches!(c.unlink_installation(&b_admin, b, inst(42)).await, Err(Error::NotFound { .. })));
     let b_sees: Vec<_> = c.list_installations(&b_admin, b).await.unwrap().iter().map(|i| i.installation_id).collect();
-    assert_eq!(b_sees, [43]);
+    assert_eq!(b_sees, [inst(43)]);
+    assert!(matches!(h.store.github_access(b, a_repo.id).await, Err(Error::NotFound { .. })));
 
     // Through the intake and the store, scoped to B.
     assert!(matches!(intake.get_command(b, a_command.id).await, Err(Error::NotFound { .. })));
@@ -463,8 +626,8 @@ pub(crate) async fn org_b_cannot_see_org_a_github_data(h: &Harness) {
     assert!(matches!(finish, Err(Error::NotFound { .. })), "{finish:?}");
     let on_a_repo = intake.enqueue_command(b, command(CommandKind::Cancel, a_repo.id, 1, 10)).await;
     assert!(matches!(on_a_repo, Err(Error::NotFound { .. })), "{on_a_repo:?}");
-    assert_eq!(intake.find_github_repo(b, 1042).await.unwrap(), None);
-    let sync = intake.sync_github_repos(b, 42, &[repo_info(5, "globex/x")], &[1042]).await;
+    assert_eq!(intake.find_github_repo(b, gh(1042)).await.unwrap(), None);
+    let sync = intake.sync_github_repos(b, inst(42), &[repo_info(5, "globex/x")], &[gh(1042)]).await;
     assert!(matches!(sync, Err(Error::NotFound { .. })), "{sync:?}");
     let start = intake.start_issue_job(b, a_repo.id, issue(2), Trigger::Label, "mallory").await;
     assert!(matches!(start, Err(Error::NotFound { .. })), "{start:?}");
@@ -478,7 +641,7 @@ pub(crate) async fn org_b_cannot_see_org_a_github_data(h: &Harness) {
     // A is untouched.
     assert_eq!(intake.get_command(a, a_command.id).await.unwrap().status, CommandStatus::Pending);
     assert_eq!(c.get_job(&a_admin, a, a_job.id).await.unwrap().state, JobState::Queued);
-    assert_eq!(intake.installation_org(42).await.unwrap(), Some((a, false)));
+    assert_eq!(intake.installation_org(inst(42)).await.unwrap(), Some((a, false)));
     assert_eq!(c.list_repos(&b_admin, b).await.unwrap(), [b_repo]);
 }
 
@@ -499,7 +662,10 @@ pub(crate) async fn trigger_settings_resolve_the_repository_over_the_organizatio
     let patch = OrgPatch { settings: Some(org_settings), ..Default::default() };
     h.core.update_org(&admin, org, patch).await.unwrap();
     let resolved = resolve(repo.clone()).await;
-    assert_eq!(resolved, TriggerSettings { label: Some("AI Ready".into()), assignment: false, commands: true });
+    assert_eq!(
+        resolved,
+        TriggerSettings { label: Some("AI Ready".into()), assignment: false, commands: true, bots: false }
+    );
     assert!(resolved.matches_label("ai ready"));
     assert!(!resolved.matches_label("aicd"));
 
@@ -507,13 +673,16 @@ pub(crate) async fn trigger_settings_resolve_the_repository_over_the_organizatio
     let repo_settings = serde_json::json!({ "triggers": { "label": null, "commands": false }, "policy": {} });
     let patch = RepoPatch { settings: Some(repo_settings), ..Default::default() };
     let repo = h.core.update_repo(&admin, org, repo.id, patch).await.unwrap();
-    assert_eq!(resolve(repo.clone()).await, TriggerSettings { label: None, assignment: false, commands: false });
+    assert_eq!(
+        resolve(repo.clone()).await,
+        TriggerSettings { label: None, assignment: false, commands: false, bots: false }
+    );
     let patch =
         RepoPatch { settings: Some(serde_json::json!({ "triggers": { "assignment": true } })), ..Default::default() };
     let repo = h.core.update_repo(&admin, org, repo.id, patch).await.unwrap();
     assert_eq!(
         resolve(repo.clone()).await,
-        TriggerSettings { label: Some("AI Ready".into()), assignment: true, commands: true }
+        TriggerSettings { label: Some("AI Ready".into()), assignment: true, commands: true, bots: false }
     );
 
     // A malformed `triggers` is refused at the door, for the repository and the organization.
@@ -538,7 +707,8 @@ pub(crate) async fn the_intake_records_webhook_deliveries(h: &Harness) {
         delivery_id: "intake-1".into(),
         event: "issues".into(),
         action: Some("opened".into()),
-        installation_id: Some(42),
+        installation_id: Some(inst(42)),
+        body_sha256: Some(vec![42; 32]),
     };
     assert_eq!(intake.begin_delivery(delivery.clone(), Duration::minutes(5)).await.unwrap(), DeliveryClaim::Process);
     assert_eq!(

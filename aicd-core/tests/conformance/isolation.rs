@@ -90,7 +90,7 @@ pub(crate) async fn org_a_cannot_update_cancel_or_delete_org_b_resources(h: &Har
     );
     not_found(c.revoke_api_key(x, b.org, b.key.id).await, "revoke B's key");
     not_found(c.revoke_api_key(x, a.org, b.key.id).await, "revoke B's key via A");
-    not_found(c.create_repo(x, b.org, github_repo("b/new")).await, "repo in B");
+    not_found(c.create_repo(x, b.org, github_repo(c, b.org, "b/new").await).await, "repo in B");
     not_found(c.update_repo(x, b.org, b.repo, RepoPatch::default()).await, "update B's repo");
     not_found(
         c.update_repo(x, a.org, b.repo, RepoPatch { default_branch: Some("x".into()), settings: None }).await,
@@ -165,7 +165,10 @@ async fn attempt(h: &Harness, t: &Tenant, actor: &Actor, permission: Permission)
         Permission::JobRetry => c.retry_job(actor, org, t.job).await.map(drop),
         Permission::JobDelete => c.delete_job(actor, org, t.job).await,
         Permission::UsageRead => c.usage_totals(actor, org, now - Duration::days(1), now).await.map(drop),
-        Permission::IntegrationManage => c.link_installation(actor, org, 4242, None).await.map(drop),
+        Permission::IntegrationManage => {
+            let later = chrono::Utc::now() + Duration::minutes(5);
+            c.start_github_install(actor, org, vec![7; 32], later).await.map(drop)
+        }
         other => panic!("no operation exercises {other}"),
     }
 }

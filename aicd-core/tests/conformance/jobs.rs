@@ -1,3 +1,4 @@
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::{
     DayUsage, EventKind, IssueRef, JobFilter, JobState, NewEvent, NewJob, RepoUsage, Trigger, UsageSummary,
 };
@@ -8,12 +9,23 @@ use aicd_core::{Core, CoreOptions, Error, OrgId, RepoId};
 use chrono::{Duration, Utc};
 use serde_json::json;
 
-use crate::support::Harness;
+use crate::support::{Harness, local_options};
 
-pub(crate) fn github_repo(name: &str) -> NewRepo {
+/// The installation tests link to `org`: derived from its id, so every org has its own.
+pub(crate) fn installation_of(org: OrgId) -> InstallationId {
+    let bytes = org.as_uuid().into_bytes();
+    let tail = u64::from_be_bytes(bytes[8..16].try_into().unwrap());
+    InstallationId::new(i64::try_from(tail >> 1).unwrap() + 1).unwrap()
+}
+
+/// A GitHub repository `name` of `org`, through the org's installation ([`installation_of`]),
+/// which is linked here if it is not yet (a repository may only name a linked installation).
+pub(crate) async fn github_repo(core: &Core, org: OrgId, name: &str) -> NewRepo {
+    let installation = installation_of(org);
+    core.github_intake().link_installation(org, installation, None, "operator").await.unwrap();
     NewRepo {
         full_name: name.into(),
-        source: RepoSource::Github { installation_id: 1, repo_id: 100 },
+        source: RepoSource::Github { installation_id: installation, repo_id: GithubRepoId::new(100).unwrap() },
         default_branch: None,
         settings: None,
     }
@@ -35,18 +47,23 @@ pub(crate) fn new_job(repo: RepoId, number: Option<u64>) -> NewJob {
 
 pub(crate) async fn org_with_repo(h: &Harness, name: &str) -> (OrgId, Actor, Repository) {
     let (org, _, admin) = h.org_with_admin(name).await;
-    let repo = h.core.create_repo(&admin, org.id, github_repo(&format!("{}/repo", name.to_lowercase()))).await.unwrap();
+    let repo = h
+        .core
+        .create_repo(&admin, org.id, github_repo(&h.core, org.id, &format!("{}/repo", name.to_lowercase())).await)
+        .await
+        .unwrap();
     (org.id, admin, repo)
 }
 
 pub(crate) async fn repositories_are_registered_listed_changed_and_removed(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
-    let b = h.core.create_repo(&admin, org.id, github_repo("acme/b")).await.unwrap();
-    let a = h.core.create_repo(&admin, org.id, github_repo("acme/a")).await.unwrap();
-    assert_eq!(a.source, RepoSource::Github { installation_id: 1, repo_id: 100 });
+    let b = h.core.create_repo(&admin, org.id, github_repo(&h.core, org.id, "acme/b").await).await.unwrap();
+    let a = h.core.create_repo(&admin, org.id, github_repo(&h.core, org.id, "acme/a").await).await.unwrap();
+    let installation_id = installation_of(org.id);
+    assert_eq!(a.source, RepoSource::Github { installation_id, repo_id: GithubRepoId::new(100).unwrap() });
     assert_eq!(a.default_branch, "main");
     assert_eq!(a.settings, json!({}));
-    let dup = h.core.create_repo(&admin, org.id, github_repo("acme/a")).await;
+    let dup = h.core.create_repo(&admin, org.id, github_repo(&h.core, org.id, "acme/a").await).await;
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
 
     let names: Vec<_> = h.core.list_repos(&admin, org.id).await.unwrap().into_iter().map(|r| r.full_name).collect();
@@ -67,16 +84,55 @@ pub(crate) async fn repositories_are_registered_listed_changed_and_removed(h: &H
 
 pub(crate) async fn local_repositories_need_to_be_allowed(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
+    let path = h.local_path("local");
     let local = NewRepo {
         full_name: "me/local".into(),
-        source: RepoSource::Local { path: "/srv/git/local".into() },
+        source: RepoSource::Local { path: path.clone() },
         default_branch: None,
         settings: None,
     };
-    let locked = Core::new(h.store.clone(), CoreOptions { allow_local_repos: false });
+    let locked = Core::new(h.store.clone(), CoreOptions { allow_local_repos: false, ..local_options(h.repos.path()) });
     assert!(matches!(locked.create_repo(&admin, org.id, local.clone()).await, Err(Error::InvalidInput(_))));
     let repo = h.core.create_repo(&admin, org.id, local).await.unwrap();
-    assert_eq!(repo.source, RepoSource::Local { path: "/srv/git/local".into() });
+    assert_eq!(repo.source, RepoSource::Local { path });
+}
+
+pub(crate) async fn local_repositories_stay_under_the_roots_and_in_one_org(h: &Harness) {
+    let (org, _, admin) = h.org_with_admin("Acme").await;
+    let (other, _, other_admin) = h.org_with_admin("Globex").await;
+    let local = |path: String| NewRepo {
+        full_name: format!("me/{}", uuid::Uuid::new_v4().simple()),
+        source: RepoSource::Local { path },
+        default_branch: None,
+        settings: None,
+    };
+    let refused = |result: aicd_core::Result<aicd_core::repos::Repository>| match result {
+        Err(Error::InvalidInput(message)) => {
+            assert!(message.contains("not an accessible repository"), "{message}");
+            assert!(!message.contains("No such file") && !message.contains("Permission"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // Outside every root: the server's own files, another directory, a way out through `..`.
+    refused(h.core.create_repo(&admin, org.id, local("/etc".into())).await);
+    let outside = tempfile::tempdir().unwrap();
+    refused(h.core.create_repo(&admin, org.id, local(outside.path().display().to_string())).await);
+    let escape =
+        format!("{}/a/../../{}", h.repos.path().display(), outside.path().file_name().unwrap().to_string_lossy());
+    refused(h.core.create_repo(&admin, org.id, local(escape)).await);
+    refused(h.core.create_repo(&admin, org.id, local(format!("{}/missing", h.repos.path().display()))).await);
+    // A link under the root pointing outside it.
+    let link = h.repos.path().join("link");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    refused(h.core.create_repo(&admin, org.id, local(link.display().to_string())).await);
+
+    // Under the root it is registered at its canonical path...
+    let path = h.local_path("shared");
+    let spelled = format!("{}/./shared/", h.repos.path().display());
+    let repo = h.core.create_repo(&admin, org.id, local(spelled)).await.unwrap();
+    assert_eq!(repo.source, RepoSource::Local { path: path.clone() });
+    // ...and belongs to that organization alone: another gets the same refusal as for `/etc`.
+    refused(h.core.create_repo(&other_admin, other.id, local(path)).await);
 }
 
 pub(crate) async fn a_new_job_is_queued_with_defaults_and_a_created_event(h: &Harness) {
@@ -99,7 +155,7 @@ pub(crate) async fn a_new_job_is_queued_with_defaults_and_a_created_event(h: &Ha
 
 pub(crate) async fn jobs_are_listed_newest_first_with_filters_and_cursor(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
-    let other = h.core.create_repo(&admin, org, github_repo("acme/other")).await.unwrap();
+    let other = h.core.create_repo(&admin, org, github_repo(&h.core, org, "acme/other").await).await.unwrap();
     let mut ids = Vec::new();
     for n in 1..=5 {
         ids.push(h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap().id);
@@ -360,7 +416,7 @@ impl Timed {
             None => {
                 let db = aicd_testkit::TestSqlite::new();
                 let store = std::sync::Arc::new(aicd_core::store::SqlStore::sqlite(db.path()).await.unwrap());
-                let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
+                let core = crate::support::core(&store, h.repos.path());
                 Timed { store, core, raw: Raw::Sqlite(db.path().to_owned()), _sqlite: Some(db) }
             }
         }
@@ -411,10 +467,11 @@ async fn open_pull_request(store: &aicd_core::store::SqlStore, org: OrgId, job: 
 pub(crate) async fn a_usage_report_adds_up_per_repository_and_per_day(h: &Harness) {
     let t = Timed::new(h).await;
     let (acme, admin) = t.org("Acme").await;
-    let repo_a = t.core.create_repo(&admin, acme, github_repo("acme/a")).await.unwrap();
-    let repo_b = t.core.create_repo(&admin, acme, github_repo("acme/b")).await.unwrap();
+    let repo_a = t.core.create_repo(&admin, acme, github_repo(&t.core, acme, "acme/a").await).await.unwrap();
+    let repo_b = t.core.create_repo(&admin, acme, github_repo(&t.core, acme, "acme/b").await).await.unwrap();
     let (other, other_admin) = t.org("Other").await;
-    let other_repo = t.core.create_repo(&other_admin, other, github_repo("other/a")).await.unwrap();
+    let other_repo =
+        t.core.create_repo(&other_admin, other, github_repo(&t.core, other, "other/a").await).await.unwrap();
 
     // Each job is taken to PR_OPEN before the next is created, so the claim takes it.
     let job_a = t.core.create_job(&admin, acme, new_job(repo_a.id, Some(1))).await.unwrap();

@@ -35,6 +35,7 @@ mod jobs_tests {
     crate::conformance!(jobs:
         repositories_are_registered_listed_changed_and_removed,
         local_repositories_need_to_be_allowed,
+        local_repositories_stay_under_the_roots_and_in_one_org,
         a_new_job_is_queued_with_defaults_and_a_created_event,
         jobs_are_listed_newest_first_with_filters_and_cursor,
         an_issue_has_at_most_one_active_job,
@@ -56,6 +57,7 @@ mod deliveries_tests {
         a_delivery_is_processed_once,
         a_failed_delivery_is_processed_again_on_redelivery,
         a_delivery_abandoned_mid_processing_is_taken_again_after_a_while,
+        a_body_replayed_under_another_delivery_id_is_a_duplicate,
     );
 }
 
@@ -83,7 +85,9 @@ mod dispatch_tests {
 mod github_tests {
     crate::conformance!(github:
         installations_are_linked_listed_and_unlinked,
+        an_install_state_is_used_once_by_an_admin_of_its_org,
         an_installation_linked_to_another_org_is_a_conflict,
+        access_follows_the_link,
         webhooks_find_an_installation_from_the_system_scope,
         repositories_follow_the_installation,
         an_issue_trigger_creates_one_active_job,

@@ -1,4 +1,5 @@
 use aicd_core::Error;
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::{IssueRef, JobState, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
 use aicd_core::store::{JobStore, RepoStore, TenancyStore};
@@ -20,7 +21,10 @@ pub(crate) async fn an_empty_database_takes_a_job_and_returns_it(h: &Harness) {
             org.id,
             NewRepo {
                 full_name: "acme/widgets".into(),
-                source: RepoSource::Github { installation_id: 42, repo_id: 4242 },
+                source: RepoSource::Github {
+                    installation_id: InstallationId::new(42).unwrap(),
+                    repo_id: GithubRepoId::new(4242).unwrap(),
+                },
                 default_branch: None,
                 settings: None,
             },
@@ -332,7 +336,7 @@ pub(crate) async fn bootstrap_creates_an_org_with_an_admin_key(h: &Harness) {
             org.id,
             NewRepo {
                 full_name: "me/repo".into(),
-                source: RepoSource::Local { path: "/srv/repo".into() },
+                source: RepoSource::Local { path: h.local_path("repo") },
                 default_branch: Some("trunk".into()),
                 settings: None,
             },

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use aicd_core::forge::LocalRoots;
 use aicd_core::store::{PostgresOptions, SqlStore};
 use aicd_core::tenancy::{Actor, NewOrg, NewUser, Org, Role};
 use aicd_core::{Core, CoreOptions, UserId};
@@ -15,6 +16,8 @@ pub struct Harness {
     pub core: Core,
     pub postgres: Option<TestPostgres>,
     _sqlite: Option<TestSqlite>,
+    /// The one directory local repositories may be registered under.
+    pub repos: tempfile::TempDir,
 }
 
 pub async fn postgres() -> Harness {
@@ -22,17 +25,25 @@ pub async fn postgres() -> Harness {
     SqlStore::migrate_postgres(&db.owner_url()).await.expect("migrations apply");
     let app_url = db.app_url("aicd_app").await;
     let store = Arc::new(SqlStore::postgres(&app_url, PostgresOptions::default()).await.expect("store opens"));
-    Harness { core: core(&store), store, postgres: Some(db), _sqlite: None }
+    let repos = tempfile::tempdir().expect("a directory for repositories");
+    Harness { core: core(&store, repos.path()), store, postgres: Some(db), _sqlite: None, repos }
 }
 
 pub async fn sqlite() -> Harness {
     let db = TestSqlite::new();
     let store = Arc::new(SqlStore::sqlite(db.path()).await.expect("store opens"));
-    Harness { core: core(&store), store, postgres: None, _sqlite: Some(db) }
+    let repos = tempfile::tempdir().expect("a directory for repositories");
+    Harness { core: core(&store, repos.path()), store, postgres: None, _sqlite: Some(db), repos }
 }
 
-fn core(store: &Arc<SqlStore>) -> Core {
-    Core::new(store.clone(), CoreOptions { allow_local_repos: true })
+/// Core over `store`, allowing local repositories under `repos`.
+pub fn core(store: &Arc<SqlStore>, repos: &std::path::Path) -> Core {
+    Core::new(store.clone(), local_options(repos))
+}
+
+/// Options allowing local repositories under `repos`.
+pub fn local_options(repos: &std::path::Path) -> CoreOptions {
+    CoreOptions { allow_local_repos: true, local_roots: LocalRoots::new([repos.to_path_buf()]) }
 }
 
 impl Harness {
@@ -45,6 +56,13 @@ impl Harness {
             .await
             .unwrap();
         (org.clone(), user, Actor::user(user, org.id, Role::OrgAdmin))
+    }
+
+    /// A directory `name` under the repository root, created, as registered (canonical).
+    pub fn local_path(&self, name: &str) -> String {
+        let dir = self.repos.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::canonicalize(dir).unwrap().display().to_string()
     }
 
     pub async fn user(&self, subject: &str) -> UserId {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use aicd_agent_api::{Changeset, FileChange, RepoView, RepoViewLimits};
 use aicd_core::forge::{BranchRef, CommentId, Forge, NewPullRequest};
+use aicd_core::github::GithubStore;
 use aicd_core::jobs::PullRequestRef;
 use aicd_core::repos::{RepoSource, Repository};
 use aicd_core::{Error, Result};
@@ -22,14 +23,19 @@ use self::rules::{
     missing_default_branch, normalize_message,
 };
 use self::view::{GitHubView, Tree};
-use crate::app::InstallationTokens;
+use crate::app::{InstallationTokens, TokenPurpose, TokenScope};
 use crate::client::{InstallationClient, RepoName, Target, encode, rejected, status_error, unavailable};
 
 /// A [`Forge`] for repositories on GitHub ([`RepoSource::Github`], whose `full_name` is
 /// `owner/name`); any other source is refused with [`Error::Rejected`].
 ///
-/// Every call acts as the repository's App installation, with a token from the
-/// [`InstallationTokens`] cache. It accepts and refuses the same inputs as the built-in forges
+/// Every call first resolves, from the store, how the repository may be reached now
+/// ([`GithubStore::github_access`]): a repository whose installation was unlinked, linked to
+/// another organization or suspended, or a detached repository, is refused with
+/// [`Error::Rejected`] before any token is requested. It then acts as that installation with a
+/// token narrowed to the one repository and the call's needs (reads with
+/// [`TokenPurpose::Read`], the rest with [`TokenPurpose::Job`]), from the [`InstallationTokens`]
+/// cache. It accepts and refuses the same inputs as the built-in forges
 /// (`MemoryForge`, `LocalGitForge`), and is idempotent as the [`Forge`] contract requires:
 ///
 /// - [`Forge::repo_view`] reads the default branch's tree recursively once and each file's blob
@@ -48,10 +54,20 @@ use crate::client::{InstallationClient, RepoName, Target, encode, rejected, stat
 /// Errors follow [`crate::client`]: transient ones (network, 5xx, rate limits with GitHub's
 /// `retry_after`) are [`Error::Unavailable`], permanent ones (lost access, GitHub's validation
 /// failures) [`Error::Rejected`], with `service` `github`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GitHubForge {
     tokens: InstallationTokens,
+    access: Arc<dyn GithubStore>,
     limits: RepoViewLimits,
+}
+
+impl std::fmt::Debug for GitHubForge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubForge")
+            .field("tokens", &self.tokens)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -107,10 +123,11 @@ struct Remote {
 }
 
 impl GitHubForge {
-    /// A forge acting through the installations of `tokens`' App, whose views have the default
-    /// limits.
-    pub fn new(tokens: InstallationTokens) -> Self {
-        Self { tokens, limits: RepoViewLimits::default() }
+    /// A forge acting through the installations of `tokens`' App, checking each repository's
+    /// access in `access` (the store the repositories are registered in) before every call; its
+    /// views have the default limits.
+    pub fn new(tokens: InstallationTokens, access: Arc<dyn GithubStore>) -> Self {
+        Self { tokens, access, limits: RepoViewLimits::default() }
     }
 
     /// The same forge whose [`Forge::repo_view`]s enforce `limits`.
@@ -120,15 +137,16 @@ impl GitHubForge {
         self
     }
 
-    fn target(&self, repo: &Repository) -> Result<Remote> {
-        let RepoSource::Github { installation_id, .. } = &repo.source else {
+    /// Who to ask about `repo`, for `purpose`: resolved from the store now, never from `repo`'s
+    /// own copy of its installation.
+    async fn target(&self, repo: &Repository, purpose: TokenPurpose) -> Result<Remote> {
+        if !matches!(repo.source, RepoSource::Github { .. }) {
             return Err(rejected(format!("`{}` is not a GitHub repository", repo.full_name)));
-        };
-        let installation_id = u64::try_from(*installation_id).map_err(|_| {
-            Error::InvalidInput(format!("`{}` has an invalid installation id {installation_id}", repo.full_name))
-        })?;
-        let name = RepoName::parse(&repo.full_name)?;
-        Ok(Remote { client: self.tokens.installation(installation_id), name })
+        }
+        let access = self.access.github_access(repo.org_id, repo.id).await?;
+        let name = RepoName::parse(&access.full_name)?;
+        let scope = TokenScope::repository(access.installation_id, access.repo_id, purpose);
+        Ok(Remote { client: self.tokens.client(scope), name })
     }
 }
 
@@ -301,7 +319,7 @@ fn body_closing(body: &str, issue_number: Option<u64>) -> String {
 #[async_trait::async_trait]
 impl Forge for GitHubForge {
     async fn repo_view(&self, repo: &Repository) -> Result<Arc<dyn RepoView>> {
-        let target = self.target(repo)?;
+        let target = self.target(repo, TokenPurpose::Read).await?;
         let path = format!("{}/git/trees/{}?recursive=1", target.name.path(), encode(&repo.default_branch, true));
         let reply = target.client.send(Method::GET, &path, None).await?;
         if reply.status == StatusCode::NOT_FOUND {
@@ -316,7 +334,7 @@ impl Forge for GitHubForge {
 
     async fn create_branch(&self, repo: &Repository, branch: &str) -> Result<BranchRef> {
         check_branch_name(branch)?;
-        let target = self.target(repo)?;
+        let target = self.target(repo, TokenPurpose::Job).await?;
         let found = |head: String| BranchRef { name: branch.to_owned(), head };
         let base = target.default_head(repo).await?;
         let path = format!("{}/git/refs", target.name.path());
@@ -345,7 +363,7 @@ impl Forge for GitHubForge {
         let message = normalize_message(message)?;
         let changes = &changeset.changes;
         check_changes(changes)?;
-        let target = self.target(repo)?;
+        let target = self.target(repo, TokenPurpose::Job).await?;
         let Some(tip) = target.branch_head(branch).await? else {
             return Err(target.client.explain_not_found(&target.name, Error::NotFound { kind: "branch" }).await);
         };
@@ -424,9 +442,27 @@ impl Forge for GitHubForge {
         Ok(found(commit.sha))
     }
 
+    async fn delete_branch(&self, repo: &Repository, branch: &str) -> Result<()> {
+        check_commit_target(repo, branch)?;
+        let target = self.target(repo, TokenPurpose::Job).await?;
+        let path = format!("{}/git/refs/heads/{}", target.name.path(), encode(branch, true));
+        let reply = target.client.send(Method::DELETE, &path, None).await?;
+        // 422 "Reference does not exist" and 404 both mean there is nothing left to delete.
+        if reply.status.is_success() || reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Ok(());
+        }
+        if reply.status == StatusCode::NOT_FOUND {
+            return match target.client.explain_not_found(&target.name, Error::NotFound { kind: "branch" }).await {
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            };
+        }
+        Err(status_error(&reply, &Target::Repo(&target.name)))
+    }
+
     async fn open_pull_request(&self, repo: &Repository, pr: &NewPullRequest) -> Result<PullRequestRef> {
         check_pull_request(repo, pr)?;
-        let target = self.target(repo)?;
+        let target = self.target(repo, TokenPurpose::Job).await?;
         let to_ref = |p: Pull| PullRequestRef { number: p.number, url: p.html_url, branch: pr.branch.clone() };
         if let Some(open) = target.open_pull(&pr.branch).await? {
             return Ok(to_ref(open));
@@ -442,25 +478,30 @@ impl Forge for GitHubForge {
         if reply.status.is_success() {
             return Ok(to_ref(reply.json(&Target::Repo(&target.name))?));
         }
-        if reply.status == StatusCode::UNPROCESSABLE_ENTITY
-            && reply.message().contains("already exists")
-            && let Some(open) = target.open_pull(&pr.branch).await?
-        {
-            return Ok(to_ref(open));
+        if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+            if reply.message().contains("already exists")
+                && let Some(open) = target.open_pull(&pr.branch).await?
+            {
+                return Ok(to_ref(open));
+            }
+            // GitHub says only that the head is invalid; the other forges say the branch is missing.
+            if target.branch_head(&pr.branch).await?.is_none() {
+                return Err(Error::NotFound { kind: "branch" });
+            }
         }
         Err(status_error(&reply, &Target::Repo(&target.name)))
     }
 
     async fn post_comment(&self, repo: &Repository, issue_number: u64, body: &str) -> Result<CommentId> {
         check_comment(issue_number, body)?;
-        let target = self.target(repo)?;
+        let target = self.target(repo, TokenPurpose::Job).await?;
         let id = target.client.create_issue_comment(&target.name.owner, &target.name.name, issue_number, body).await?;
         Ok(CommentId(id))
     }
 
     async fn update_comment(&self, repo: &Repository, issue_number: u64, comment: CommentId, body: &str) -> Result<()> {
         check_comment(issue_number, body)?;
-        let target = self.target(repo)?;
+        let target = self.target(repo, TokenPurpose::Job).await?;
         target.client.update_issue_comment(&target.name.owner, &target.name.name, comment.0, body).await
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aicd_agent_api::testing::SlowAgent;
 use aicd_agent_api::{Agent, ScriptedAgent};
-use aicd_core::forge::{LocalGitForge, RoutingForge};
+use aicd_core::forge::{Forge, LocalGitForge, LocalRoots, RoutingForge};
 use aicd_core::orchestrator::Orchestrator;
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{PostgresOptions, SqlStore};
@@ -95,6 +95,9 @@ pub fn build_agent(config: &Config) -> Arc<dyn Agent> {
 /// Why a GitHub repository is refused when no GitHub App is configured.
 pub const NO_GITHUB_APP: &str =
     "this deployment has no GitHub App configured (AICD_GITHUB_APP_ID, AICD_GITHUB_PRIVATE_KEY)";
+/// Why a repository on the disk is refused when no directory may hold them.
+pub const NO_LOCAL_ROOTS: &str =
+    "this deployment has no directories for repositories on its own disk (AICD_LOCAL_REPO_ROOTS)";
 /// Why a repository on the disk is refused in production.
 pub const NO_LOCAL_REPOS: &str =
     "this deployment does not serve repositories on its own disk (never with AICD_ENV=production)";
@@ -102,39 +105,48 @@ pub const NO_LOCAL_REPOS: &str =
 /// The forge jobs publish through, chosen per repository by its source:
 ///
 /// - [`RepoSource::Local`](aicd_core::repos::RepoSource::Local) repositories go to the local git
-///   forge outside production (or when `AICD_ALLOW_LOCAL_REPOS` is set, which production refuses).
-///   Registering them is what `AICD_ALLOW_LOCAL_REPOS` governs; a worker serves the ones that
-///   exist even when its own environment does not set it (a standalone worker with PostgreSQL
-///   defaults it to false), so only production refuses them here.
+///   forge outside production (or when `AICD_ALLOW_LOCAL_REPOS` is set, which production refuses),
+///   within the directories of `AICD_LOCAL_REPO_ROOTS` (refused with [`NO_LOCAL_ROOTS`] when there
+///   are none). Registering them is what `AICD_ALLOW_LOCAL_REPOS` governs; a worker serves the
+///   ones that exist even when its own environment does not set it (a standalone worker with
+///   PostgreSQL defaults it to false), so only production refuses them here.
 /// - [`RepoSource::Github`](aicd_core::repos::RepoSource::Github) repositories go to the GitHub
 ///   forge, acting as the App (`AICD_GITHUB_APP_ID` and its private key) on `AICD_GITHUB_API_URL`;
 ///   without an App they are refused with [`NO_GITHUB_APP`], a permanent error.
 ///
-/// Fails, naming the variables, when the private key is not a usable RSA private key or the API
-/// URL is unusable; the message never quotes the key.
-pub fn build_forge(config: &Config) -> anyhow::Result<Arc<RoutingForge>> {
+/// `tokens` is the process's one installation-token cache ([`github_tokens`]); the GitHub forge
+/// checks each repository's access in `store` before every call.
+pub fn build_forge(config: &Config, store: Arc<SqlStore>, tokens: Option<&InstallationTokens>) -> Arc<RoutingForge> {
     let serve_local = config.environment == Environment::Development || config.server.allow_local_repos;
-    let forge = if serve_local {
-        RoutingForge::new().local(Arc::new(LocalGitForge::new()))
-    } else {
+    let roots = &config.server.local_repo_roots;
+    let forge = if !serve_local {
         RoutingForge::new().refuse_local(NO_LOCAL_REPOS)
+    } else if roots.is_empty() {
+        RoutingForge::new().refuse_local(NO_LOCAL_ROOTS)
+    } else {
+        let local = LocalGitForge::new().within(LocalRoots::new(roots.iter().cloned()));
+        RoutingForge::new().local(Arc::new(local))
     };
-    let forge = match github_tokens(config)? {
-        Some(tokens) => forge.github(Arc::new(GitHubForge::new(tokens))),
+    let forge = match tokens {
+        Some(tokens) => forge.github(Arc::new(GitHubForge::new(tokens.clone(), store))),
         None => forge.refuse_github(NO_GITHUB_APP),
     };
-    Ok(Arc::new(forge))
+    Arc::new(forge)
 }
 
 /// The core services over the store, ringing the doorbell and publishing on the bus of `signals`.
 pub fn build_core(config: &Config, store: Arc<SqlStore>, signals: &SignalSet) -> Core {
-    Core::new(store, CoreOptions { allow_local_repos: config.server.allow_local_repos })
-        .with_doorbell(signals.doorbell.clone())
-        .with_event_bus(signals.bus.clone())
+    let options = CoreOptions {
+        allow_local_repos: config.server.allow_local_repos,
+        local_roots: LocalRoots::new(config.server.local_repo_roots.iter().cloned()),
+    };
+    Core::new(store, options).with_doorbell(signals.doorbell.clone()).with_event_bus(signals.bus.clone())
 }
 
-/// The GitHub App's installation-token source, when the App is configured
-/// (`AICD_GITHUB_APP_ID` with its private key); `None` otherwise. Errors name the variable and
+/// The GitHub App's installation-token cache, when the App is configured (`AICD_GITHUB_APP_ID`
+/// with its private key); `None` otherwise. Build it once per process and share it (clones share
+/// the cache): the forge, the command processor and the server's routes all mint through it.
+/// Requests name the App by `AICD_GITHUB_APP_SLUG` when it is set. Errors name the variable and
 /// never carry the key.
 pub fn github_tokens(config: &Config) -> anyhow::Result<Option<InstallationTokens>> {
     let github = &config.server.github;
@@ -142,38 +154,73 @@ pub fn github_tokens(config: &Config) -> anyhow::Result<Option<InstallationToken
     let credentials = AppCredentials::new(app_id, key.expose()).map_err(|e| {
         anyhow::anyhow!("AICD_GITHUB_PRIVATE_KEY (or AICD_GITHUB_PRIVATE_KEY_PATH): {}", config.scrub(&e.to_string()))
     })?;
-    let tokens = InstallationTokens::new(credentials, &github.api_url)
+    let mut tokens = InstallationTokens::new(credentials, &github.api_url)
         .map_err(|e| anyhow::anyhow!("AICD_GITHUB_API_URL: {}", config.scrub(&e.to_string())))?;
+    if let Some(slug) = &github.app_slug {
+        tokens = tokens.with_app_slug(slug);
+    }
     Ok(Some(tokens))
 }
 
-/// The processor of `/aicd` comment commands, when the GitHub App is configured: it claims the
-/// commands webhooks recorded, checks their authors' write access and carries them out. It claims
-/// as the worker's id and polls at the worker's interval.
-pub fn build_command_processor(config: &Config, core: Core) -> anyhow::Result<Option<CommandProcessor>> {
-    Ok(github_tokens(config)?.map(|tokens| {
-        CommandProcessor::new(core, tokens, config.worker.worker_id.clone())
-            .with_poll_interval(config.worker.poll_interval)
-    }))
+/// The GitHub App's setup flow, when the App (`tokens`), its slug and its OAuth client are all
+/// configured; `None` otherwise (installations are then linked by an operator only). The flow
+/// redirects to authorize through `AICD_PUBLIC_URL` when GitHub's redirect carries no code.
+pub fn install_flow(
+    config: &Config,
+    core: &Core,
+    tokens: Option<&InstallationTokens>,
+) -> anyhow::Result<Option<aicd_github::InstallFlow>> {
+    let github = &config.server.github;
+    let (Some(tokens), Some(slug), Some(oauth)) = (tokens, &github.app_slug, &github.oauth) else {
+        return Ok(None);
+    };
+    let settings = aicd_github::SetupSettings {
+        app_slug: slug.clone(),
+        client_id: oauth.client_id.clone(),
+        client_secret: oauth.client_secret.expose().to_owned(),
+        web_url: github.web_url.clone(),
+        public_url: config.server.public_url.clone(),
+        state_ttl: aicd_github::setup::DEFAULT_STATE_TTL,
+    };
+    let flow = aicd_github::InstallFlow::new(core.clone(), tokens.clone(), settings).map_err(|e| {
+        anyhow::anyhow!("AICD_GITHUB_CLIENT_ID / AICD_GITHUB_WEB_URL: {}", config.scrub(&e.to_string()))
+    })?;
+    Ok(Some(flow))
 }
 
-/// The orchestrator over these parts, with the configured agent and forge
-/// ([`build_forge`], whose errors it returns), reporting every step to `metrics`.
+/// The processor of `/aicd` commands and other triggers, when the GitHub App is configured
+/// (`tokens`, the process's cache from [`github_tokens`]): it claims what webhooks recorded, checks
+/// the senders' access and carries them out. It claims as the worker's id and polls at the
+/// worker's interval.
+pub fn build_command_processor(
+    config: &Config,
+    core: Core,
+    tokens: Option<&InstallationTokens>,
+) -> Option<CommandProcessor> {
+    tokens.map(|tokens| {
+        CommandProcessor::new(core, tokens.clone(), config.worker.worker_id.clone())
+            .with_poll_interval(config.worker.poll_interval)
+    })
+}
+
+/// The orchestrator over these parts, with the configured agent and `forge` ([`build_forge`]),
+/// reporting every step to `metrics`.
 pub fn build_orchestrator(
     config: &Config,
     store: Arc<SqlStore>,
     signals: &SignalSet,
     metrics: &Metrics,
-) -> anyhow::Result<Orchestrator> {
-    Ok(Orchestrator::new(
+    forge: Arc<dyn Forge>,
+) -> Orchestrator {
+    Orchestrator::new(
         store,
         build_agent(config),
-        build_forge(config)?,
+        forge,
         signals.doorbell.clone(),
         signals.bus.clone(),
         config.orchestrator(),
     )
-    .with_observer(Arc::new(metrics.clone())))
+    .with_observer(Arc::new(metrics.clone()))
 }
 
 /// Whether the process can do its work: the database answers, and Redis too when it is used.
@@ -298,7 +345,8 @@ mod tests {
         assert!(dir.join("aicd.db").exists());
         let signals = open_signals(&config).await.unwrap();
         assert!(signals.redis.is_none());
-        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new()).unwrap();
+        let forge = build_forge(&config, store.clone(), None);
+        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new(), forge);
         assert_eq!(build_agent(&config).name(), ScriptedAgent::new().name());
 
         let report = Readiness::new(store.clone(), None).check().await;

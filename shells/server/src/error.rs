@@ -131,6 +131,30 @@ impl From<aicd_core::Error> for ApiError {
     }
 }
 
+impl From<aicd_github::Error> for ApiError {
+    fn from(error: aicd_github::Error) -> Self {
+        use aicd_github::Error as E;
+        match error {
+            E::Core(error) => error.into(),
+            E::SetupNotConfigured(message) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "github_setup_unavailable",
+                format!("linking GitHub App installations is not available here: {message}"),
+            ),
+            E::InvalidSetupState(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_state", message),
+            E::InvalidSetupRequest(message) => Self::bad_request(message),
+            e @ E::InstallationNotVerified => {
+                Self::new(StatusCode::FORBIDDEN, "installation_not_verified", e.to_string())
+            }
+            e @ (E::MalformedPayload(_) | E::MalformedDelivery(_)) => Self::bad_request(e.to_string()),
+            e @ (E::MissingSignature | E::MalformedSignature | E::BadSignature) => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
+            }
+            other => Self::internal(&other),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {

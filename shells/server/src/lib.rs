@@ -113,14 +113,15 @@ impl Server {
             }
             None => None,
         };
-        let worker = config
-            .server
-            .embedded_worker
-            .then(|| assemble::build_orchestrator(config, store.clone(), &signals, &metrics).map(|o| o.spawn_worker()))
-            .transpose()?;
+        // One installation-token cache for the process: routes, forge and command processor share it.
+        let tokens = assemble::github_tokens(config)?;
+        let forge = assemble::build_forge(config, store.clone(), tokens.as_ref());
+        let worker = config.server.embedded_worker.then(|| {
+            assemble::build_orchestrator(config, store.clone(), &signals, &metrics, forge.clone()).spawn_worker()
+        });
         let (stop, stopping) = watch::channel(false);
         let commands = if config.server.embedded_worker {
-            assemble::build_command_processor(config, core.clone())?.map(|p| p.spawn(stop.subscribe()))
+            assemble::build_command_processor(config, core.clone(), tokens.as_ref()).map(|p| p.spawn(stop.subscribe()))
         } else {
             None
         };
@@ -142,13 +143,16 @@ impl Server {
                 .map(|secret| aicd_github::webhooks::WebhookSecret::new(secret.expose()))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("AICD_GITHUB_WEBHOOK_SECRET: {e}"))?,
-            bot_login: config.server.github.bot_login(),
-            tokens: assemble::github_tokens(config)?,
+            intake: aicd_github::Intake::new(&core).with_bot_login(config.server.github.bot_login()),
+            setup: assemble::install_flow(config, &core, tokens.as_ref())?,
+            inflight: Arc::new(tokio::sync::Semaphore::new(config.server.webhooks.max_inflight)),
+            limits: config.server.webhooks.clone(),
+            tokens,
         };
         let state = AppState::new(Inner {
             core,
             store: store.clone(),
-            forge: assemble::build_forge(config)?,
+            forge,
             bus: signals.bus.clone(),
             metrics,
             readiness: Readiness::new(store.clone(), signals.redis.clone()),

@@ -2,8 +2,9 @@
 //!
 //! `serve` (the default) runs the HTTP API; with no `DATABASE_URL` it is the embedded default (a
 //! SQLite file under `AICD_DATA_DIR`, the worker in-process, no Redis). `migrate` applies database
-//! migrations, `config check` validates every setting at once, and `admin bootstrap` creates an
-//! organization with a first org_admin API key.
+//! migrations, `config check` validates every setting at once, `admin bootstrap` creates an
+//! organization with a first org_admin API key, and `admin link-installation` links a GitHub App
+//! installation to an organization as the operator.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +28,12 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (the default). Without DATABASE_URL: the embedded default, with the
     /// worker in-process.
-    Serve,
+    Serve {
+        /// A directory local repositories may be registered under, besides AICD_LOCAL_REPO_ROOTS
+        /// (and, in the embedded default, the data directory). Repeatable.
+        #[arg(long = "repo-root", value_name = "DIR")]
+        repo_roots: Vec<std::path::PathBuf>,
+    },
     /// Apply database migrations (PostgreSQL: as the owner role of AICD_DATABASE_MIGRATION_URL).
     Migrate,
     /// Configuration tasks.
@@ -63,6 +69,20 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Link a GitHub App installation to an organization, as the operator, without the setup
+    /// flow's check: only for an installation you know belongs to that organization's owners.
+    /// Registers its repositories when the App is configured.
+    LinkInstallation {
+        /// The organization's id.
+        #[arg(long)]
+        org: aicd_core::OrgId,
+        /// GitHub's installation id.
+        #[arg(long)]
+        installation: aicd_core::github::InstallationId,
+        /// The login of the account it is installed on.
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,7 +91,7 @@ fn main() -> ExitCode {
         print!("{}", variables_table());
         return ExitCode::SUCCESS;
     }
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(problems) => {
             let list: Vec<String> = problems.0.iter().map(|p| format!("  - {p}")).collect();
@@ -79,6 +99,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Serve { repo_roots }) = &cli.command {
+        add_repo_roots(&mut config, repo_roots);
+    }
     if let Some(Command::Config { command: ConfigCommand::Check }) = cli.command {
         println!("configuration OK ({} environment)", config.environment.as_str());
         for (name, value) in config.summary() {
@@ -101,10 +124,13 @@ fn main() -> ExitCode {
                 return Err(None);
             }
         };
-        let result = match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(&config).await,
+        let result = match cli.command.unwrap_or(Command::Serve { repo_roots: Vec::new() }) {
+            Command::Serve { .. } => serve(&config).await,
             Command::Migrate => migrate(&config).await,
             Command::Admin { command: AdminCommand::Bootstrap { org, json } } => bootstrap(&config, org, json).await,
+            Command::Admin { command: AdminCommand::LinkInstallation { org, installation, account } } => {
+                link_installation(&config, org, installation, account).await
+            }
             Command::Config { .. } => Ok(()),
         };
         result.map_err(Some)
@@ -118,6 +144,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(None) => ExitCode::FAILURE,
+    }
+}
+
+/// Adds `serve --repo-root` directories to the local repository roots (where local repositories
+/// are allowed; elsewhere they could not be registered anyway).
+fn add_repo_roots(config: &mut Config, roots: &[std::path::PathBuf]) {
+    for root in roots {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+        if !config.server.local_repo_roots.contains(&root) {
+            config.server.local_repo_roots.push(root);
+        }
     }
 }
 
@@ -159,6 +196,30 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
             tracing::info!(path = %path.display(), "SQLite migrations applied");
         }
     }
+    Ok(())
+}
+
+async fn link_installation(
+    config: &Config,
+    org: aicd_core::OrgId,
+    installation: aicd_core::github::InstallationId,
+    account: Option<String>,
+) -> anyhow::Result<()> {
+    let store = aicd_runtime::assemble::open_store(config).await?;
+    let core = Core::new(store.clone() as Arc<dyn aicd_core::store::Store>, CoreOptions::default());
+    core.store().get_org(org).await.with_context(|| format!("organization {org}"))?;
+    let linked = core.github_intake().link_installation(org, installation, account, "operator").await?;
+    println!("Installation {} linked to organization {org}.", linked.installation_id);
+    match aicd_runtime::assemble::github_tokens(config)? {
+        Some(tokens) => {
+            match aicd_github::setup::sync_installation_repositories(&core, &tokens, org, installation).await {
+                Ok(count) => println!("{count} repositories registered."),
+                Err(e) => println!("Its repositories could not be listed ({e}); they follow its webhook events."),
+            }
+        }
+        None => println!("No GitHub App is configured here: its repositories follow its webhook events."),
+    }
+    store.close().await;
     Ok(())
 }
 

@@ -105,16 +105,16 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     let settings = state.settings();
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    // GitHub's deliveries may be larger than API requests (up to 25 MB), and are not limited per
-    // IP: they come from GitHub's few addresses, and their signature is checked first.
+    // GitHub's deliveries have a limit of their own, and are not limited per IP: they come from
+    // GitHub's few addresses; the route counts bad signatures per address instead.
     let webhook = request.uri().path() == github::WEBHOOK_PATH;
-    let limit = if webhook { github::MAX_DELIVERY_BYTES } else { settings.max_body_bytes };
+    let limit = if webhook { state.github().limits.max_body_bytes } else { settings.max_body_bytes };
     if declared.is_some_and(|n| n > limit as u64) {
         return payload_too_large().with_details(serde_json::json!({ "limit_bytes": limit })).into_response();
     }
     let exempt = webhook || matches!(request.uri().path(), "/health" | "/ready" | "/metrics");
     if !exempt {
-        let ip = client_ip(&request, settings.trust_forwarded_headers);
+        let ip = client_ip_of(&request, settings.trust_forwarded_headers);
         let key = format!("ip:{ip}");
         if let Decision::Limited { retry_after } = state.limiter().check(&key, settings.ip_rate_limit_per_minute).await
         {
@@ -143,7 +143,7 @@ pub(crate) fn rate_limited(retry_after: Duration) -> ApiError {
 }
 
 /// The caller's address: the peer, or with trusted forwarding headers the last hop a proxy added.
-fn client_ip(request: &Request, trust_forwarded: bool) -> String {
+pub(crate) fn client_ip_of(request: &Request, trust_forwarded: bool) -> String {
     if trust_forwarded
         && let Some(ip) = request
             .headers()

@@ -27,15 +27,21 @@ pub(crate) struct HttpSettings {
     pub(crate) cors_origins: Vec<String>,
 }
 
-/// What the GitHub webhook route needs from the configuration.
-#[derive(Clone, Debug, Default)]
+/// What the GitHub routes need: the webhook's secret, intake and limits, and the setup flow.
+#[derive(Clone, Debug)]
 pub(crate) struct GithubHooks {
     /// The secret deliveries are signed with; without it the route answers 503.
     pub(crate) webhook_secret: Option<aicd_github::webhooks::WebhookSecret>,
-    /// The App's bot user (`<slug>[bot]`): assigning an issue to it starts a job.
-    pub(crate) bot_login: Option<String>,
-    /// The App's installation tokens (when it is configured), to list a newly linked
-    /// installation's repositories.
+    /// What verified deliveries do.
+    pub(crate) intake: aicd_github::Intake,
+    /// The App's setup flow (App, slug and OAuth client configured); without it installations
+    /// are linked by an operator only.
+    pub(crate) setup: Option<aicd_github::InstallFlow>,
+    /// Deliveries whose body is being read right now, bounded.
+    pub(crate) inflight: Arc<tokio::sync::Semaphore>,
+    /// The webhook route's limits.
+    pub(crate) limits: aicd_runtime::config::WebhookLimits,
+    /// The process's installation-token cache, when the App is configured.
     pub(crate) tokens: Option<aicd_github::InstallationTokens>,
 }
 

@@ -273,8 +273,9 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
         ("get", "/v1/orgs/{org_id}/jobs/{job_id}/diff"),
         ("get", "/v1/orgs/{org_id}/usage"),
         ("get", "/v1/orgs/{org_id}/github/installations"),
-        ("post", "/v1/orgs/{org_id}/github/installations"),
         ("delete", "/v1/orgs/{org_id}/github/installations/{installation_id}"),
+        ("post", "/v1/orgs/{org_id}/github/install"),
+        ("get", "/github/setup"),
         ("post", "/webhooks/github"),
     ];
     let mut documented = 0;
@@ -340,7 +341,13 @@ async fn a_github_repository_must_name_an_installation_linked_to_the_org() {
     let (org, _, _, admin) = server.org_with_keys("acme").await;
     let victim_actor =
         server.core.authenticate_api_key(&aicd_core::tenancy::ApiKeySecret::new(victim_admin)).await.unwrap();
-    server.core.link_installation(&victim_actor, victim.id, 777, Some("victim".into())).await.unwrap();
+    let installation = aicd_core::github::InstallationId::new(777).unwrap();
+    server
+        .core
+        .github_intake()
+        .link_installation(victim.id, installation, Some("victim".into()), "operator")
+        .await
+        .unwrap();
     let body = json!({"full_name": "victim/app", "source": {"kind": "github", "installation_id": 777, "repo_id": 1}});
     let reply = server.post(&format!("/v1/orgs/{}/repos", org.id), &admin, body.clone()).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);

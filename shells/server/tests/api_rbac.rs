@@ -29,6 +29,9 @@ struct Fixture {
     /// A GitHub App installation linked to the org (ids are unique per org: an installation
     /// belongs to one org).
     installation: i64,
+    /// A directory to register as another local repository.
+    other_dir: String,
+    _dirs: [tempfile::TempDir; 2],
     viewer: String,
     developer: String,
     admin: String,
@@ -36,6 +39,7 @@ struct Fixture {
 
 async fn fixture(server: &TestServer, name: &str) -> Fixture {
     let (org, viewer, developer, admin) = server.org_with_keys(name).await;
+    let (dir, other) = (support::local_dir(), support::local_dir());
     let actor = server.core.authenticate_api_key(&aicd_core::tenancy::ApiKeySecret::new(admin.clone())).await.unwrap();
     let repo = server
         .core
@@ -44,7 +48,7 @@ async fn fixture(server: &TestServer, name: &str) -> Fixture {
             org.id,
             NewRepo {
                 full_name: format!("{name}/repo"),
-                source: RepoSource::Local { path: "/srv/git/repo".into() },
+                source: RepoSource::Local { path: dir.path().display().to_string() },
                 default_branch: None,
                 settings: None,
             },
@@ -75,7 +79,8 @@ async fn fixture(server: &TestServer, name: &str) -> Fixture {
         .await
         .unwrap();
     let installation = unique_installation(&org.id.to_string());
-    server.core.link_installation(&actor, org.id, installation, None).await.unwrap();
+    let id = aicd_core::github::InstallationId::new(installation).unwrap();
+    server.core.github_intake().link_installation(org.id, id, None, "operator").await.unwrap();
     Fixture {
         org: org.id.to_string(),
         repo: repo.id.to_string(),
@@ -83,6 +88,8 @@ async fn fixture(server: &TestServer, name: &str) -> Fixture {
         member: user.id.to_string(),
         key_id: key.id.to_string(),
         installation,
+        other_dir: other.path().display().to_string(),
+        _dirs: [dir, other],
         viewer,
         developer,
         admin,
@@ -144,7 +151,7 @@ fn routes() -> Vec<Route> {
         r(
             Method::POST,
             "/v1/orgs/{org}/repos",
-            Some(|_| json!({"full_name": "acme/other", "source": {"kind": "local", "path": "/srv/git/other"}})),
+            Some(|f| json!({"full_name": "acme/other", "source": {"kind": "local", "path": f.other_dir}})),
             Some(Admin),
             StatusCode::CREATED,
         ),
@@ -175,13 +182,7 @@ fn routes() -> Vec<Route> {
         r(Method::GET, "/v1/orgs/{org}/jobs/{job}/diff", None, Some(Viewer), StatusCode::CONFLICT),
         r(Method::GET, "/v1/orgs/{org}/usage", None, Some(Viewer), StatusCode::OK),
         r(Method::GET, "/v1/orgs/{org}/github/installations", None, Some(Viewer), StatusCode::OK),
-        r(
-            Method::POST,
-            "/v1/orgs/{org}/github/installations",
-            Some(|f| json!({"installation_id": f.installation + 1, "account_login": "acme"})),
-            Some(Admin),
-            StatusCode::CREATED,
-        ),
+        r(Method::POST, "/v1/orgs/{org}/github/install", None, Some(Admin), StatusCode::CREATED),
         r(
             Method::DELETE,
             "/v1/orgs/{org}/github/installations/{installation}",
@@ -205,9 +206,18 @@ fn path(route: &Route, f: &Fixture) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_role_as_the_role_table_says() {
-    let server =
-        TestServer::postgres(&[("AICD_RATE_LIMIT_PER_MINUTE", "100000"), ("AICD_IP_RATE_LIMIT_PER_MINUTE", "100000")])
-            .await;
+    let app_id = aicd_testkit::github::APP_ID.to_string();
+    let server = TestServer::postgres(&[
+        ("AICD_RATE_LIMIT_PER_MINUTE", "100000"),
+        ("AICD_IP_RATE_LIMIT_PER_MINUTE", "100000"),
+        // The App's setup flow, so that starting an installation can succeed.
+        ("AICD_GITHUB_APP_ID", &app_id),
+        ("AICD_GITHUB_PRIVATE_KEY", &aicd_testkit::rsa_key_pair().private_pem),
+        ("AICD_GITHUB_APP_SLUG", aicd_testkit::github::APP_SLUG),
+        ("AICD_GITHUB_CLIENT_ID", aicd_testkit::github::CLIENT_ID),
+        ("AICD_GITHUB_CLIENT_SECRET", aicd_testkit::github::CLIENT_SECRET),
+    ])
+    .await;
     let mut failures = Vec::new();
     let mut n = 0;
     for route in routes() {

@@ -57,11 +57,12 @@ async fn a_job_run_on_one_replica_streams_on_another_and_resumes_after_last_even
 async fn a_stream_of_a_finished_job_replays_the_timeline_and_ends() {
     let server = TestServer::postgres(&[]).await;
     let (org, viewer, developer, admin) = server.org_with_keys("acme").await;
+    let dir = support::local_dir();
     let repo = server
         .post(
             &format!("/v1/orgs/{}/repos", org.id),
             &admin,
-            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": "/srv/git/demo"}}),
+            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": dir.path().display().to_string()}}),
         )
         .await;
     let job = server

@@ -69,8 +69,11 @@ async fn the_embedded_default_turns_an_issue_into_a_branch_commit_and_diff() {
 
     // 2. Serve, with nothing but a data directory.
     let port = free_port();
+    // The repository is outside the data directory: `--repo-root` lets it be registered.
     let mut running = Running(
         server(data.path())
+            .args(["serve", "--repo-root"])
+            .arg(repo)
             .env("AICD_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,14 +1,16 @@
 //! `POST /webhooks/github` over real HTTP against PostgreSQL and Redis: signatures checked before
-//! anything is stored, deliveries deduplicated by id, triggers from repository settings over the
-//! organization's, unlinked installations recorded and ignored, and installations linked by org
-//! admins. Payloads are GitHub's documented examples (`aicd-github/tests/fixtures`), adjusted.
+//! anything is stored, deliveries deduplicated by id and by body, triggers recorded (from
+//! repository settings over the organization's) for the worker's permission check, unlinked
+//! installations recorded and ignored, and the route's limits: bodies in flight, body size, slow
+//! senders, and clients that keep sending bad signatures. Payloads are GitHub's documented
+//! examples (`aicd-github/tests/fixtures`), adjusted.
 
 mod support;
 
 use aicd_core::deliveries::DeliveryStatus;
-use aicd_core::github::CommandStatus;
+use aicd_core::github::{Command, CommandSource, CommandStatus, GithubRepoId, InstallationId};
 use aicd_core::jobs::{JobFilter, JobState, Trigger};
-use aicd_core::store::{DeliveryStore, GithubStore, JobStore};
+use aicd_core::store::{DeliveryStore, GithubStore, JobStore, RepoStore};
 use aicd_core::{Error, OrgId};
 use aicd_github::webhooks::WebhookSecret;
 use reqwest::{Method, StatusCode};
@@ -18,6 +20,10 @@ use support::{Reply, TestServer, reply};
 const SECRET: &str = "9f2c4e81b7d05a3e6c1f8b2d4a7e0c95";
 const INSTALLATION: i64 = 2_311_213;
 const REPO: i64 = 1_296_269;
+
+fn installation() -> InstallationId {
+    InstallationId::new(INSTALLATION).unwrap()
+}
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../../aicd-github/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
@@ -60,17 +66,12 @@ fn delivery_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// An org admin links the installation, and GitHub adds the repository to it.
+/// An org that linked the installation (as an operator would), to which GitHub added the
+/// repository.
 async fn linked_org(server: &TestServer) -> (OrgId, String) {
     let (org, _, _, admin) = server.org_with_keys("Octo").await;
-    let linked = server
-        .post(
-            &format!("/v1/orgs/{}/github/installations", org.id),
-            &admin,
-            json!({ "installation_id": INSTALLATION, "account_login": "octo-org" }),
-        )
-        .await;
-    assert_eq!(linked.status, StatusCode::CREATED, "{}", linked.text);
+    let intake = server.core.github_intake();
+    intake.link_installation(org.id, installation(), Some("octo-org".into()), "operator").await.unwrap();
     let mut added = fixture("installation_repositories_added");
     added["repositories_added"] = json!([{ "id": REPO, "node_id": "R_1", "name": "Hello-World", "full_name": "octocat/Hello-World", "private": false }]);
     let r = deliver(server, "installation_repositories", &delivery_id(), &added).await;
@@ -80,6 +81,15 @@ async fn linked_org(server: &TestServer) -> (OrgId, String) {
 
 async fn jobs(server: &TestServer, org: OrgId) -> Vec<aicd_core::jobs::Job> {
     server.store.list_jobs(org, JobFilter::default()).await.unwrap().items
+}
+
+/// Every command recorded and not yet claimed, oldest first (claiming them).
+async fn recorded_commands(server: &TestServer) -> Vec<Command> {
+    let mut commands = Vec::new();
+    while let Some(command) = server.store.claim_pending_command("test", chrono::Duration::minutes(5)).await.unwrap() {
+        commands.push(command);
+    }
+    commands
 }
 
 fn labeled(issue: u64, label: &str) -> Value {
@@ -123,39 +133,44 @@ async fn a_bad_signature_is_refused_and_nothing_is_stored() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(matches!(server.store.get_delivery(&id).await, Err(Error::NotFound { .. })), "no delivery recorded");
-    assert!(jobs(&server, org).await.is_empty(), "no job created");
+    assert!(recorded_commands(&server).await.is_empty(), "nothing recorded");
 
     // The same delivery, correctly signed, is new: it is processed.
     let r = deliver_signed(&server, "issues", &id, body.as_bytes(), None).await;
     assert_eq!(r.body["status"], "processed", "{}", r.text);
-    assert_eq!(jobs(&server, org).await.len(), 1);
+    assert_eq!(recorded_commands(&server).await.len(), 1);
+    assert!(jobs(&server, org).await.is_empty(), "the worker starts the job once the sender is checked");
 }
 
 #[tokio::test]
-async fn a_labeled_issue_starts_one_job_and_redeliveries_change_nothing() {
+async fn a_label_is_recorded_once_for_the_worker_and_replays_change_nothing() {
     let server = server().await;
     let (org, _) = linked_org(&server).await;
     let id = delivery_id();
     let payload = labeled(7, "AICD");
     let r = deliver(&server, "issues", &id, &payload).await;
     assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("processed")), "{}", r.text);
-    let created = jobs(&server, org).await;
-    assert_eq!(created.len(), 1);
-    let job = &created[0];
-    assert_eq!((job.state, job.trigger, job.issue.number), (JobState::Queued, Trigger::Label, Some(7)));
-    assert_eq!(job.issue.title, payload["issue"]["title"].as_str().unwrap().trim());
-    assert_eq!(job.created_by, format!("github:{}", payload["sender"]["login"].as_str().unwrap()));
+    assert!(r.body["detail"].as_str().unwrap().contains("sender's access is checked"), "{}", r.text);
+    assert!(jobs(&server, org).await.is_empty(), "no job before the sender's permission is checked");
     let recorded = server.store.get_delivery(&id).await.unwrap();
     assert_eq!((recorded.status, recorded.event.as_str()), (DeliveryStatus::Processed, "issues"));
-    assert_eq!((recorded.action.as_deref(), recorded.installation_id), (Some("labeled"), Some(INSTALLATION)));
+    assert_eq!((recorded.action.as_deref(), recorded.installation_id), (Some("labeled"), Some(installation())));
 
     // The same delivery again: acknowledged, nothing done.
     let again = deliver(&server, "issues", &id, &payload).await;
     assert_eq!((again.status, again.body["status"].as_str()), (StatusCode::OK, Some("duplicate")), "{}", again.text);
-    // Another delivery for the same issue: the active job stands.
-    let second = deliver(&server, "issues", &delivery_id(), &payload).await;
-    assert!(second.body["detail"].as_str().unwrap().contains("already has an active job"), "{}", second.text);
-    assert_eq!(jobs(&server, org).await.len(), 1);
+    // The same signed body under another delivery id: a replay, acknowledged, nothing done.
+    let replay = deliver(&server, "issues", &delivery_id(), &payload).await;
+    assert_eq!(replay.body["status"], "duplicate", "{}", replay.text);
+
+    let commands = recorded_commands(&server).await;
+    assert_eq!(commands.len(), 1, "{commands:#?}");
+    let command = &commands[0];
+    assert_eq!(command.source, CommandSource::Label { delivery_id: id.clone() });
+    assert_eq!((command.issue_number, command.status), (7, CommandStatus::Pending));
+    assert_eq!(command.login, payload["sender"]["login"].as_str().unwrap());
+    assert_eq!(command.author_login, None, "a label's sender is checked, not the issue's author");
+    assert_eq!(command.issue.as_ref().map(|i| i.title.as_str()), payload["issue"]["title"].as_str().map(str::trim));
 
     // A delivery whose processing failed is processed when redelivered.
     let failed = delivery_id();
@@ -190,7 +205,7 @@ async fn triggers_follow_repository_settings_over_the_organizations() {
     assert_eq!(deliver(&server, "issues", &delivery_id(), &labeled(2, "Ship")).await.body["status"], "processed");
 
     // The repository overrides it.
-    let repo = server.store.find_github_repo(org, REPO).await.unwrap().unwrap();
+    let repo = server.store.find_github_repo(org, GithubRepoId::new(REPO).unwrap()).await.unwrap().unwrap();
     let r = server
         .call(
             Method::PATCH,
@@ -207,7 +222,7 @@ async fn triggers_follow_repository_settings_over_the_organizations() {
     let mut assigned = fixture("issues_assigned");
     assigned["issue"]["number"] = json!(4);
     assert_eq!(deliver(&server, "issues", &delivery_id(), &assigned).await.body["status"], "ignored");
-    // ...and on by default.
+    // ...and on by default (GitHub's next assignment is a new event, with a new timestamp).
     server
         .call(
             Method::PATCH,
@@ -216,6 +231,7 @@ async fn triggers_follow_repository_settings_over_the_organizations() {
             Some(json!({ "settings": {} })),
         )
         .await;
+    assigned["issue"]["updated_at"] = json!("2026-12-01T10:00:00Z");
     let r = deliver(&server, "issues", &delivery_id(), &assigned).await;
     assert_eq!(r.body["status"], "processed", "{}", r.text);
     // Someone else's assignment is not a trigger.
@@ -223,18 +239,45 @@ async fn triggers_follow_repository_settings_over_the_organizations() {
     assigned["assignee"]["login"] = json!("octocat");
     assert_eq!(deliver(&server, "issues", &delivery_id(), &assigned).await.body["status"], "ignored");
 
-    // An issue opened with the trigger label starts a job.
+    // An issue opened with the trigger label: its author is checked too (if it is not the sender).
     let mut opened = fixture("issues_opened");
     opened["issue"]["number"] = json!(6);
     opened["issue"]["labels"] = json!([{ "id": 1, "name": "ship", "color": "f29513", "default": false }]);
+    opened["issue"]["user"]["login"] = json!("reporter");
     assert_eq!(deliver(&server, "issues", &delivery_id(), &opened).await.body["status"], "processed");
 
-    let mut triggers: Vec<(u64, Trigger)> =
-        jobs(&server, org).await.iter().map(|j| (j.issue.number.unwrap(), j.trigger)).collect();
-    triggers.sort_by_key(|t| t.0);
-    assert_eq!(triggers, [(2, Trigger::Label), (3, Trigger::Label), (4, Trigger::Assignment), (6, Trigger::Label)]);
+    // A bot's label is not obeyed unless the repository allows bots.
+    let mut by_bot = labeled(9, "ship");
+    by_bot["sender"]["login"] = json!("labeler[bot]");
+    let r = deliver(&server, "issues", &delivery_id(), &by_bot).await;
+    assert_eq!(r.body["status"], "ignored", "{}", r.text);
+
+    let mut recorded: Vec<(u64, Trigger, Option<String>)> = recorded_commands(&server)
+        .await
+        .into_iter()
+        .map(|c| (c.issue_number, c.source.trigger(), c.author_login))
+        .collect();
+    recorded.sort_by_key(|r| r.0);
+    assert_eq!(
+        recorded,
+        [
+            (2, Trigger::Label, None),
+            (3, Trigger::Label, None),
+            (4, Trigger::Assignment, None),
+            (6, Trigger::Label, Some("reporter".into()))
+        ]
+    );
 
     // Closing an issue cancels its job.
+    let repo_id = repo.id;
+    let issue = aicd_core::jobs::IssueRef {
+        number: Some(4),
+        title: "Four".into(),
+        body: String::new(),
+        url: None,
+        author: None,
+    };
+    server.core.github_intake().start_issue_job(org, repo_id, issue, Trigger::Assignment, "monalisa").await.unwrap();
     let mut closed = fixture("issues_closed");
     closed["issue"]["number"] = json!(4);
     let r = deliver(&server, "issues", &delivery_id(), &closed).await;
@@ -253,6 +296,7 @@ async fn comment_commands_are_recorded_for_the_worker() {
     let command = server.store.claim_pending_command("test", chrono::Duration::seconds(30)).await.unwrap().unwrap();
     assert_eq!((command.org_id, command.issue_number, command.status), (org, 1347, CommandStatus::Pending));
     assert_eq!(command.login, payload["comment"]["user"]["login"].as_str().unwrap());
+    assert!(matches!(command.source, CommandSource::Comment { .. }));
     assert!(jobs(&server, org).await.is_empty(), "the worker decides, after checking the author's access");
 
     // No command, or a comment on a pull request: nothing recorded.
@@ -262,6 +306,11 @@ async fn comment_commands_are_recorded_for_the_worker() {
     assert_eq!(deliver(&server, "issue_comment", &delivery_id(), &chat).await.body["status"], "ignored");
     let on_pr = fixture("issue_comment_on_pull_request");
     assert_eq!(deliver(&server, "issue_comment", &delivery_id(), &on_pr).await.body["status"], "ignored");
+    // A bot's command is not obeyed.
+    let mut by_bot = payload.clone();
+    by_bot["comment"]["id"] = json!(100);
+    by_bot["comment"]["user"]["login"] = json!("helper[bot]");
+    assert_eq!(deliver(&server, "issue_comment", &delivery_id(), &by_bot).await.body["status"], "ignored");
 }
 
 #[tokio::test]
@@ -333,56 +382,85 @@ async fn installation_events_follow_the_installation() {
     let mut unsuspend = suspend.clone();
     unsuspend["action"] = json!("unsuspend");
     assert_eq!(deliver(&server, "installation", &delivery_id(), &unsuspend).await.body["status"], "processed");
-    assert_eq!(deliver(&server, "issues", &delivery_id(), &labeled(7, "aicd")).await.body["status"], "processed");
+    let mut later = labeled(7, "aicd");
+    later["issue"]["updated_at"] = json!("2026-12-01T10:00:00Z");
+    assert_eq!(deliver(&server, "issues", &delivery_id(), &later).await.body["status"], "processed");
 
-    // Repositories removed from the installation follow (one with an active job is kept).
+    // A repository removed from the installation is detached, with its history; its
+    // unfinished job is cancelled, and its events are ignored from then on.
+    let repo = server.store.find_github_repo(org, GithubRepoId::new(REPO).unwrap()).await.unwrap().unwrap();
+    let issue = aicd_core::jobs::IssueRef {
+        number: Some(7),
+        title: "Seven".into(),
+        body: String::new(),
+        url: None,
+        author: None,
+    };
+    server.core.github_intake().start_issue_job(org, repo.id, issue, Trigger::Label, "monalisa").await.unwrap();
     let mut removed = fixture("installation_repositories_removed");
     removed["installation"]["id"] = json!(INSTALLATION);
     removed["repositories_removed"] = json!([{ "id": REPO, "full_name": "octocat/Hello-World" }]);
     let r = deliver(&server, "installation_repositories", &delivery_id(), &removed).await;
-    assert!(r.body["detail"].as_str().unwrap().contains("1 kept"), "{}", r.text);
+    assert!(r.body["detail"].as_str().unwrap().contains("1 detached"), "{}", r.text);
+    let kept = server.store.get_repo(org, repo.id).await.unwrap();
+    assert!(kept.detached_at.is_some());
+    let all = jobs(&server, org).await;
+    assert_eq!((all.len(), all[0].state), (1, JobState::Cancelled), "the job is kept, cancelled");
+    let r = deliver(&server, "issues", &delivery_id(), &labeled(8, "aicd")).await;
+    assert!(r.body["detail"].as_str().unwrap().contains("detached"), "{}", r.text);
+    // Added back: attached again.
+    let mut added = fixture("installation_repositories_added");
+    added["repositories_added"] = json!([{ "id": REPO, "node_id": "R_1", "name": "Hello-World", "full_name": "octocat/Hello-World", "private": false }]);
+    added["installation"]["updated_at"] = json!("2026-12-01T10:00:00Z");
+    let r = deliver(&server, "installation_repositories", &delivery_id(), &added).await;
+    assert_eq!(r.body["status"], "processed", "{}", r.text);
+    assert_eq!(server.store.get_repo(org, repo.id).await.unwrap().detached_at, None);
 
-    // Uninstalling unlinks it.
+    // Uninstalling unlinks it; its repositories are detached.
     let mut deleted = fixture("installation_deleted");
     deleted["installation"]["id"] = json!(INSTALLATION);
     assert_eq!(deliver(&server, "installation", &delivery_id(), &deleted).await.body["status"], "processed");
-    assert!(server.store.find_installation(INSTALLATION).await.unwrap().is_none());
-    assert!(jobs(&server, org).await.len() == 1);
+    assert!(server.store.find_installation(installation()).await.unwrap().is_none());
+    assert!(server.store.get_repo(org, repo.id).await.unwrap().detached_at.is_some());
+    assert_eq!(jobs(&server, org).await.len(), 1);
 }
 
 #[tokio::test]
-async fn installations_are_linked_by_org_admins_to_one_org() {
+async fn installations_are_listed_and_unlinked_by_org_admins_but_never_linked_by_tenants() {
     let server = server().await;
     let (org, viewer, developer, admin) = server.org_with_keys("One").await;
     let path = format!("/v1/orgs/{}/github/installations", org.id);
+    // No tenant route links an installation: that takes the App's setup flow, or an operator.
     let body = json!({ "installation_id": 77 });
-    for key in [&viewer, &developer] {
+    for key in [&viewer, &developer, &admin] {
         let r = server.post(&path, key, body.clone()).await;
-        assert_eq!((r.status, r.error_code()), (StatusCode::FORBIDDEN, "forbidden"));
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text);
     }
-    let r = server.post(&path, &admin, body.clone()).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.body["installation_id"], 77);
+    assert!(server.store.find_installation(InstallationId::new(77).unwrap()).await.unwrap().is_none());
+
+    server
+        .core
+        .github_intake()
+        .link_installation(org.id, InstallationId::new(77).unwrap(), None, "operator")
+        .await
+        .unwrap();
     let listed = server.get(&path, &viewer).await;
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1, "{}", listed.text);
-
-    // Another organization cannot take it.
-    let (other, _, _, other_admin) = server.org_with_keys("Two").await;
-    let r = server.post(&format!("/v1/orgs/{}/github/installations", other.id), &other_admin, body.clone()).await;
-    assert_eq!((r.status, r.error_code()), (StatusCode::CONFLICT, "conflict"));
-    assert!(!r.text.contains(&org.id.to_string()), "the owner is not revealed");
-    // Bad input is a 422.
-    let r = server.post(&path, &admin, json!({ "installation_id": -1 })).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
-
+    assert_eq!(listed.body["items"][0]["linked_by"], "operator", "{}", listed.text);
+    for key in [&viewer, &developer] {
+        let r = server.call(Method::DELETE, &format!("{path}/77"), Some(key), None).await;
+        assert_eq!((r.status, r.error_code()), (StatusCode::FORBIDDEN, "forbidden"));
+    }
     let r = server.call(Method::DELETE, &format!("{path}/77"), Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let r = server.call(Method::DELETE, &format!("{path}/77"), Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = server.call(Method::DELETE, &format!("{path}/0"), Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 }
 
 #[tokio::test]
-async fn deliveries_may_exceed_the_api_body_limit_up_to_githubs() {
+async fn deliveries_have_a_limit_of_their_own() {
     let server = server().await;
     let mut ping = fixture("ping");
     ping["padding"] = json!("x".repeat(3 * 1024 * 1024));
@@ -393,15 +471,30 @@ async fn deliveries_may_exceed_the_api_body_limit_up_to_githubs() {
     let big = json!({ "name": "x".repeat(2 * 1024 * 1024) });
     let r = server.call(Method::PATCH, &format!("/v1/orgs/{}", org.id), Some(&admin), Some(big)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    // Beyond GitHub's 25 MB: refused on the declared length.
-    let r = reply(
+    // Beyond the webhook limit (5 MiB by default): refused on the declared length...
+    let oversized = |len: usize| {
         server
             .http
             .post(server.url("/webhooks/github"))
             .header("X-GitHub-Event", "ping")
             .header("X-GitHub-Delivery", delivery_id())
             .header("X-Hub-Signature-256", "sha256=00")
-            .body(vec![b' '; 26 * 1024 * 1024])
+            .body(vec![b' '; len])
+    };
+    let r = reply(oversized(6 * 1024 * 1024).send().await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.body["error"]["details"]["limit_bytes"], 5 * 1024 * 1024, "{}", r.text);
+    // ...and configurable (never above GitHub's 25 MB).
+    let small =
+        TestServer::postgres(&[("AICD_GITHUB_WEBHOOK_SECRET", SECRET), ("AICD_WEBHOOK_MAX_BODY_BYTES", "2048")]).await;
+    let r = reply(
+        small
+            .http
+            .post(small.url("/webhooks/github"))
+            .header("X-GitHub-Event", "ping")
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("X-Hub-Signature-256", "sha256=00")
+            .body(vec![b' '; 4096])
             .send()
             .await
             .unwrap(),
@@ -411,60 +504,77 @@ async fn deliveries_may_exceed_the_api_body_limit_up_to_githubs() {
 }
 
 #[tokio::test]
-async fn linking_registers_the_installations_repositories_through_the_app() {
-    use wiremock::matchers::{method, path, query_param};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let github = MockServer::start().await;
-    let token = json!({ "token": "ghs_16C7e42F292c6912E7710c838347Ae178B4a", "expires_at": "2099-01-01T00:00:00Z" });
-    Mock::given(method("POST"))
-        .and(path("/app/installations/77/access_tokens"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(token))
-        .mount(&github)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/app/installations/78/access_tokens"))
-        .respond_with(ResponseTemplate::new(404).set_body_json(json!({ "message": "Not Found" })))
-        .mount(&github)
-        .await;
-    let repo = |id: u64, name: &str| {
-        json!({ "id": id, "node_id": "R_1", "name": name, "full_name": format!("octo-org/{name}"),
-                "private": true, "default_branch": "trunk", "owner": { "login": "octo-org", "type": "Organization" } })
-    };
-    Mock::given(method("GET"))
-        .and(path("/installation/repositories"))
-        .and(query_param("page", "1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "total_count": 2, "repository_selection": "selected",
-            "repositories": [repo(501, "api"), repo(502, "web")]
-        })))
-        .mount(&github)
-        .await;
-    let key = &aicd_testkit::rsa_key_pair().private_pem;
+async fn a_client_sending_bad_signatures_is_turned_away() {
+    let server = server().await;
+    let body = fixture("ping").to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(Some("sha256=00"))).await;
+        statuses.push(r.status);
+    }
+    let unauthorized = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(unauthorized, 20, "the default allows 20 bad signatures a minute: {statuses:?}");
+    assert_eq!(limited, 80, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    // Turned away before the body is read or the signature checked: even a good one waits.
+    let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert!(r.headers.get("retry-after").is_some());
+}
+
+/// Opens a connection and sends a delivery's headers and `sent` bytes of a body declared
+/// `declared` bytes long, then holds the connection open.
+async fn trickle(server: &TestServer, declared: usize, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: ping\r\nX-GitHub-Delivery: {}\r\nX-Hub-Signature-256: sha256=00\r\n\
+         Content-Length: {declared}\r\n\r\n",
+        delivery_id()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// Reads the status line of the answer on `stream`.
+async fn status_of(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn deliveries_in_flight_are_bounded_and_slow_senders_cut_off() {
     let server = TestServer::postgres(&[
         ("AICD_GITHUB_WEBHOOK_SECRET", SECRET),
-        ("AICD_GITHUB_APP_ID", "123456"),
-        ("AICD_GITHUB_PRIVATE_KEY", key),
-        ("AICD_GITHUB_API_URL", &github.uri()),
+        ("AICD_WEBHOOK_MAX_INFLIGHT", "3"),
+        ("AICD_WEBHOOK_READ_TIMEOUT_SECS", "2"),
     ])
     .await;
-    let (org, _, _, admin) = server.org_with_keys("Octo").await;
-    let link = format!("/v1/orgs/{}/github/installations", org.id);
-    let r = server.post(&link, &admin, json!({ "installation_id": 77 })).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!((r.body["installation_id"].as_i64(), r.body["repositories_synced"].as_i64()), (Some(77), Some(2)));
-    let repos = server.get(&format!("/v1/orgs/{}/repos", org.id), &admin).await;
-    let names: Vec<(&str, &str)> = repos.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["full_name"].as_str().unwrap(), r["default_branch"].as_str().unwrap()))
-        .collect();
-    assert_eq!(names, [("octo-org/api", "trunk"), ("octo-org/web", "trunk")]);
-
-    // An installation GitHub does not know is not linked.
-    let r = server.post(&link, &admin, json!({ "installation_id": 78 })).await;
-    assert_eq!((r.status, r.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"), "{}", r.text);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("does not exist"), "{}", r.text);
-    assert!(server.store.find_installation(78).await.unwrap().is_none());
+    // Three senders trickle their bodies: each holds one of the three places.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        slow.push(trickle(&server, 1000, 10).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The fourth is turned away at once, without its body being read.
+    let started = std::time::Instant::now();
+    let mut extra = trickle(&server, 1000, 10).await;
+    let line = status_of(&mut extra).await;
+    assert!(line.contains("503"), "{line}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "at once: {:?}", started.elapsed());
+    // The slow ones are cut off after the read timeout.
+    for stream in &mut slow {
+        let line = status_of(stream).await;
+        assert!(line.contains("408"), "{line}");
+    }
+    // Then there is room again.
+    let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("processed")), "{}", r.text);
 }

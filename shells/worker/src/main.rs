@@ -149,8 +149,12 @@ struct Parts {
 async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Parts> {
     let store = assemble::open_store(config).await?;
     let signals = assemble::open_signals(config).await?;
-    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics)?;
-    let commands = assemble::build_command_processor(config, assemble::build_core(config, store.clone(), &signals))?;
+    // One installation-token cache for the process: the forge and the command processor share it.
+    let tokens = assemble::github_tokens(config)?;
+    let forge = assemble::build_forge(config, store.clone(), tokens.as_ref());
+    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics, forge);
+    let core = assemble::build_core(config, store.clone(), &signals);
+    let commands = assemble::build_command_processor(config, core, tokens.as_ref());
     tracing::info!(
         worker_id = %config.worker.worker_id,
         environment = config.environment.as_str(),

@@ -73,7 +73,8 @@ impl World {
         sqlite: Option<TestSqlite>,
     ) -> World {
         let store = Arc::new(store);
-        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
+        let roots = aicd_core::forge::LocalRoots::new([std::env::temp_dir()]);
+        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true, local_roots: roots });
         let (org, key, _secret) = core
             .bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None })
             .await
@@ -126,6 +127,7 @@ impl World {
             ("AICD_LEASE_SECS".into(), "2".into()),
             ("AICD_POLL_INTERVAL_MS".into(), "100".into()),
             ("AICD_SHUTDOWN_GRACE_SECS".into(), "10".into()),
+            ("AICD_LOCAL_REPO_ROOTS".into(), std::env::temp_dir().display().to_string()),
             ("RUST_LOG".into(), "info".into()),
         ];
         env.extend(self.env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));

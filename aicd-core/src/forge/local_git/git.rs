@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
-use super::super::memory::{rejected, unavailable};
+use super::super::rules::{rejected, unavailable};
 use crate::{Error, Result};
 
 /// Most bytes of stderr kept for error messages (the rest is read and dropped).
@@ -31,6 +31,9 @@ pub(super) struct Git {
     dir: PathBuf,
     ceiling: Option<PathBuf>,
     timeout: Duration,
+    /// The directories git may trust although another user owns them (`safe.directory`): this
+    /// repository's, never a wildcard.
+    safe: Vec<PathBuf>,
 }
 
 /// A tree entry: its mode (`100644`, `100755`, `120000`, `160000`) and object id.
@@ -70,7 +73,15 @@ impl Git {
     /// Git working in `dir` (an absolute, canonical path), never looking for a repository above it.
     pub(super) fn new(dir: PathBuf, timeout: Duration) -> Self {
         let ceiling = dir.parent().map(Path::to_path_buf);
-        Self { dir, ceiling, timeout }
+        let safe = vec![dir.clone(), dir.join(".git")];
+        Self { dir, ceiling, timeout, safe }
+    }
+
+    /// Trusts `dir` too (the repository's git directory, once resolved).
+    pub(super) fn trust(&mut self, dir: PathBuf) {
+        if !self.safe.contains(&dir) {
+            self.safe.push(dir);
+        }
     }
 
     fn command(&self, args: &[&str], index_file: Option<&Path>) -> Command {
@@ -100,7 +111,25 @@ impl Git {
             cmd.env("GIT_INDEX_FILE", index);
         }
         cmd.arg("-C").arg(&self.dir);
-        cmd.args(["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-c", "core.splitIndex=false"]);
+        for dir in &self.safe {
+            let mut setting = OsString::from("safe.directory=");
+            setting.push(dir);
+            cmd.arg("-c").arg(setting);
+        }
+        // No hook of the repository runs (reference-transaction runs on every ref update), and no
+        // other program it names either.
+        cmd.args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.splitIndex=false",
+            "-c",
+            "core.sshCommand=false",
+            "-c",
+            "protocol.allow=never",
+        ]);
         cmd.args(args);
         cmd
     }
@@ -309,6 +338,11 @@ impl Git {
     /// Moves `refname` to `new` if it is at `old` (the empty string: if it does not exist).
     pub(super) fn update_ref(&self, refname: &str, new: &str, old: &str) -> Result<()> {
         self.run(&["update-ref", "-m", "aicd", refname, new, old], Opts::default()).map(drop)
+    }
+
+    /// Deletes `refname` if it is at `old`.
+    pub(super) fn delete_ref(&self, refname: &str, old: &str) -> Result<()> {
+        self.run(&["update-ref", "-m", "aicd", "-d", refname, old], Opts::default()).map(drop)
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::super::CommentId;
-use super::super::memory::{rejected, unavailable};
+use super::super::rules::{rejected, unavailable};
 use crate::forge::PullRequest;
 use crate::{Error, Result};
 

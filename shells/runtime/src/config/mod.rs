@@ -117,6 +117,34 @@ pub struct GithubSettings {
     /// The App's slug (`AICD_GITHUB_APP_SLUG`): its bot user is `<slug>[bot]`, and assigning an
     /// issue to that user starts a job. Without it, assignment does not trigger.
     pub app_slug: Option<String>,
+    /// The App's OAuth client (`AICD_GITHUB_CLIENT_ID`, `AICD_GITHUB_CLIENT_SECRET`), which the
+    /// setup flow needs to check who installed the App; without it installations can only be
+    /// linked by an operator.
+    pub oauth: Option<OAuthClient>,
+    /// GitHub's web address, without a trailing slash (`AICD_GITHUB_WEB_URL`).
+    pub web_url: String,
+}
+
+/// The GitHub App's OAuth client.
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    /// Its client id.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: Secret,
+}
+
+/// How the webhook route protects itself (`AICD_WEBHOOK_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookLimits {
+    /// The largest delivery accepted.
+    pub max_body_bytes: usize,
+    /// Deliveries read at once; past it, 503 at once.
+    pub max_inflight: usize,
+    /// How long a delivery's body may take to arrive.
+    pub read_timeout: Duration,
+    /// Deliveries with a bad signature accepted per client address per minute; past it, 429.
+    pub bad_signatures_per_minute: u32,
 }
 
 impl GithubSettings {
@@ -157,6 +185,12 @@ pub struct ServerSettings {
     pub oidc: Option<Oidc>,
     /// The GitHub App.
     pub github: GithubSettings,
+    /// The webhook route's limits.
+    pub webhooks: WebhookLimits,
+    /// The directories local repositories must be under (`AICD_LOCAL_REPO_ROOTS`): required when
+    /// local repositories are allowed; in the embedded default, the data directory (and the
+    /// directories given to `serve --repo-root`, added by the binary).
+    pub local_repo_roots: Vec<PathBuf>,
 }
 
 /// What only the worker (standalone or embedded) uses.
@@ -327,7 +361,52 @@ static VARIABLES: &[Variable] = &[
         "AICD_GITHUB_APP_SLUG",
         "",
         false,
-        "The App's slug (as in its URL); assigning an issue to `<slug>[bot]` starts a job",
+        "The App's slug (as in its URL); assigning an issue to `<slug>[bot]` starts a job, and the install link \
+         points at the App's page",
+    ),
+    var(
+        "AICD_GITHUB_CLIENT_ID",
+        "",
+        false,
+        "The App's OAuth client id (with its secret): linking an installation needs it to check the installer",
+    ),
+    var(
+        "AICD_GITHUB_CLIENT_SECRET",
+        "",
+        true,
+        "The App's OAuth client secret (with AICD_GITHUB_CLIENT_ID); also signs install states",
+    ),
+    var(
+        "AICD_GITHUB_WEB_URL",
+        "https://github.com",
+        false,
+        "GitHub's web address (install pages, OAuth); `https://<host>` for GitHub Enterprise Server",
+    ),
+    var(
+        "AICD_WEBHOOK_MAX_BODY_BYTES",
+        "5242880",
+        false,
+        "Largest webhook delivery accepted (1024 to 26214400, GitHub's cap)",
+    ),
+    var("AICD_WEBHOOK_MAX_INFLIGHT", "32", false, "Webhook deliveries read at once; past it, 503 at once (1 to 10000)"),
+    var(
+        "AICD_WEBHOOK_READ_TIMEOUT_SECS",
+        "10",
+        false,
+        "Seconds a webhook delivery's body may take to arrive (1 to 300)",
+    ),
+    var(
+        "AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE",
+        "20",
+        false,
+        "Deliveries with a bad signature accepted per client address per minute; past it, 429 (1 to 1000000)",
+    ),
+    var(
+        "AICD_LOCAL_REPO_ROOTS",
+        "the data directory with SQLite",
+        false,
+        "Comma-separated directories local repositories must be under (required when they are allowed); \
+         `aicd-server serve --repo-root DIR` adds one",
     ),
 ];
 
@@ -379,7 +458,7 @@ impl Config {
             }
         };
         let worker = read_worker(&mut r);
-        let server = read_server(&mut r, production, matches!(database, Database::Sqlite { .. }));
+        let server = read_server(&mut r, production, &database);
         let shutdown_grace = r.number("AICD_SHUTDOWN_GRACE_SECS", 30, 0, MAX_SECS, "seconds");
         let log_format = match r.get("AICD_LOG_FORMAT").map(|f| f.trim().to_ascii_lowercase()).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -458,6 +537,7 @@ impl Config {
         let github = &self.server.github;
         secrets.extend(&github.private_key);
         secrets.extend(&github.webhook_secret);
+        secrets.extend(github.oauth.as_ref().map(|o| &o.client_secret));
         secrets
     }
 
@@ -531,6 +611,16 @@ impl Config {
             "AICD_GITHUB_WEBHOOK_SECRET" => github.webhook_secret.as_ref().map(|_| String::new())?,
             "AICD_GITHUB_API_URL" => github.api_url.clone(),
             "AICD_GITHUB_APP_SLUG" => github.app_slug.clone()?,
+            "AICD_GITHUB_CLIENT_ID" => github.oauth.as_ref()?.client_id.clone(),
+            "AICD_GITHUB_CLIENT_SECRET" => github.oauth.as_ref().map(|_| String::new())?,
+            "AICD_GITHUB_WEB_URL" => github.web_url.clone(),
+            "AICD_WEBHOOK_MAX_BODY_BYTES" => s.webhooks.max_body_bytes.to_string(),
+            "AICD_WEBHOOK_MAX_INFLIGHT" => s.webhooks.max_inflight.to_string(),
+            "AICD_WEBHOOK_READ_TIMEOUT_SECS" => s.webhooks.read_timeout.as_secs().to_string(),
+            "AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE" => s.webhooks.bad_signatures_per_minute.to_string(),
+            "AICD_LOCAL_REPO_ROOTS" if !s.local_repo_roots.is_empty() => {
+                s.local_repo_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+            }
             _ => return None,
         })
     }
@@ -633,7 +723,8 @@ fn read_worker(r: &mut Reader<'_>) -> WorkerSettings {
     }
 }
 
-fn read_server(r: &mut Reader<'_>, production: bool, sqlite: bool) -> ServerSettings {
+fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> ServerSettings {
+    let sqlite = matches!(database, Database::Sqlite { .. });
     let listen_addr = r.socket_addr("AICD_LISTEN_ADDR", SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)));
     let embedded_worker = r.boolean("AICD_EMBEDDED_WORKER", sqlite);
     let allow_local_repos = r.boolean("AICD_ALLOW_LOCAL_REPOS", sqlite && !production);
@@ -657,6 +748,9 @@ fn read_server(r: &mut Reader<'_>, production: bool, sqlite: bool) -> ServerSett
     let trust_forwarded_headers = r.boolean("AICD_TRUST_FORWARDED_HEADERS", false);
     let oidc = read_oidc(r, production);
     let github = read_github(r);
+    let webhooks = read_webhook_limits(r);
+    // Production refuses local repositories outright (above); their roots are then moot.
+    let local_repo_roots = read_local_repo_roots(r, allow_local_repos && !production, database);
     ServerSettings {
         listen_addr,
         embedded_worker,
@@ -670,7 +764,56 @@ fn read_server(r: &mut Reader<'_>, production: bool, sqlite: bool) -> ServerSett
         trust_forwarded_headers,
         oidc,
         github,
+        webhooks,
+        local_repo_roots,
     }
+}
+
+fn read_webhook_limits(r: &mut Reader<'_>) -> WebhookLimits {
+    let max_body_bytes = r.number("AICD_WEBHOOK_MAX_BODY_BYTES", 5 * 1024 * 1024, 1024, 25 * 1024 * 1024, "bytes");
+    let max_inflight = r.number("AICD_WEBHOOK_MAX_INFLIGHT", 32, 1, 10_000, "deliveries");
+    let read_timeout = r.number("AICD_WEBHOOK_READ_TIMEOUT_SECS", 10, 1, 300, "seconds");
+    let bad_signatures = r.number("AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE", 20, 1, 1_000_000, "deliveries");
+    WebhookLimits {
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(5 * 1024 * 1024),
+        max_inflight: usize::try_from(max_inflight).unwrap_or(32),
+        read_timeout: Duration::from_secs(read_timeout),
+        bad_signatures_per_minute: u32::try_from(bad_signatures).unwrap_or(20),
+    }
+}
+
+/// `AICD_LOCAL_REPO_ROOTS`: absolute directories without `..`. Required when local repositories
+/// are allowed, except in the embedded default, whose data directory is the default root.
+fn read_local_repo_roots(r: &mut Reader<'_>, allowed: bool, database: &Database) -> Vec<PathBuf> {
+    const NAME: &str = "AICD_LOCAL_REPO_ROOTS";
+    let Some(raw) = r.get(NAME) else {
+        return match database {
+            Database::Sqlite { path } if allowed => {
+                let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                vec![std::path::absolute(&dir).unwrap_or(dir)]
+            }
+            _ if allowed => {
+                r.problem(format!(
+                    "{NAME} is required when local repositories are allowed (AICD_ALLOW_LOCAL_REPOS): the \
+                     directories repositories may be registered under"
+                ));
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+    };
+    let mut roots = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let path = PathBuf::from(item);
+        if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            r.problem(format!("{NAME} must list absolute directories without `..` (got `{}`)", shorten(item)));
+        } else if path == std::path::Path::new("/") {
+            r.problem(format!("{NAME} must not be `/` (it would expose the whole disk)"));
+        } else if !roots.contains(&path) {
+            roots.push(path);
+        }
+    }
+    roots
 }
 
 /// `scheme://host[:port]`, lowercased, a trailing `/` dropped; anything else is a problem.
@@ -813,12 +956,38 @@ fn read_github(r: &mut Reader<'_>) -> GithubSettings {
             shorten(slug)
         ));
     }
+    let client_id = r.get("AICD_GITHUB_CLIENT_ID").map(|id| id.trim().to_owned());
+    let client_secret = r.get("AICD_GITHUB_CLIENT_SECRET").map(|secret| secret.trim().to_owned());
+    if client_id.as_ref().is_some_and(|id| id.len() > 100 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+    {
+        r.problem("AICD_GITHUB_CLIENT_ID must be the App's client id (letters, digits and `.`)");
+    }
+    if client_secret.as_ref().is_some_and(|secret| secret.chars().count() < 20) {
+        r.problem("AICD_GITHUB_CLIENT_SECRET must be the App's client secret (at least 20 characters)");
+    }
+    let oauth = match (client_id, client_secret) {
+        (Some(client_id), Some(secret)) => Some(OAuthClient { client_id, client_secret: Secret::new(secret) }),
+        (Some(_), None) => {
+            r.problem("AICD_GITHUB_CLIENT_SECRET is required when AICD_GITHUB_CLIENT_ID is set");
+            None
+        }
+        (None, Some(_)) => {
+            r.problem("AICD_GITHUB_CLIENT_ID is required when AICD_GITHUB_CLIENT_SECRET is set");
+            None
+        }
+        (None, None) => None,
+    };
+    let web_url = r
+        .http_url("AICD_GITHUB_WEB_URL", false, "")
+        .map_or_else(|| "https://github.com".to_owned(), |url| url.trim_end_matches('/').to_owned());
     GithubSettings {
         app_id,
         private_key: key.map(Secret::new),
         webhook_secret: webhook_secret.map(Secret::new),
         api_url,
         app_slug,
+        oauth,
+        web_url,
     }
 }
 

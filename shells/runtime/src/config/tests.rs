@@ -110,6 +110,14 @@ fn every_setting_is_read() {
         ("AICD_GITHUB_WEBHOOK_SECRET", GOOD_SECRET),
         ("AICD_GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
         ("AICD_GITHUB_APP_SLUG", " AICD-Dev "),
+        ("AICD_GITHUB_CLIENT_ID", "Iv23liAbCdEf012345"),
+        ("AICD_GITHUB_CLIENT_SECRET", "0123456789abcdef0123456789abcdef01234567"),
+        ("AICD_GITHUB_WEB_URL", "https://ghe.example.com/"),
+        ("AICD_WEBHOOK_MAX_BODY_BYTES", "26214400"),
+        ("AICD_WEBHOOK_MAX_INFLIGHT", "1"),
+        ("AICD_WEBHOOK_READ_TIMEOUT_SECS", "300"),
+        ("AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE", "5"),
+        ("AICD_LOCAL_REPO_ROOTS", "/srv/git, /home/dev/src ,/srv/git"),
     ])
     .unwrap();
     assert_eq!(c.server.github.bot_login().as_deref(), Some("aicd-dev[bot]"));
@@ -146,6 +154,43 @@ fn every_setting_is_read() {
     assert_eq!(g.private_key.as_ref().map(Secret::expose), Some(PEM), "\\n escapes become newlines");
     assert_eq!(g.webhook_secret.as_ref().map(Secret::expose), Some(GOOD_SECRET));
     assert_eq!(g.api_url, "https://ghe.example.com/api/v3");
+    assert_eq!(g.web_url, "https://ghe.example.com");
+    let oauth = g.oauth.as_ref().expect("the OAuth client");
+    assert_eq!(oauth.client_id, "Iv23liAbCdEf012345");
+    assert_eq!(oauth.client_secret.expose(), "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(
+        s.webhooks,
+        crate::config::WebhookLimits {
+            max_body_bytes: 26_214_400,
+            max_inflight: 1,
+            read_timeout: Duration::from_secs(300),
+            bad_signatures_per_minute: 5,
+        }
+    );
+    assert_eq!(s.local_repo_roots, [PathBuf::from("/srv/git"), PathBuf::from("/home/dev/src")]);
+}
+
+#[test]
+fn webhook_limits_and_local_roots_have_safe_defaults_and_bounds() {
+    let s = config(&[]).unwrap().server;
+    assert_eq!((s.webhooks.max_body_bytes, s.webhooks.max_inflight), (5 * 1024 * 1024, 32));
+    assert_eq!((s.webhooks.read_timeout, s.webhooks.bad_signatures_per_minute), (Duration::from_secs(10), 20));
+    // The embedded default's root is its data directory, made absolute.
+    assert_eq!(s.local_repo_roots.len(), 1);
+    assert!(s.local_repo_roots[0].is_absolute() && s.local_repo_roots[0].ends_with("data"), "{:?}", s.local_repo_roots);
+    let err = problems(&[("AICD_WEBHOOK_MAX_BODY_BYTES", "26214401"), ("AICD_WEBHOOK_MAX_INFLIGHT", "0")]);
+    assert!(err.contains("AICD_WEBHOOK_MAX_BODY_BYTES") && err.contains("AICD_WEBHOOK_MAX_INFLIGHT"), "{err}");
+    // With PostgreSQL, local repositories need their roots named.
+    let err = problems(&[("DATABASE_URL", "postgres://app@db/aicd"), ("AICD_ALLOW_LOCAL_REPOS", "true")]);
+    assert!(err.starts_with("AICD_LOCAL_REPO_ROOTS is required"), "{err}");
+    for bad in ["relative/dir", "/", "/srv/../etc"] {
+        let err = problems(&[("AICD_LOCAL_REPO_ROOTS", bad)]);
+        assert!(err.starts_with("AICD_LOCAL_REPO_ROOTS"), "{bad}: {err}");
+    }
+    let err = problems(&[("AICD_GITHUB_CLIENT_ID", "Iv23li")]);
+    assert!(err.contains("AICD_GITHUB_CLIENT_SECRET is required"), "{err}");
+    let err = problems(&[("AICD_GITHUB_CLIENT_ID", "Iv23li"), ("AICD_GITHUB_CLIENT_SECRET", "short")]);
+    assert!(err.contains("at least 20 characters"), "{err}");
 }
 
 #[test]
@@ -584,7 +629,8 @@ fn variables_lists_every_variable_read() {
             "AICD_DATABASE_MIGRATION_URL",
             "REDIS_URL",
             "AICD_GITHUB_PRIVATE_KEY",
-            "AICD_GITHUB_WEBHOOK_SECRET"
+            "AICD_GITHUB_WEBHOOK_SECRET",
+            "AICD_GITHUB_CLIENT_SECRET"
         ]
     );
 }

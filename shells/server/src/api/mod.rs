@@ -36,7 +36,7 @@ use crate::state::AppState;
         (name = "repos", description = "Repositories and their policy and trigger settings"),
         (name = "jobs", description = "Jobs: from an issue to a pull request"),
         (name = "usage", description = "Tokens, cost and pull requests"),
-        (name = "github", description = "The GitHub App: webhook deliveries and linked installations"),
+        (name = "github", description = "The GitHub App: webhook deliveries, its setup flow and linked installations"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -75,14 +75,12 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::stream_events))
         .routes(routes!(jobs::job_diff))
         .routes(routes!(jobs::usage))
-        .routes(routes!(github::list_installations, github::link_installation))
+        .routes(routes!(github::list_installations))
         .routes(routes!(github::unlink_installation))
-        .merge(
-            // GitHub caps deliveries at 25 MB, above the API's body limit.
-            OpenApiRouter::new()
-                .routes(routes!(github::webhook))
-                .layer(axum::extract::DefaultBodyLimit::max(github::MAX_DELIVERY_BYTES)),
-        )
+        .routes(routes!(github::start_install))
+        .routes(routes!(github::setup))
+        // The route reads its body itself, within the webhook limits.
+        .routes(routes!(github::webhook))
         .split_for_parts();
     (router, doc)
 }

@@ -20,10 +20,12 @@ use crate::state::AppState;
 pub(crate) enum SourceBody {
     /// A GitHub repository reached through an App installation.
     Github {
-        /// The App installation's id.
-        installation_id: i64,
+        /// The App installation's id (linked to this organization).
+        #[schema(value_type = i64)]
+        installation_id: aicd_core::github::InstallationId,
         /// GitHub's numeric repository id.
-        repo_id: i64,
+        #[schema(value_type = i64)]
+        repo_id: aicd_core::github::GithubRepoId,
     },
     /// A git repository on the server's disk: only when the server allows local repositories
     /// (`AICD_ALLOW_LOCAL_REPOS=true`, the embedded default's setting).
@@ -79,17 +81,7 @@ pub(crate) async fn create_repo(
     Body(body): Body<CreateRepo>,
 ) -> ApiResult<(StatusCode, Json<Repository>)> {
     let source = match body.source {
-        SourceBody::Github { installation_id, repo_id } => {
-            // A repository may only name an App installation linked to this organization, or one
-            // tenant could act through another's installation.
-            let linked = state.core().list_installations(&scope.actor, scope.org).await?;
-            if !linked.iter().any(|i| i.installation_id == installation_id) {
-                return Err(crate::error::ApiError::invalid(format!(
-                    "GitHub App installation {installation_id} is not linked to this organization"
-                )));
-            }
-            RepoSource::Github { installation_id, repo_id }
-        }
+        SourceBody::Github { installation_id, repo_id } => RepoSource::Github { installation_id, repo_id },
         SourceBody::Local { path } => RepoSource::Local { path },
     };
     let repo =

@@ -8,6 +8,7 @@ pub mod jwt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aicd_core::forge::LocalRoots;
 use aicd_core::store::{PostgresOptions, SqlStore};
 use aicd_core::tenancy::{Actor, ApiKeySecret, NewApiKey, NewOrg, Org, Role};
 use aicd_core::{Core, CoreOptions};
@@ -58,6 +59,7 @@ impl TestServer {
             ("AICD_REDIS_NAMESPACE".into(), redis.namespace().to_owned()),
             ("AICD_EMBEDDED_WORKER".into(), "false".into()),
             ("AICD_ALLOW_LOCAL_REPOS".into(), "true".into()),
+            ("AICD_LOCAL_REPO_ROOTS".into(), repo_root().display().to_string()),
             ("RUST_LOG".into(), "warn".into()),
         ];
         vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
@@ -73,6 +75,7 @@ impl TestServer {
         let db = TestSqlite::new();
         let mut vars: Vec<(String, String)> = vec![
             ("AICD_DATA_DIR".into(), db.dir().display().to_string()),
+            ("AICD_LOCAL_REPO_ROOTS".into(), repo_root().display().to_string()),
             ("AICD_POLL_INTERVAL_MS".into(), "50".into()),
             ("RUST_LOG".into(), "warn".into()),
         ];
@@ -109,7 +112,8 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async move {
             let _ = stopped.await;
         }));
-        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true });
+        let options = CoreOptions { allow_local_repos: true, local_roots: LocalRoots::new([repo_root()]) };
+        let core = Core::new(store.clone(), options);
         Self {
             base,
             vars: Vec::new(),
@@ -192,6 +196,17 @@ pub async fn reply(response: reqwest::Response) -> Reply {
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Reply { status, headers, body, text }
+}
+
+/// Where the test servers let local repositories be: the system's temporary directory, under
+/// which every test makes its repositories (`git_repo`, [`local_dir`]).
+pub fn repo_root() -> std::path::PathBuf {
+    std::fs::canonicalize(std::env::temp_dir()).expect("a temporary directory")
+}
+
+/// A new, empty directory under [`repo_root`], for a repository registered without git.
+pub fn local_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(repo_root()).expect("a directory for a repository")
 }
 
 pub fn config(vars: &[(String, String)]) -> Config {

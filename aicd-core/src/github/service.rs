@@ -1,37 +1,37 @@
 //! The GitHub integration's services: admins link installations through [`Core`]; the webhook
 //! route and the command worker go through [`GithubIntake`].
 
-use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
-use crate::github::{
-    Command, CommandId, CommandKind, CommandOutcome, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync,
-    StartOutcome, TriggerSettings, actor_label,
+use super::{
+    Command, CommandId, CommandKind, CommandOutcome, CommandStatus, GithubRepoId, GithubRepoInfo, InstallState,
+    Installation, InstallationId, NewCommand, RepoSync, StartOutcome, TriggerSettings, actor_label,
 };
+use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
 use crate::jobs::{IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
 use crate::repos::Repository;
-use crate::tenancy::{Actor, Permission};
+use crate::tenancy::{Actor, Permission, Principal, authorize};
 use crate::{Core, Error, JobId, OrgId, RepoId, Result};
 
 /// The timeline actor of what GitHub itself reports (a pull request merged or closed).
 const GITHUB_ACTOR: &str = "github";
 
 impl Core {
-    /// Links a GitHub App installation to an organization (needs
-    /// [`Permission::IntegrationManage`]). Linking it again to the same organization succeeds
-    /// (refreshing `account_login` if given); [`Error::Conflict`] if another organization has
-    /// linked it, without saying which.
-    ///
-    /// The caller must first have proven that the person linking controls the installation
-    /// (through GitHub, for instance the App's setup redirect and the user's installations):
-    /// whoever links an installation receives its events and acts with its access.
-    pub async fn link_installation(
+    /// Records the start of the App's setup flow for `org` (needs
+    /// [`Permission::IntegrationManage`]): a pending link identified by the SHA-256 of a secret
+    /// nonce the caller puts, signed, in the install URL's `state`. It lasts until `expires_at` and
+    /// can be consumed once ([`GithubIntake::consume_install_state`]), so an installation is only
+    /// ever linked to the organization, and by the person, that started its installation.
+    pub async fn start_github_install(
         &self,
         actor: &Actor,
         org: OrgId,
-        installation_id: i64,
-        account_login: Option<String>,
-    ) -> Result<Installation> {
+        nonce_hash: Vec<u8>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<InstallState> {
         self.authorize(actor, org, Permission::IntegrationManage)?;
-        self.store.link_installation(org, installation_id, account_login).await
+        if nonce_hash.len() != 32 {
+            return Err(Error::invalid("the install state's nonce hash must be a SHA-256 digest"));
+        }
+        self.store.create_install_state(org, nonce_hash, &actor.principal.label(), expires_at).await
     }
 
     /// The organization's linked installations, by id (any member may list them:
@@ -42,12 +42,20 @@ impl Core {
     }
 
     /// Unlinks an installation (needs [`Permission::IntegrationManage`]); its events are ignored
-    /// from then on. Its repositories and their jobs stay registered (and stop working until an
-    /// installation that covers them is linked again). [`Error::NotFound`] if the organization has
-    /// not linked it.
-    pub async fn unlink_installation(&self, actor: &Actor, org: OrgId, installation_id: i64) -> Result<()> {
+    /// from then on. Its repositories are detached (kept, with their jobs' history, and refused by
+    /// the forge until an installation that covers them is linked again) and their unfinished jobs
+    /// cancelled, as `actor`. Returns the detached repositories. [`Error::NotFound`] if the
+    /// organization has not linked it.
+    pub async fn unlink_installation(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        installation_id: InstallationId,
+    ) -> Result<Vec<Repository>> {
         self.authorize(actor, org, Permission::IntegrationManage)?;
-        self.store.unlink_installation(org, installation_id).await
+        let detached = self.store.unlink_installation(org, installation_id).await?;
+        self.github_intake().cancel_repo_jobs(org, &detached, &actor.principal.label()).await?;
+        Ok(detached)
     }
 
     /// The GitHub intake over the same store, event bus and doorbell (see [`GithubIntake`]).
@@ -75,13 +83,13 @@ impl GithubIntake {
     /// The linked installation with this id, whatever its organization: the organization a
     /// webhook's event belongs to. `None` if no organization has linked it (ignore the event).
     /// A suspended installation's events are to be ignored too.
-    pub async fn installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+    pub async fn installation(&self, installation_id: InstallationId) -> Result<Option<Installation>> {
         self.core.store.find_installation(installation_id).await
     }
 
     /// The organization an installation is linked to, and whether it is suspended; `None` if it
     /// is not linked.
-    pub async fn installation_org(&self, installation_id: i64) -> Result<Option<(OrgId, bool)>> {
+    pub async fn installation_org(&self, installation_id: InstallationId) -> Result<Option<(OrgId, bool)>> {
         Ok(self.installation(installation_id).await?.map(|i| (i.org_id, i.suspended)))
     }
 
@@ -89,35 +97,100 @@ impl GithubIntake {
     /// (`installation.unsuspend`); `None` if it is not linked.
     pub async fn set_installation_suspended(
         &self,
-        installation_id: i64,
+        installation_id: InstallationId,
         suspended: bool,
     ) -> Result<Option<Installation>> {
         self.core.store.set_installation_suspended(installation_id, suspended).await
     }
 
+    /// Links an installation to `org` once control of it has been proven (the setup flow's
+    /// user-to-server check, or an operator's word), recording who proved it (`linked_by`:
+    /// `github:<login>` or `operator`). Linking it again to the same org succeeds;
+    /// [`Error::Conflict`] if another organization has linked it (callers facing a tenant answer
+    /// it exactly like an installation that cannot be verified).
+    pub async fn link_installation(
+        &self,
+        org: OrgId,
+        installation_id: InstallationId,
+        account_login: Option<String>,
+        linked_by: &str,
+    ) -> Result<Installation> {
+        self.core.store.link_installation(org, installation_id, account_login, linked_by).await
+    }
+
+    /// Consumes the pending link the setup flow's `state` names (see
+    /// [`Core::start_github_install`]): once, before it expires, and only while whoever started it
+    /// may still manage the organization's integrations (a user still an org admin, an API key
+    /// neither revoked nor expired). Returns who started it. [`Error::NotFound`] when there is no
+    /// such pending link, it was used or has expired, or its author lost the right.
+    pub async fn consume_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Principal> {
+        let store = &self.core.store;
+        let Some(state) = store.consume_install_state(org, nonce_hash).await? else {
+            return Err(Error::not_found("install state"));
+        };
+        let principal = parse_principal(&state.created_by).ok_or(Error::not_found("install state"))?;
+        let role = match principal {
+            Principal::User(user) => store.get_membership(org, user).await?.map(|m| m.role),
+            Principal::ApiKey(key) => {
+                let now = chrono::Utc::now();
+                store.list_api_keys(org).await?.into_iter().find(|k| k.id == key && k.is_usable(now)).map(|k| k.role)
+            }
+        };
+        let allowed = role.is_some_and(|role| {
+            authorize(&Actor { principal, org_id: org, role }, org, Permission::IntegrationManage).is_ok()
+        });
+        if !allowed {
+            tracing::warn!(%org, by = %state.created_by, "install state of someone who may no longer link installations");
+            return Err(Error::not_found("install state"));
+        }
+        Ok(principal)
+    }
+
     /// Unlinks an uninstalled installation (`installation.deleted`) and returns what was linked;
-    /// `None` if it was not. Its repositories stay registered with their jobs' history (they stop
-    /// working: their jobs fail at the forge until an installation covering them is linked and
-    /// synced, which moves them to it); an admin may delete them.
-    pub async fn remove_installation(&self, installation_id: i64) -> Result<Option<Installation>> {
-        self.core.store.remove_installation(installation_id).await
+    /// `None` if it was not. Its repositories are detached (kept with their jobs' history) and
+    /// their unfinished jobs cancelled, as `github`.
+    pub async fn remove_installation(&self, installation_id: InstallationId) -> Result<Option<Installation>> {
+        let Some((installation, detached)) = self.core.store.remove_installation(installation_id).await? else {
+            return Ok(None);
+        };
+        self.cancel_repo_jobs(installation.org_id, &detached, GITHUB_ACTOR).await?;
+        Ok(Some(installation))
     }
 
     /// Follows an installation's repositories (`installation.created`,
     /// `installation_repositories.added/removed`); see [`crate::store::GithubStore::sync_github_repos`].
-    /// A removed repository with an active job is kept and listed in [`RepoSync::kept`].
+    /// Removed repositories are detached (listed in [`RepoSync::detached`]) and their unfinished
+    /// jobs cancelled, as `github`.
     pub async fn sync_github_repos(
         &self,
         org: OrgId,
-        installation_id: i64,
+        installation_id: InstallationId,
         added: &[GithubRepoInfo],
-        removed: &[i64],
+        removed: &[GithubRepoId],
     ) -> Result<RepoSync> {
-        self.core.store.sync_github_repos(org, installation_id, added, removed).await
+        let sync = self.core.store.sync_github_repos(org, installation_id, added, removed).await?;
+        self.cancel_repo_jobs(org, &sync.detached, GITHUB_ACTOR).await?;
+        Ok(sync)
+    }
+
+    /// Cancels the unfinished jobs (QUEUED to REVIEWING) of `repos`, as `actor`; a job whose pull
+    /// request is open is left to end with its pull request. Jobs that end meanwhile are passed
+    /// over.
+    pub(crate) async fn cancel_repo_jobs(&self, org: OrgId, repos: &[Repository], actor: &str) -> Result<()> {
+        for repo in repos {
+            for job in self.core.store.unfinished_repo_jobs(org, repo.id).await? {
+                match self.core.store.cancel_job(org, job.id, actor).await {
+                    Ok((_, events)) => self.core.publish(&events).await,
+                    Err(Error::IllegalTransition { .. }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The organization's repository with this GitHub id; `None` if it has not registered it.
-    pub async fn find_github_repo(&self, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
+    pub async fn find_github_repo(&self, org: OrgId, github_repo_id: GithubRepoId) -> Result<Option<Repository>> {
         self.core.store.find_github_repo(org, github_repo_id).await
     }
 
@@ -215,7 +288,8 @@ impl GithubIntake {
     }
 
     /// Carries out a command whose author's write access has been checked, as `github:<login>`:
-    /// `run` starts a job from the recorded issue ([`Trigger::Comment`]), `cancel` and `retry` act
+    /// `run` starts a job from the recorded issue (attributed to the command's source: a comment,
+    /// a label or an assignment, see [`super::CommandSource::trigger`]), `cancel` and `retry` act
     /// as [`GithubIntake::cancel_issue_job`] and [`GithubIntake::retry_issue_job`]. Safe to repeat
     /// (after a worker died mid-way): each is idempotent for its issue. Does not finish the
     /// command.
@@ -227,7 +301,8 @@ impl GithubIntake {
                     .issue
                     .clone()
                     .ok_or_else(|| Error::Corrupt(format!("`run` command {} has no issue", command.id)))?;
-                let outcome = self.start_issue_job(org, repo, issue, Trigger::Comment, &command.login).await?;
+                let trigger = command.source.trigger();
+                let outcome = self.start_issue_job(org, repo, issue, trigger, &command.login).await?;
                 Ok(CommandOutcome::Started(outcome))
             }
             CommandKind::Cancel => {
@@ -327,5 +402,15 @@ impl GithubIntake {
             }
         }
         self.core.job_queued().await;
+    }
+}
+
+/// The [`Principal`] of a [`Principal::label`] (`user:<uuid>`, `api_key:<uuid>`).
+fn parse_principal(label: &str) -> Option<Principal> {
+    let (kind, id) = label.split_once(':')?;
+    match kind {
+        "user" => id.parse().ok().map(Principal::User),
+        "api_key" => id.parse().ok().map(Principal::ApiKey),
+        _ => None,
     }
 }

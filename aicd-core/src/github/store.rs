@@ -1,4 +1,5 @@
-//! [`GithubStore`] for [`SqlStore`].
+//! The GitHub integration's storage port, [`GithubStore`], and its implementation for
+//! [`SqlStore`].
 //!
 //! Installations are read across organizations in the system scope only; every write to them
 //! happens in a second transaction scoped to the installation's org (so the system scope's
@@ -10,18 +11,133 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::connect::Scope;
-use super::jobs::{fetch_job, insert_event, lock_job};
-use super::rows::{JobRow, RepoRow, job_columns, repo_columns};
-use super::sql::{One, Tx, constraint_error, q};
-use super::{GithubStore, JobStore, SqlStore, now};
-use crate::github::{
-    Command, CommandId, CommandStatus, GithubRepoInfo, Installation, NewCommand, RepoSync, SkippedRepo, StartOutcome,
-    validate_github_id,
+use super::{
+    Command, CommandId, CommandSource, CommandStatus, GithubAccess, GithubRepoId, GithubRepoInfo, InstallState,
+    Installation, InstallationId, NewCommand, RepoSync, SkippedRepo, StartOutcome,
 };
 use crate::jobs::{IssueRef, Job, JobEvent, JobState, Lease, NewEvent, NewJob};
 use crate::repos::{NewRepo, RepoSource, Repository};
+use crate::store::connect::Scope;
+use crate::store::jobs::{fetch_job, insert_event, lock_job};
+use crate::store::rows::{JobRow, RepoRow, job_columns, repo_columns};
+use crate::store::sql::{One, Tx, constraint_error, q};
+use crate::store::{JobStore, SqlStore, now};
 use crate::{Error, OrgId, RepoId, Result};
+
+/// The GitHub integration: installations, the repositories that follow them, issue triggers and
+/// comment commands (see [`crate::github`]).
+///
+/// Installations are looked up by id across organizations (a webhook names an installation, not
+/// an org) and commands are claimed across organizations; every other method is scoped to an org.
+#[async_trait]
+pub trait GithubStore: Send + Sync {
+    /// Links an installation to `org`, recording the account's login if given and who proved
+    /// control of it (`linked_by`). Linking it again to the same org succeeds and changes nothing
+    /// but the login and `linked_by`; [`crate::Error::Conflict`] if it is linked to another
+    /// organization (which one is not revealed).
+    async fn link_installation(
+        &self,
+        org: OrgId,
+        installation_id: InstallationId,
+        account_login: Option<String>,
+        linked_by: &str,
+    ) -> Result<Installation>;
+    /// The organization's installations, by id.
+    async fn list_installations(&self, org: OrgId) -> Result<Vec<Installation>>;
+    /// Unlinks one of the organization's installations and detaches its repositories (kept, with
+    /// their jobs' history), which are returned. [`crate::Error::NotFound`] if it is not linked to
+    /// `org`.
+    async fn unlink_installation(&self, org: OrgId, installation_id: InstallationId) -> Result<Vec<Repository>>;
+    /// The installation with this id, whatever its organization (for webhooks); `None` if it is
+    /// not linked.
+    async fn find_installation(&self, installation_id: InstallationId) -> Result<Option<Installation>>;
+    /// Marks an installation suspended or not; `None` if it is not linked.
+    async fn set_installation_suspended(
+        &self,
+        installation_id: InstallationId,
+        suspended: bool,
+    ) -> Result<Option<Installation>>;
+    /// Unlinks an installation whatever its organization (the App was uninstalled) and returns it
+    /// with the repositories it detached. `None` if it was not linked.
+    async fn remove_installation(
+        &self,
+        installation_id: InstallationId,
+    ) -> Result<Option<(Installation, Vec<Repository>)>>;
+
+    /// Records a pending link of an installation to `org` (the setup flow's state), by
+    /// `created_by`, identified by the SHA-256 of its secret nonce; expired states of the org are
+    /// pruned on the way.
+    async fn create_install_state(
+        &self,
+        org: OrgId,
+        nonce_hash: Vec<u8>,
+        created_by: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<InstallState>;
+    /// Consumes a pending link: once, before it expires. `None` if there is no such state in
+    /// `org`, it was already consumed, or it has expired.
+    async fn consume_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Option<InstallState>>;
+
+    /// Brings the organization's repositories in line with an installation's: `added` ones are
+    /// registered (or renamed, moved to this installation and reattached, if the org already has
+    /// them by GitHub id), `removed` ones (GitHub ids) of this installation are detached (kept,
+    /// with their jobs' history). Runs in one transaction, serialized per installation.
+    /// [`crate::Error::NotFound`] if the installation is not linked to `org`.
+    async fn sync_github_repos(
+        &self,
+        org: OrgId,
+        installation_id: InstallationId,
+        added: &[GithubRepoInfo],
+        removed: &[GithubRepoId],
+    ) -> Result<RepoSync>;
+    /// The organization's repository with this GitHub id, if it has one.
+    async fn find_github_repo(&self, org: OrgId, github_repo_id: GithubRepoId) -> Result<Option<Repository>>;
+    /// How the organization's repository may be reached on GitHub now: its installation must be
+    /// linked to `org` and not suspended, and the repository must not be detached.
+    /// [`crate::Error::Rejected`] (`service` `github`) otherwise, saying which, so whoever was
+    /// about to mint a token stops; [`crate::Error::NotFound`] if the org has no such repository.
+    async fn github_access(&self, org: OrgId, repo: RepoId) -> Result<GithubAccess>;
+    /// The repository's jobs that still have work to do (QUEUED to REVIEWING), oldest first.
+    async fn unfinished_repo_jobs(&self, org: OrgId, repo: RepoId) -> Result<Vec<Job>>;
+
+    /// The issue's active job (see [`crate::github::ACTIVE_STATES`]), if it has one.
+    async fn active_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>>;
+    /// The issue's most recent job, whatever its state.
+    async fn latest_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>>;
+    /// Queues a job for an issue (`job.issue.number` is required) unless the issue has an active
+    /// job, which is returned instead. Safe under concurrency: of several calls racing for the
+    /// same issue, one creates the job and the others get it as [`StartOutcome::AlreadyActive`].
+    async fn start_issue_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<StartOutcome>;
+    /// Ends the repository's job in PR_OPEN whose pull request is `pr_number`: MERGED if `merged`,
+    /// CLOSED otherwise, with a `state_changed` event by `actor`. `None` if no such job.
+    async fn close_pull_request(
+        &self,
+        org: OrgId,
+        repo: RepoId,
+        pr_number: u64,
+        merged: bool,
+        actor: &str,
+    ) -> Result<Option<(Job, JobEvent)>>;
+
+    /// Records a comment command as pending; recording the same comment again returns the command
+    /// already recorded. [`crate::Error::NotFound`] if the repository is not the org's.
+    async fn enqueue_command(&self, org: OrgId, command: NewCommand) -> Result<Command>;
+    /// Reads a command.
+    async fn get_command(&self, org: OrgId, command: CommandId) -> Result<Command>;
+    /// Claims the oldest pending command of any organization that no worker holds (or whose
+    /// holder's lease expired): it is leased to `worker` for `lease` and its attempts counted.
+    /// `None` when there is nothing to do.
+    async fn claim_pending_command(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Command>>;
+    /// Records how a pending command ended (`status` must not be pending) and releases its lease.
+    /// [`crate::Error::Conflict`] if it has already ended.
+    async fn finish_command(
+        &self,
+        org: OrgId,
+        command: CommandId,
+        status: CommandStatus,
+        error: Option<&str>,
+    ) -> Result<Command>;
+}
 
 /// The states of [`crate::github::ACTIVE_STATES`], as an SQL list.
 macro_rules! active_states_sql {
@@ -36,26 +152,30 @@ struct InstallationRow {
     org_id: Uuid,
     account_login: Option<String>,
     suspended: bool,
+    linked_by: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 macro_rules! installation_columns {
     () => {
-        "installation_id, org_id, account_login, suspended, created_at, updated_at"
+        "installation_id, org_id, account_login, suspended, linked_by, created_at, updated_at"
     };
 }
 
-impl From<InstallationRow> for Installation {
-    fn from(r: InstallationRow) -> Self {
-        Installation {
-            installation_id: r.installation_id,
+impl TryFrom<InstallationRow> for Installation {
+    type Error = Error;
+    fn try_from(r: InstallationRow) -> Result<Self> {
+        Ok(Installation {
+            installation_id: InstallationId::new(r.installation_id)
+                .map_err(|_| Error::Corrupt(format!("installation id {}", r.installation_id)))?,
             org_id: r.org_id.into(),
             account_login: r.account_login,
             suspended: r.suspended,
+            linked_by: r.linked_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
-        }
+        })
     }
 }
 
@@ -66,8 +186,10 @@ struct CommandRow {
     repo_id: Uuid,
     issue_number: i64,
     command: String,
+    trigger: String,
+    source_key: String,
     login: String,
-    comment_id: i64,
+    author_login: Option<String>,
     issue: Option<Json<IssueRef>>,
     status: String,
     error: Option<String>,
@@ -80,8 +202,8 @@ struct CommandRow {
 
 macro_rules! command_columns {
     () => {
-        "id, org_id, repo_id, issue_number, command, login, comment_id, issue, status, error, attempts, \
-         lease_owner, lease_expires_at, created_at, updated_at"
+        "id, org_id, repo_id, issue_number, command, trigger, source_key, login, author_login, issue, status, \
+         error, attempts, lease_owner, lease_expires_at, created_at, updated_at"
     };
 }
 
@@ -96,8 +218,10 @@ impl TryFrom<CommandRow> for Command {
             repo_id: r.repo_id.into(),
             issue_number: u64::try_from(r.issue_number).map_err(|_| corrupt("issue number", &r.issue_number))?,
             command: r.command.parse().map_err(|_| corrupt("unknown command", &r.command))?,
+            source: CommandSource::from_stored(&r.trigger, &r.source_key)
+                .ok_or_else(|| corrupt("unknown source", &r.source_key))?,
             login: r.login,
-            comment_id: r.comment_id,
+            author_login: r.author_login,
             issue: r.issue.map(|j| j.0),
             status: r.status.parse().map_err(|_| corrupt("unknown status", &r.status))?,
             error: r.error,
@@ -122,10 +246,10 @@ impl GithubStore for SqlStore {
     async fn link_installation(
         &self,
         org: OrgId,
-        installation_id: i64,
+        installation_id: InstallationId,
         account_login: Option<String>,
+        linked_by: &str,
     ) -> Result<Installation> {
-        validate_github_id(installation_id, "installation_id")?;
         let account_login = account_login
             .filter(|l| !l.trim().is_empty())
             .map(|l| crate::github::validate_login(l.trim()))
@@ -138,7 +262,7 @@ impl GithubStore for SqlStore {
             .fetch_optional(
                 q(concat!(
                     "INSERT INTO github_installations (installation_id, org_id, account_login, suspended, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+                     linked_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
                      ON CONFLICT (installation_id) DO NOTHING RETURNING ",
                     installation_columns!()
                 ))
@@ -146,6 +270,7 @@ impl GithubStore for SqlStore {
                 .arg(org)
                 .arg(account_login.clone())
                 .arg(false)
+                .arg(linked_by)
                 .arg(at),
             )
             .await
@@ -156,13 +281,14 @@ impl GithubStore for SqlStore {
                 .fetch_optional(
                     q(concat!(
                         "UPDATE github_installations SET account_login = COALESCE($3, account_login), \
-                         updated_at = $4 WHERE org_id = $1 AND installation_id = $2 RETURNING ",
+                         linked_by = $5, updated_at = $4 WHERE org_id = $1 AND installation_id = $2 RETURNING ",
                         installation_columns!()
                     ))
                     .arg(org)
                     .arg(installation_id)
                     .arg(account_login)
-                    .arg(at),
+                    .arg(at)
+                    .arg(linked_by),
                 )
                 .await?
                 .ok_or_else(|| {
@@ -170,7 +296,7 @@ impl GithubStore for SqlStore {
                 })?,
         };
         tx.commit().await?;
-        Ok(row.into())
+        row.try_into()
     }
 
     async fn list_installations(&self, org: OrgId) -> Result<Vec<Installation>> {
@@ -185,10 +311,10 @@ impl GithubStore for SqlStore {
                 .arg(org),
             )
             .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    async fn unlink_installation(&self, org: OrgId, installation_id: i64) -> Result<()> {
+    async fn unlink_installation(&self, org: OrgId, installation_id: InstallationId) -> Result<Vec<Repository>> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let deleted = tx
             .execute(
@@ -200,10 +326,12 @@ impl GithubStore for SqlStore {
         if deleted == 0 {
             return Err(Error::not_found("installation"));
         }
-        tx.commit().await
+        let detached = detach_repos(&mut tx, org, installation_id, None).await?;
+        tx.commit().await?;
+        Ok(detached)
     }
 
-    async fn find_installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+    async fn find_installation(&self, installation_id: InstallationId) -> Result<Option<Installation>> {
         let mut tx = self.begin(Scope::System).await?;
         let row: Option<InstallationRow> = tx
             .fetch_optional(
@@ -211,10 +339,14 @@ impl GithubStore for SqlStore {
                     .arg(installation_id),
             )
             .await?;
-        Ok(row.map(Into::into))
+        row.map(TryInto::try_into).transpose()
     }
 
-    async fn set_installation_suspended(&self, installation_id: i64, suspended: bool) -> Result<Option<Installation>> {
+    async fn set_installation_suspended(
+        &self,
+        installation_id: InstallationId,
+        suspended: bool,
+    ) -> Result<Option<Installation>> {
         let Some(found) = self.find_installation(installation_id).await? else { return Ok(None) };
         let org = found.org_id;
         let mut tx = self.begin(Scope::Org(org)).await?;
@@ -232,10 +364,13 @@ impl GithubStore for SqlStore {
             )
             .await?;
         tx.commit().await?;
-        Ok(row.map(Into::into))
+        row.map(TryInto::try_into).transpose()
     }
 
-    async fn remove_installation(&self, installation_id: i64) -> Result<Option<Installation>> {
+    async fn remove_installation(
+        &self,
+        installation_id: InstallationId,
+    ) -> Result<Option<(Installation, Vec<Repository>)>> {
         let Some(found) = self.find_installation(installation_id).await? else { return Ok(None) };
         let org = found.org_id;
         let mut tx = self.begin(Scope::Org(org)).await?;
@@ -249,16 +384,70 @@ impl GithubStore for SqlStore {
                 .arg(installation_id),
             )
             .await?;
+        let Some(row) = row else { return Ok(None) };
+        let detached = detach_repos(&mut tx, org, installation_id, None).await?;
         tx.commit().await?;
-        Ok(row.map(Into::into))
+        Ok(Some((row.try_into()?, detached)))
+    }
+
+    async fn create_install_state(
+        &self,
+        org: OrgId,
+        nonce_hash: Vec<u8>,
+        created_by: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<InstallState> {
+        let at = now();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // States linger a day after they expire (for a reader of the table), then go.
+        tx.execute(
+            q("DELETE FROM github_install_states WHERE org_id = $1 AND expires_at < $2")
+                .arg(org)
+                .arg(at - chrono::Duration::days(1)),
+        )
+        .await?;
+        tx.execute(
+            q("INSERT INTO github_install_states (nonce_hash, org_id, created_by, created_at, expires_at) \
+               VALUES ($1, $2, $3, $4, $5)")
+            .arg(nonce_hash)
+            .arg(org)
+            .arg(created_by)
+            .arg(at)
+            .arg(expires_at),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(InstallState { org_id: org, created_by: created_by.to_owned(), expires_at })
+    }
+
+    async fn consume_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Option<InstallState>> {
+        #[derive(sqlx::FromRow)]
+        struct StateRow {
+            created_by: String,
+            expires_at: DateTime<Utc>,
+        }
+        let at = now();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let row: Option<StateRow> = tx
+            .fetch_optional(
+                q("UPDATE github_install_states SET used_at = $3 \
+                   WHERE org_id = $1 AND nonce_hash = $2 AND used_at IS NULL AND expires_at > $3 \
+                   RETURNING created_by, expires_at")
+                .arg(org)
+                .arg(nonce_hash.to_vec())
+                .arg(at),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(|r| InstallState { org_id: org, created_by: r.created_by, expires_at: r.expires_at }))
     }
 
     async fn sync_github_repos(
         &self,
         org: OrgId,
-        installation_id: i64,
+        installation_id: InstallationId,
         added: &[GithubRepoInfo],
-        removed: &[i64],
+        removed: &[GithubRepoId],
     ) -> Result<RepoSync> {
         let at = now();
         let mut sync = RepoSync::default();
@@ -283,8 +472,7 @@ impl GithubStore for SqlStore {
                 default_branch: info.default_branch.clone(),
                 settings: None,
             }
-            .validate()
-            .and_then(|r| validate_github_id(info.repo_id, "repository id").map(|_| r));
+            .validate();
             let repo = match checked {
                 Ok(repo) => repo,
                 Err(err) => {
@@ -310,8 +498,8 @@ impl GithubStore for SqlStore {
                 Some(existing) => {
                     tx.fetch_one(
                         q(concat!(
-                            "UPDATE repositories SET full_name = $3, github_installation_id = $4, updated_at = $5 \
-                             WHERE org_id = $1 AND id = $2 RETURNING ",
+                            "UPDATE repositories SET full_name = $3, github_installation_id = $4, detached_at = NULL, \
+                             updated_at = $5 WHERE org_id = $1 AND id = $2 RETURNING ",
                             repo_columns!()
                         ))
                         .arg(org)
@@ -344,48 +532,84 @@ impl GithubStore for SqlStore {
             };
             sync.upserted.push(row.try_into()?);
         }
-        for github_id in removed {
-            let rows: Vec<RepoRow> = tx
-                .fetch_all(
-                    q(concat!(
-                        "SELECT ",
-                        repo_columns!(),
-                        " FROM repositories WHERE org_id = $1 AND kind = 'github' AND github_repo_id = $2 \
-                         AND github_installation_id = $3 ORDER BY id"
-                    ))
-                    .arg(org)
-                    .arg(*github_id)
-                    .arg(installation_id),
-                )
-                .await?;
-            for row in rows {
-                let repo: Repository = row.try_into()?;
-                let active: One<i64> = tx
-                    .fetch_one(
-                        q(concat!(
-                            "SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND repo_id = $2 AND state IN ",
-                            active_states_sql!()
-                        ))
-                        .arg(org)
-                        .arg(repo.id),
-                    )
-                    .await?;
-                if active.0 > 0 {
-                    sync.kept.push(repo);
-                } else {
-                    tx.execute(q("DELETE FROM repositories WHERE org_id = $1 AND id = $2").arg(org).arg(repo.id))
-                        .await?;
-                    sync.removed.push(repo.id);
-                }
-            }
+        if !removed.is_empty() {
+            sync.detached = detach_repos(&mut tx, org, installation_id, Some(removed)).await?;
         }
         tx.commit().await?;
         Ok(sync)
     }
 
-    async fn find_github_repo(&self, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
+    async fn find_github_repo(&self, org: OrgId, github_repo_id: GithubRepoId) -> Result<Option<Repository>> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         github_repo(&mut tx, org, github_repo_id).await
+    }
+
+    async fn github_access(&self, org: OrgId, repo: RepoId) -> Result<GithubAccess> {
+        #[derive(sqlx::FromRow)]
+        struct AccessRow {
+            kind: String,
+            full_name: String,
+            github_installation_id: Option<i64>,
+            github_repo_id: Option<i64>,
+            detached: bool,
+            linked: bool,
+            suspended: Option<bool>,
+        }
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // Under row-level security another org's installation is invisible, and the join names
+        // the org anyway: an installation linked elsewhere reads as not linked.
+        let row: Option<AccessRow> = tx
+            .fetch_optional(
+                q("SELECT r.kind, r.full_name, r.github_installation_id, r.github_repo_id, \
+                   r.detached_at IS NOT NULL AS detached, i.installation_id IS NOT NULL AS linked, i.suspended \
+                   FROM repositories r LEFT JOIN github_installations i \
+                   ON i.installation_id = r.github_installation_id AND i.org_id = r.org_id \
+                   WHERE r.org_id = $1 AND r.id = $2")
+                .arg(org)
+                .arg(repo),
+            )
+            .await?;
+        let row = row.ok_or(Error::not_found("repository"))?;
+        let refuse = |message: String| Err(Error::Rejected { service: "github", message });
+        let name = &row.full_name;
+        let (Some(installation), Some(github_repo)) = (row.github_installation_id, row.github_repo_id) else {
+            return refuse(format!("`{name}` is not a GitHub repository ({})", row.kind));
+        };
+        if row.detached {
+            return refuse(format!(
+                "`{name}` is detached from GitHub: its installation was unlinked or no longer grants access to it \
+                 (link an installation that covers it to use it again)"
+            ));
+        }
+        if !row.linked {
+            return refuse(format!("the GitHub App installation of `{name}` is not linked to this organization"));
+        }
+        if row.suspended == Some(true) {
+            return refuse(format!("the GitHub App installation of `{name}` is suspended on GitHub"));
+        }
+        let corrupt = |_| Error::Corrupt(format!("repository {repo} has an invalid GitHub id"));
+        Ok(GithubAccess {
+            installation_id: InstallationId::new(installation).map_err(corrupt)?,
+            repo_id: GithubRepoId::new(github_repo).map_err(corrupt)?,
+            full_name: row.full_name,
+        })
+    }
+
+    async fn unfinished_repo_jobs(&self, org: OrgId, repo: RepoId) -> Result<Vec<Job>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let rows: Vec<JobRow> = tx
+            .fetch_all(
+                q(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE org_id = $1 AND repo_id = $2 \
+                     AND state IN ('queued', 'planning', 'coding', 'reviewing') ORDER BY id"
+                ))
+                .arg(org)
+                .arg(repo),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
     async fn active_issue_job(&self, org: OrgId, repo: RepoId, issue_number: u64) -> Result<Option<Job>> {
@@ -505,6 +729,7 @@ impl GithubStore for SqlStore {
 
     async fn enqueue_command(&self, org: OrgId, command: NewCommand) -> Result<Command> {
         let command = command.validate()?;
+        let source_key = command.source.key();
         let issue = command
             .issue
             .as_ref()
@@ -516,17 +741,21 @@ impl GithubStore for SqlStore {
         let inserted: Option<CommandRow> = tx
             .fetch_optional(
                 q(concat!(
-                    "INSERT INTO github_commands (org_id, repo_id, issue_number, command, login, comment_id, issue, \
-                     status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) \
-                     ON CONFLICT (org_id, comment_id) DO NOTHING RETURNING ",
+                    "INSERT INTO github_commands (org_id, repo_id, issue_number, command, trigger, source_key, login, \
+                     author_login, comment_id, issue, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $11) \
+                     ON CONFLICT DO NOTHING RETURNING ",
                     command_columns!()
                 ))
                 .arg(org)
                 .arg(command.repo_id)
                 .arg(issue_number(command.issue_number)?)
                 .arg(command.command.as_str())
+                .arg(command.source.trigger().as_str())
+                .arg(source_key.as_str())
                 .arg(command.login)
-                .arg(command.comment_id)
+                .arg(command.author_login)
+                .arg(command.source.comment_id())
                 .arg(issue)
                 .arg(at),
             )
@@ -539,10 +768,10 @@ impl GithubStore for SqlStore {
                     q(concat!(
                         "SELECT ",
                         command_columns!(),
-                        " FROM github_commands WHERE org_id = $1 AND comment_id = $2"
+                        " FROM github_commands WHERE org_id = $1 AND source_key = $2"
                     ))
                     .arg(org)
-                    .arg(command.comment_id),
+                    .arg(source_key.as_str()),
                 )
                 .await?
             }
@@ -638,9 +867,59 @@ impl GithubStore for SqlStore {
     }
 }
 
+/// Detaches the repositories of `installation` in `org` (only those of `only`, GitHub ids, if
+/// given) that are not detached yet, and returns them as detached.
+async fn detach_repos(
+    tx: &mut Tx,
+    org: OrgId,
+    installation: InstallationId,
+    only: Option<&[GithubRepoId]>,
+) -> Result<Vec<Repository>> {
+    let at = now();
+    let mut rows: Vec<RepoRow> = Vec::new();
+    match only {
+        None => {
+            rows = tx
+                .fetch_all(
+                    q(concat!(
+                        "UPDATE repositories SET detached_at = $3, updated_at = $3 WHERE org_id = $1 \
+                         AND kind = 'github' AND github_installation_id = $2 AND detached_at IS NULL RETURNING ",
+                        repo_columns!()
+                    ))
+                    .arg(org)
+                    .arg(installation)
+                    .arg(at),
+                )
+                .await?;
+        }
+        Some(ids) => {
+            for id in ids {
+                rows.extend(
+                    tx.fetch_all::<RepoRow>(
+                        q(concat!(
+                            "UPDATE repositories SET detached_at = $3, updated_at = $3 WHERE org_id = $1 \
+                             AND kind = 'github' AND github_installation_id = $2 AND github_repo_id = $4 \
+                             AND detached_at IS NULL RETURNING ",
+                            repo_columns!()
+                        ))
+                        .arg(org)
+                        .arg(installation)
+                        .arg(at)
+                        .arg(*id),
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
+    let mut detached = rows.into_iter().map(Repository::try_from).collect::<Result<Vec<_>>>()?;
+    detached.sort_by_key(|r| r.id);
+    Ok(detached)
+}
+
 /// The org's repository with this GitHub id (the oldest, should an org have registered one twice
 /// by hand).
-async fn github_repo(tx: &mut Tx, org: OrgId, github_repo_id: i64) -> Result<Option<Repository>> {
+async fn github_repo(tx: &mut Tx, org: OrgId, github_repo_id: GithubRepoId) -> Result<Option<Repository>> {
     let row: Option<RepoRow> = tx
         .fetch_optional(
             q(concat!(
