@@ -11,6 +11,7 @@ pub mod orchestrator;
 pub mod policy;
 pub mod repos;
 mod service;
+pub mod settings;
 pub mod signals;
 pub mod store;
 pub mod tenancy;

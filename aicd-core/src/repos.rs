@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::github::{GithubRepoId, InstallationId, TriggerSettings};
+use crate::github::{GithubRepoId, InstallationId};
+use crate::settings::RepoSettings;
 use crate::{Error, OrgId, RepoId, Result};
 
 /// Where a repository lives.
@@ -50,8 +51,8 @@ pub struct Repository {
     pub source: RepoSource,
     /// The branch pull requests target.
     pub default_branch: String,
-    /// Policy and trigger settings (a JSON object).
-    pub settings: serde_json::Value,
+    /// Policy and trigger settings.
+    pub settings: RepoSettings,
     /// When it was detached from GitHub: its installation was unlinked, or no longer grants
     /// access to it. A detached repository keeps its jobs' history; nothing reaches GitHub for it
     /// until an installation that covers it is linked again, which reattaches it. `None` for a
@@ -73,8 +74,8 @@ pub struct NewRepo {
     pub source: RepoSource,
     /// The branch pull requests target (default `main`).
     pub default_branch: Option<String>,
-    /// Policy and trigger settings; must be a JSON object of at most 64 KiB (default `{}`). A
-    /// `triggers` member is checked by [`TriggerSettings::validate`].
+    /// Policy and trigger settings: a JSON object of at most 64 KiB read as [`RepoSettings`]
+    /// (unknown keys refused; default `{}`).
     pub settings: Option<serde_json::Value>,
 }
 
@@ -173,20 +174,12 @@ impl std::fmt::Display for BranchName {
     }
 }
 
-/// The largest settings object accepted, serialized.
-const MAX_SETTINGS_BYTES: usize = 64 * 1024;
-
-/// Checks a repository's or an organization's settings: a JSON object of at most 64 KiB whose
-/// `triggers` member, if any, is valid (see [`TriggerSettings::validate`]); `{}` when absent.
+/// Checks a repository's settings ([`RepoSettings::parse`]) and returns them in their stored form;
+/// `{}` when absent.
 pub(crate) fn validate_settings(settings: Option<serde_json::Value>) -> Result<serde_json::Value> {
     match settings {
         None => Ok(serde_json::json!({})),
-        Some(v @ serde_json::Value::Object(_)) if v.to_string().len() <= MAX_SETTINGS_BYTES => {
-            TriggerSettings::validate(&v)?;
-            Ok(v)
-        }
-        Some(serde_json::Value::Object(_)) => Err(Error::invalid("settings must be at most 64 KiB")),
-        Some(_) => Err(Error::invalid("settings must be a JSON object")),
+        Some(value) => Ok(RepoSettings::parse(value)?.to_json()),
     }
 }
 
@@ -232,6 +225,8 @@ mod tests {
         assert!(matches!(r.validate(), Err(Error::InvalidInput(_))));
         let patch =
             RepoPatch { settings: Some(serde_json::json!({ "triggers": { "colour": 1 } })), ..Default::default() };
+        assert!(matches!(patch.validate(), Err(Error::InvalidInput(_))));
+        let patch = RepoPatch { settings: Some(serde_json::json!({ "colour": 1 })), ..Default::default() };
         assert!(matches!(patch.validate(), Err(Error::InvalidInput(_))));
         let patch =
             RepoPatch { settings: Some(serde_json::json!({ "triggers": { "label": null } })), ..Default::default() };

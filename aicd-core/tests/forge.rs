@@ -27,7 +27,7 @@ fn repository(full_name: &str, source: RepoSource) -> Repository {
         full_name: full_name.to_owned(),
         source,
         default_branch: "main".to_owned(),
-        settings: serde_json::json!({}),
+        settings: Default::default(),
         detached_at: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),

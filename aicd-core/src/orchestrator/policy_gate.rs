@@ -55,10 +55,11 @@ pub(crate) async fn check(
     changeset: &Changeset,
 ) -> Result<Vec<Violation>, GateError> {
     let mut config = org_defaults.clone();
-    if let Some(settings) = repo.settings.get("policy") {
-        let from_settings: PolicyConfig = serde_json::from_value(settings.clone())
-            .map_err(|e| GateError::Config(format!("the repository's policy settings are invalid: {e}")))?;
-        config = PolicyConfig::merge(&config, &from_settings);
+    if repo.settings.policy_unreadable {
+        return Err(GateError::Config("the repository's stored policy settings cannot be read; set them again".into()));
+    }
+    if let Some(from_settings) = &repo.settings.policy {
+        config = PolicyConfig::merge(&config, from_settings);
     }
     if let Some(text) = view.read_file(REPO_POLICY_FILE).await.map_err(GateError::Read)? {
         let text =
@@ -97,7 +98,46 @@ pub(crate) async fn check(
 
 #[cfg(test)]
 mod tests {
+    use aicd_agent_api::{FileChange, MemoryRepoView};
+
     use super::*;
+    use crate::ids::{OrgId, RepoId};
+    use crate::repos::RepoSource;
+    use crate::settings::RepoSettings;
+
+    fn repo(settings: serde_json::Value) -> Repository {
+        Repository {
+            id: RepoId::new(),
+            org_id: OrgId::new(),
+            full_name: "acme/app".into(),
+            source: RepoSource::Local { path: "/nowhere".into() },
+            default_branch: "main".into(),
+            settings: RepoSettings::from_stored(&settings),
+            detached_at: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_policy_settings_are_applied_and_unreadable_ones_fail_closed() {
+        let cache = PolicyCache::default();
+        let view = MemoryRepoView::new();
+        let changeset = Changeset {
+            changes: vec![FileChange::write("a.txt", "a"), FileChange::write("b.txt", "b")],
+            ..Changeset::default()
+        };
+        let defaults = PolicyConfig::default();
+        let limited = repo(serde_json::json!({ "policy": { "max_files": 1 } }));
+        let violations = check(&cache, &defaults, &limited, &view, &changeset).await.ok().unwrap();
+        assert!(!violations.is_empty(), "max_files from the settings applies");
+        assert!(
+            check(&cache, &defaults, &repo(serde_json::json!({})), &view, &changeset).await.ok().unwrap().is_empty()
+        );
+        let broken = repo(serde_json::json!({ "policy": { "max_files": "one" } }));
+        let refused = check(&cache, &defaults, &broken, &view, &changeset).await;
+        assert!(matches!(refused, Err(GateError::Config(_))), "an unreadable stored policy stops the job");
+    }
 
     #[test]
     fn a_configuration_is_compiled_once() {

@@ -10,6 +10,7 @@ use crate::jobs::{
     Budget, Checkpoints, EventKind, IssueRef, Job, JobEvent, JobState, Lease, PullRequestRef, StepAttempts, UsageRecord,
 };
 use crate::repos::{RepoSource, Repository};
+use crate::settings::{OrgSettings, RepoSettings};
 use crate::tenancy::{ApiKey, KEY_PREFIX, Membership, Org, Role, User};
 use crate::{Error, Result};
 
@@ -49,7 +50,7 @@ impl TryFrom<OrgRow> for Org {
             id: r.id.into(),
             name: r.name,
             max_concurrent_jobs: small(r.max_concurrent_jobs.into(), "max_concurrent_jobs")?,
-            settings: r.settings.0,
+            settings: OrgSettings::from_stored(&r.settings.0),
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -190,7 +191,7 @@ impl TryFrom<RepoRow> for Repository {
             full_name: r.full_name,
             source,
             default_branch: r.default_branch,
-            settings: r.settings.0,
+            settings: RepoSettings::from_stored(&r.settings.0),
             detached_at: r.detached_at,
             created_at: r.created_at,
             updated_at: r.updated_at,

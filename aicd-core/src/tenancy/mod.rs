@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use api_keys::{ApiKey, ApiKeySecret, GeneratedKey, KEY_PREFIX, NewApiKey, ParsedKey};
 pub use authz::{Actor, PERMISSIONS, Permission, Principal, authorize};
 
-use crate::repos::validate_settings;
+use crate::settings::OrgSettings;
 use crate::{Error, OrgId, Result, UserId};
 
 /// A member's role within one organization. Roles are ordered: each grants everything the one
@@ -66,9 +66,9 @@ pub struct Org {
     pub name: String,
     /// How many of its jobs may run at once.
     pub max_concurrent_jobs: u32,
-    /// Settings its repositories inherit key by key (a JSON object; `{}` when none), for instance
-    /// the default `triggers`: `{"label": "aicd" | null, "assignment": true, "commands": true}`.
-    pub settings: serde_json::Value,
+    /// Settings its repositories inherit key by key, for instance the default `triggers`:
+    /// `{"label": "aicd" | null, "assignment": true, "commands": true, "bots": false}`.
+    pub settings: OrgSettings,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
@@ -83,8 +83,8 @@ pub struct NewOrg {
     pub name: String,
     /// How many of its jobs may run at once (default 4).
     pub max_concurrent_jobs: Option<u32>,
-    /// Settings its repositories inherit (a JSON object of at most 64 KiB; default `{}`). A
-    /// `triggers` member is checked by [`crate::github::TriggerSettings::validate`].
+    /// Settings its repositories inherit: a JSON object of at most 64 KiB read as
+    /// [`OrgSettings`] (unknown keys refused; default `{}`).
     pub settings: Option<serde_json::Value>,
 }
 
@@ -100,6 +100,15 @@ pub struct OrgPatch {
     pub settings: Option<serde_json::Value>,
 }
 
+/// Checks an organization's settings ([`OrgSettings::parse`]) and returns them in their stored
+/// form; `{}` when absent.
+fn validate_org_settings(settings: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    match settings {
+        None => Ok(serde_json::json!({})),
+        Some(value) => Ok(OrgSettings::parse(value)?.to_json()),
+    }
+}
+
 /// Default concurrency limit of a new organization.
 pub const DEFAULT_MAX_CONCURRENT_JOBS: u32 = 4;
 
@@ -109,7 +118,7 @@ impl NewOrg {
     pub fn validate(self) -> Result<(String, u32, serde_json::Value)> {
         let name = validate_name("organization name", &self.name)?;
         let limit = validate_limit(self.max_concurrent_jobs.unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS))?;
-        let settings = validate_settings(self.settings)?;
+        let settings = validate_org_settings(self.settings)?;
         Ok((name, limit, settings))
     }
 }
@@ -120,7 +129,7 @@ impl OrgPatch {
         Ok(Self {
             name: self.name.as_deref().map(|n| validate_name("organization name", n)).transpose()?,
             max_concurrent_jobs: self.max_concurrent_jobs.map(validate_limit).transpose()?,
-            settings: self.settings.map(|s| validate_settings(Some(s))).transpose()?,
+            settings: self.settings.map(|s| validate_org_settings(Some(s))).transpose()?,
         })
     }
 }

@@ -62,20 +62,24 @@ pub(crate) async fn repositories_are_registered_listed_changed_and_removed(h: &H
     let installation_id = installation_of(org.id);
     assert_eq!(a.source, RepoSource::Github { installation_id, repo_id: GithubRepoId::new(100).unwrap() });
     assert_eq!(a.default_branch, "main");
-    assert_eq!(a.settings, json!({}));
+    assert_eq!(a.settings.to_json(), json!({}));
     let dup = h.core.create_repo(&admin, org.id, github_repo(&h.core, org.id, "acme/a").await).await;
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
 
     let names: Vec<_> = h.core.list_repos(&admin, org.id).await.unwrap().into_iter().map(|r| r.full_name).collect();
     assert_eq!(names, ["acme/a", "acme/b"]);
 
-    let settings = json!({"trigger_label": "bot", "policy": {"max_files": 10}});
+    let settings = json!({"triggers": {"label": "bot"}, "policy": {"max_files": 10}});
     let patch = RepoPatch { default_branch: Some("develop".into()), settings: Some(settings.clone()) };
     let changed = h.core.update_repo(&admin, org.id, a.id, patch).await.unwrap();
-    assert_eq!((changed.default_branch.as_str(), &changed.settings), ("develop", &settings));
+    assert_eq!((changed.default_branch.as_str(), changed.settings.to_json()), ("develop", settings));
     assert_eq!(h.core.get_repo(&admin, org.id, a.id).await.unwrap(), changed);
-    let bad = RepoPatch { default_branch: None, settings: Some(json!("not an object")) };
-    assert!(matches!(h.core.update_repo(&admin, org.id, a.id, bad).await, Err(Error::InvalidInput(_))));
+    for bad in [json!("not an object"), json!({"trigger_label": "bot"}), json!({"policy": {"max_files": "many"}})] {
+        let patch = RepoPatch { default_branch: None, settings: Some(bad.clone()) };
+        let refused = h.core.update_repo(&admin, org.id, a.id, patch).await;
+        assert!(matches!(refused, Err(Error::InvalidInput(_))), "{bad}: {refused:?}");
+    }
+    assert_eq!(h.core.get_repo(&admin, org.id, a.id).await.unwrap(), changed, "a refused patch writes nothing");
 
     h.core.delete_repo(&admin, org.id, b.id).await.unwrap();
     assert!(matches!(h.core.get_repo(&admin, org.id, b.id).await, Err(Error::NotFound { .. })));

@@ -65,13 +65,13 @@ pub(crate) async fn orgs_are_created_read_updated_and_deleted(h: &Harness) {
     let (org, _, admin) = h.org_with_admin("Acme").await;
     assert_eq!(org.name, "Acme");
     assert_eq!(org.max_concurrent_jobs, 4);
-    assert_eq!(org.settings, json!({}));
+    assert_eq!(org.settings.to_json(), json!({}));
     assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), org);
 
     let patch = OrgPatch { name: Some("  Acme Inc  ".into()), max_concurrent_jobs: Some(9), settings: None };
     let updated = h.core.update_org(&admin, org.id, patch).await.unwrap();
     assert_eq!((updated.name.as_str(), updated.max_concurrent_jobs), ("Acme Inc", 9));
-    assert_eq!(updated.settings, json!({}), "absent settings are left as they are");
+    assert_eq!(updated.settings.to_json(), json!({}), "absent settings are left as they are");
     assert!(updated.updated_at >= org.updated_at);
     assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), updated);
 
@@ -123,43 +123,51 @@ pub(crate) async fn invalid_org_input_is_rejected(h: &Harness) {
 }
 
 pub(crate) async fn org_settings_are_stored_and_replaced(h: &Harness) {
-    let settings = json!({
-        "triggers": { "label": "AI please", "assignment": false },
-        "policy": { "max_files": 12 },
-        "note": "ünïcödé ✓",
-    });
+    let settings = json!({ "triggers": { "label": "AI please ünïcödé ✓", "assignment": false } });
     let user = h.user("settings-admin").await;
     let org = h
         .core
         .create_org(user, NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: Some(settings.clone()) })
         .await
         .unwrap();
-    assert_eq!(org.settings, settings);
+    assert_eq!(org.settings.to_json(), settings);
+    assert_eq!(org.settings.triggers.label, Some(Some("AI please ünïcödé ✓".into())));
     let admin = Actor::user(user, org.id, Role::OrgAdmin);
     assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), org);
-    assert_eq!(h.store.get_org(org.id).await.unwrap().settings, settings);
+    assert_eq!(h.store.get_org(org.id).await.unwrap().settings.to_json(), settings);
     let listed = h.core.list_orgs(user).await.unwrap();
-    assert_eq!(listed.iter().map(|(o, _)| &o.settings).collect::<Vec<_>>(), vec![&settings]);
+    assert_eq!(listed.iter().map(|(o, _)| o.settings.to_json()).collect::<Vec<_>>(), vec![settings.clone()]);
 
     // A patch replaces the settings as a whole and leaves the other fields alone.
     let replaced = json!({ "triggers": { "label": null, "commands": false } });
     let patch = OrgPatch { settings: Some(replaced.clone()), ..Default::default() };
     let updated = h.core.update_org(&admin, org.id, patch).await.unwrap();
-    assert_eq!(updated.settings, replaced);
+    assert_eq!(updated.settings.to_json(), replaced);
     assert_eq!((updated.name.as_str(), updated.max_concurrent_jobs), ("Acme", 4));
     assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), updated);
 
     // Changing something else keeps them.
     let patch = OrgPatch { name: Some("Acme 2".into()), ..Default::default() };
-    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings, replaced);
+    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings.to_json(), replaced);
 
-    // Settings of up to 64 KiB are accepted; `{}` clears them.
-    let large = json!({ "notes": "x".repeat(60 * 1024) });
-    let patch = OrgPatch { settings: Some(large.clone()), ..Default::default() };
-    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings, large);
+    // Unknown keys, wrong types and oversized objects are refused and nothing is written.
+    let before = h.core.get_org(&admin, org.id).await.unwrap();
+    for bad in [
+        json!({ "notes": "x" }),
+        json!({ "policy": { "max_files": 12 } }),
+        json!({ "triggers": { "label": 1 } }),
+        json!({ "triggers": { "label": "x".repeat(60 * 1024) } }),
+        json!(["not", "an", "object"]),
+    ] {
+        let patch = OrgPatch { settings: Some(bad), ..Default::default() };
+        assert!(matches!(h.core.update_org(&admin, org.id, patch).await, Err(Error::InvalidInput(_))));
+    }
+    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap(), before);
+
+    // `{}` clears them.
     let patch = OrgPatch { settings: Some(json!({})), ..Default::default() };
-    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings, json!({}));
-    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap().settings, json!({}));
+    assert_eq!(h.core.update_org(&admin, org.id, patch).await.unwrap().settings.to_json(), json!({}));
+    assert_eq!(h.core.get_org(&admin, org.id).await.unwrap().settings.to_json(), json!({}));
 
     // Only an org_admin may change them.
     let viewer = Actor::user(h.user("viewer").await, org.id, Role::Viewer);

@@ -17,7 +17,6 @@ use aicd_runtime::config::{Config, Environment};
 use aicd_testkit::TestSqlite;
 use aicd_testkit::github::{APP_ID, FULL_NAME, FakeGitHub, INSTALLATION, REPO_ID};
 use chrono::Utc;
-use serde_json::json;
 
 fn config(vars: &[(&str, &str)]) -> Config {
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -32,7 +31,7 @@ fn repository(source: RepoSource) -> Repository {
         full_name: FULL_NAME.into(),
         source,
         default_branch: "main".into(),
-        settings: json!({}),
+        settings: Default::default(),
         detached_at: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),

@@ -1,0 +1,250 @@
+//! Typed settings of organizations and repositories: what each may hold, checked once where they
+//! enter, and read back tolerantly from the store.
+//!
+//! Both are JSON objects in the API and the database. An organization's settings are defaults its
+//! repositories inherit key by key; a repository's add its policy:
+//!
+//! ```json
+//! {"triggers": {"label": "aicd", "assignment": true, "commands": true, "bots": false},
+//!  "policy": {"max_files": 20}}
+//! ```
+//!
+//! Unknown keys are refused at the door ([`RepoSettings::parse`], [`OrgSettings::parse`]), so a
+//! typo is a 422 rather than a setting silently ignored. What is already stored is read with
+//! [`RepoSettings::from_stored`] and [`OrgSettings::from_stored`], which keep every key they can
+//! read and drop (with a warning) what they cannot, so an old row never makes a repository
+//! unusable.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::policy::PolicyConfig;
+use crate::{Error, Result};
+
+/// The largest settings object accepted, serialized.
+const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// The longest trigger label accepted (GitHub's own limit on label names).
+pub(crate) const MAX_LABEL_CHARS: usize = 50;
+
+/// The `triggers` member of a settings object: each key optional, so a repository's value wins
+/// over its organization's, which wins over the default (see
+/// [`crate::github::TriggerSettings::resolve`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TriggerOverrides {
+    /// The label that starts a job: absent inherits, `null` turns label triggers off.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub label: Option<Option<String>>,
+    /// Whether assigning an issue to the App's bot user starts a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<bool>,
+    /// Whether `/aicd run|cancel|retry` comments are obeyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<bool>,
+    /// Whether triggers from bot accounts (`<name>[bot]`) are obeyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bots: Option<bool>,
+}
+
+/// Tells a `null` from an absent key: a present value (even `null`) is `Some`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+impl TriggerOverrides {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Checks a label that is set: not blank, at most 50 characters, no control characters.
+    fn validate(&self) -> Result<()> {
+        if let Some(Some(label)) = &self.label {
+            check_label(label)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a trigger label: not blank, at most 50 characters, no control characters.
+pub(crate) fn check_label(label: &str) -> Result<&str> {
+    if label.trim().is_empty() {
+        return Err(Error::invalid("settings.triggers.label must not be blank (use null to disable label triggers)"));
+    }
+    if label.chars().count() > MAX_LABEL_CHARS {
+        return Err(Error::invalid(format!("settings.triggers.label must be at most {MAX_LABEL_CHARS} characters")));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(Error::invalid("settings.triggers.label must not contain control characters"));
+    }
+    Ok(label)
+}
+
+/// An organization's settings: defaults its repositories inherit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OrgSettings {
+    /// Trigger defaults.
+    #[serde(default, skip_serializing_if = "TriggerOverrides::is_empty")]
+    pub triggers: TriggerOverrides,
+}
+
+/// A repository's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RepoSettings {
+    /// Triggers, over the organization's.
+    #[serde(default, skip_serializing_if = "TriggerOverrides::is_empty")]
+    pub triggers: TriggerOverrides,
+    /// Policy settings merged over the organization's defaults, under the repository's own
+    /// `.aicd.toml` (see [`PolicyConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub policy: Option<PolicyConfig>,
+    /// Set when a stored `policy` could not be read: the policy gate then refuses to pass any
+    /// change rather than check it against less than the repository asked for.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub(crate) policy_unreadable: bool,
+}
+
+/// Reads a settings object from the API: a JSON object of at most 64 KiB with only known keys.
+fn parse_object<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T> {
+    if !value.is_object() {
+        return Err(Error::invalid("settings must be a JSON object"));
+    }
+    if value.to_string().len() > MAX_SETTINGS_BYTES {
+        return Err(Error::invalid("settings must be at most 64 KiB"));
+    }
+    // serde would read a struct from an array too; a member is an object or absent.
+    if let Some((key, _)) = value.as_object().into_iter().flatten().find(|(_, member)| member.is_array()) {
+        return Err(Error::invalid(format!("settings.{key} must be a JSON object")));
+    }
+    serde_json::from_value(value).map_err(|e| Error::invalid(format!("invalid settings: {e}")))
+}
+
+/// One member of a stored settings object, if it reads as `T`; dropped with a warning otherwise.
+fn stored_member<T: for<'de> Deserialize<'de>>(value: &serde_json::Value, key: &str) -> Option<T> {
+    let member = value.get(key)?;
+    match serde_json::from_value(member.clone()) {
+        Ok(read) => Some(read),
+        Err(error) => {
+            tracing::warn!(key, %error, "a stored setting cannot be read; it is ignored");
+            None
+        }
+    }
+}
+
+impl OrgSettings {
+    /// Settings given to the API: a JSON object of at most 64 KiB whose members are known and
+    /// valid. [`Error::InvalidInput`] says which is not.
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let settings: Self = parse_object(value)?;
+        settings.triggers.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings as stored: what can be read of them (never fails).
+    pub fn from_stored(value: &serde_json::Value) -> Self {
+        let triggers = stored_member::<TriggerOverrides>(value, "triggers").filter(|t| t.validate().is_ok());
+        Self { triggers: triggers.unwrap_or_default() }
+    }
+
+    /// The JSON object they are stored and shown as.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
+impl RepoSettings {
+    /// Settings given to the API: a JSON object of at most 64 KiB whose members are known and
+    /// valid (a `policy` is read as the `[policy]` table of `.aicd.toml` is). [`Error::InvalidInput`]
+    /// says which is not.
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let settings: Self = parse_object(value)?;
+        settings.triggers.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings as stored: what can be read of them (never fails). Unreadable triggers read as
+    /// unset; an unreadable policy makes the policy gate refuse every change (fail closed).
+    pub fn from_stored(value: &serde_json::Value) -> Self {
+        let triggers = stored_member::<TriggerOverrides>(value, "triggers").filter(|t| t.validate().is_ok());
+        let policy = stored_member(value, "policy");
+        let policy_unreadable = policy.is_none() && value.get("policy").is_some_and(|p| !p.is_null());
+        Self { triggers: triggers.unwrap_or_default(), policy, policy_unreadable }
+    }
+
+    /// The JSON object they are stored and shown as.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn known_settings_parse_and_round_trip() {
+        let value = json!({
+            "triggers": { "label": "ready for AI 🤖", "assignment": false, "commands": true, "bots": true },
+            "policy": { "max_files": 3 }
+        });
+        let settings = RepoSettings::parse(value.clone()).unwrap();
+        assert_eq!(settings.triggers.label, Some(Some("ready for AI 🤖".into())));
+        assert_eq!(settings.policy.as_ref().and_then(|p| p.max_files), Some(3));
+        assert_eq!(settings.to_json(), value);
+        // A null label is kept apart from an absent one.
+        let off = RepoSettings::parse(json!({ "triggers": { "label": null } })).unwrap();
+        assert_eq!(off.triggers.label, Some(None));
+        assert_eq!(off.to_json(), json!({ "triggers": { "label": null } }));
+        assert_eq!(RepoSettings::parse(json!({})).unwrap().to_json(), json!({}));
+        assert_eq!(OrgSettings::parse(json!({ "triggers": {} })).unwrap(), OrgSettings::default());
+    }
+
+    #[test]
+    fn unknown_or_invalid_settings_are_refused_at_the_door() {
+        for bad in [
+            json!([1]),
+            json!("x"),
+            json!({ "colour": "red" }),
+            json!({ "triggers": null }),
+            json!({ "triggers": [] }),
+            json!({ "policy": [] }),
+            json!({ "triggers": { "label": "" } }),
+            json!({ "triggers": { "label": "   " } }),
+            json!({ "triggers": { "label": "x".repeat(51) } }),
+            json!({ "triggers": { "label": "a\nb" } }),
+            json!({ "triggers": { "label": 1 } }),
+            json!({ "triggers": { "assignment": "yes" } }),
+            json!({ "triggers": { "labels": ["aicd"] } }),
+            json!({ "policy": { "max_files": "many" } }),
+            json!({ "policy": { "colour": 1 } }),
+            json!({ "padding": "x".repeat(70 * 1024) }),
+        ] {
+            assert!(matches!(RepoSettings::parse(bad.clone()), Err(Error::InvalidInput(_))), "{bad}");
+        }
+        assert!(matches!(OrgSettings::parse(json!({ "policy": {} })), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn stored_settings_keep_what_can_be_read() {
+        let stored = json!({ "triggers": { "label": 7 }, "policy": { "max_files": 2 }, "old": true });
+        let settings = RepoSettings::from_stored(&stored);
+        assert_eq!(settings.triggers, TriggerOverrides::default());
+        assert!(!settings.policy_unreadable);
+        assert_eq!(settings.policy.and_then(|p| p.max_files), Some(2));
+        let broken = RepoSettings::from_stored(&json!({ "policy": { "max_files": "many" } }));
+        assert!(broken.policy.is_none() && broken.policy_unreadable, "an unreadable policy fails closed");
+        assert_eq!(OrgSettings::from_stored(&json!([1, 2])), OrgSettings::default());
+        let org = OrgSettings::from_stored(&json!({ "triggers": { "label": "ship" } }));
+        assert_eq!(org.triggers.label, Some(Some("ship".into())));
+    }
+}
