@@ -60,15 +60,21 @@ async fn link_installation_and_repository(world: &World) -> Value {
     world.github.issue_code("the-code", "monalisa");
     let setup =
         format!("/github/setup?installation_id={INSTALLATION}&setup_action=install&state={state}&code=the-code");
-    let (status, _, installation) = world.browse(&setup).await;
+    // The browser lands on the setup URL; it links nothing, and says what to post, signed in.
+    let (status, _, landing) = world.browse(&setup).await;
+    assert_eq!(status, StatusCode::OK, "the setup landing: {landing}");
+    let complete = landing["complete"]["path"].as_str().expect("where to complete").to_owned();
+    assert_eq!(complete, format!("/v1/orgs/{org}/github/setup"), "{landing}");
+    let (status, installation) = world.post(&complete, &landing["complete"]["body"]).await;
     assert_eq!(status, StatusCode::OK, "linking the installation: {installation}");
+    assert_eq!(installation["status"], "linked", "{installation}");
     assert_eq!(installation["installation_id"], INSTALLATION, "{installation}");
     assert_eq!(installation["org_id"], org.as_str(), "{installation}");
     assert_eq!(installation["account_login"], "acme", "{installation}");
     assert_eq!(installation["linked_by"], "github:monalisa", "{installation}");
     assert_eq!(world.github.revoked_user_tokens().len(), 1, "the user token is revoked after the check");
     // The state is used up.
-    let (status, _, again) = world.browse(&setup).await;
+    let (status, again) = world.post(&complete, &landing["complete"]["body"]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a used state: {again}");
     // Linking lists the installation's repositories through the App and registers them.
     assert_eq!(installation["repositories_synced"], 1, "{installation}");

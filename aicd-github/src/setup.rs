@@ -2,27 +2,35 @@
 //! linking controls it.
 //!
 //! An installation's id is a small public-ish number, and GitHub redirects to the App's setup URL
-//! with it in the query, where anyone can change it. So an id alone proves nothing. The flow:
+//! with it in the query, where anyone can change it. So an id alone proves nothing. Nor does a
+//! redirect: whoever started an install link can send it to someone else, and GitHub sends *that*
+//! person back with a code proving *their* control. So the flow binds the link to the person who
+//! asked for it, twice over:
 //!
 //! 1. An org admin asks AI-CD for an install URL ([`InstallFlow::start`]). AI-CD records a pending
-//!    link (single use, expiring) for the org and the admin, and puts its secret nonce in the URL's
-//!    `state`, signed.
-//! 2. The admin installs the App on GitHub. GitHub redirects the browser to the App's callback
-//!    (setup) URL, `GET /github/setup?installation_id=..&setup_action=install&state=..&code=..`
-//!    (with *Request user authorization (OAuth) during installation*, GitHub adds `code`; without
-//!    it, [`InstallFlow::complete`] first sends the browser to authorize).
-//! 3. [`InstallFlow::complete`] checks the state's signature and expiry, consumes the pending link
-//!    (once), trades `code` for a user access token through the App's OAuth client, and asks
-//!    GitHub, as that user, whether they control the installation: `GET /user/installations` must
-//!    list it, and for an organization account the user must be an admin of the organization
-//!    (`GET /user/memberships/orgs/{org}`); for a personal account it must be theirs (`GET
-//!    /user`). Only then is the installation linked, and its repositories registered. The user
-//!    token is used for this check only, revoked afterwards, and never stored.
+//!    link (single use, expiring) for the org and that admin, and puts its secret nonce in the
+//!    URL's `state`, signed.
+//! 2. The admin installs the App on GitHub. GitHub redirects the browser to the App's setup
+//!    (callback) URL with `installation_id`, `setup_action`, `state` and, with *Request user
+//!    authorization (OAuth) during installation*, a `code` (without it, [`InstallFlow::complete`]
+//!    first sends the browser to authorize). The redirect itself carries no AI-CD credentials, so
+//!    it links nothing: the web app's page (or this server's `GET /github/setup`, which says what
+//!    to do, [`InstallFlow::landing`]) hands the query to the API, **signed in as the same
+//!    person**.
+//! 3. [`InstallFlow::complete`] checks the state's signature, its organization and expiry, and
+//!    that the caller is who started it; trades `code` for a user access token through the App's
+//!    OAuth client; and asks GitHub, as that user, whether they control the installation: `GET
+//!    /user/installations` must list it, and for an organization account the user must be an
+//!    admin of the organization (`GET /user/memberships/orgs/{org}`); for a personal account it
+//!    must be theirs (`GET /user`). Only then is the pending link used up and the installation
+//!    linked, in one step, and its repositories registered. The user token is used for this check
+//!    only, revoked afterwards, and never stored.
 //!
 //! Everything fails closed: without a configured App and OAuth client, with GitHub unavailable or
-//! rate limiting, or with a state that is missing, forged, expired or used, nothing is linked. An
-//! installation linked to another organization gets the same answer as one that is not the
-//! user's ([`Error::InstallationNotVerified`]).
+//! rate limiting, with a state that is missing, forged, expired, used or someone else's, nothing
+//! is linked; a failure before the link leaves the state usable for another try. An installation
+//! linked to another organization gets the same answer as one that is not the user's
+//! ([`Error::InstallationNotVerified`]).
 
 mod state;
 
@@ -64,9 +72,10 @@ pub struct SetupSettings {
     /// GitHub's web address: [`DEFAULT_WEB_URL`], or `https://<host>` for GitHub Enterprise
     /// Server.
     pub web_url: String,
-    /// This server's public URL, for the authorization redirect when GitHub's setup redirect
-    /// carries no `code` (`None`: such redirects are refused, saying why).
-    pub public_url: Option<String>,
+    /// Where GitHub sends the browser back after authorizing (one of the App's callback URLs: the
+    /// web app's page that completes the setup, or this server's `/github/setup`), used when
+    /// GitHub's setup redirect carries no `code`. `None`: such redirects are refused, saying why.
+    pub callback_url: Option<String>,
     /// How long an install URL may be used ([`DEFAULT_STATE_TTL`]).
     pub state_ttl: Duration,
 }
@@ -78,7 +87,7 @@ impl std::fmt::Debug for SetupSettings {
             .field("client_id", &self.client_id)
             .field("client_secret", &"[REDACTED]")
             .field("web_url", &self.web_url)
-            .field("public_url", &self.public_url)
+            .field("callback_url", &self.callback_url)
             .field("state_ttl", &self.state_ttl)
             .finish()
     }
@@ -93,9 +102,10 @@ pub struct InstallLink {
     pub expires_at: chrono::DateTime<Utc>,
 }
 
-/// The query of GitHub's redirect to the setup (callback) URL, as received. Every field is
-/// optional here; [`InstallFlow::complete`] says what is missing.
-#[derive(Clone, Default, Deserialize)]
+/// The query of GitHub's redirect to the setup (callback) URL, as received (and as the web app
+/// hands it to the API). Every field is optional here; [`InstallFlow::complete`] says what is
+/// missing.
+#[derive(Clone, Default, Deserialize, serde::Serialize)]
 pub struct SetupCallback {
     /// The installation GitHub says was installed (untrusted: anyone can write it).
     pub installation_id: Option<String>,
@@ -116,6 +126,24 @@ impl std::fmt::Debug for SetupCallback {
             .field("code", &self.code.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
+}
+
+/// What GitHub's redirect asks of the browser ([`InstallFlow::landing`]): nothing is linked yet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Landing {
+    /// GitHub sent no authorization code: send the browser here to authorize the App first.
+    Authorize {
+        /// GitHub's authorization page.
+        url: String,
+    },
+    /// Hand the redirect's query to [`InstallFlow::complete`], signed in as whoever started the
+    /// install link, to link the installation to `org`.
+    Complete {
+        /// The organization the state names.
+        org: OrgId,
+        /// The installation GitHub says was made (not yet verified).
+        installation_id: InstallationId,
+    },
 }
 
 /// What completing the setup did.
@@ -245,14 +273,83 @@ impl InstallFlow {
         Ok(InstallLink { install_url, expires_at })
     }
 
-    /// Completes the setup redirect: links the installation once its state and the user's control
-    /// of it are proven (see the [module documentation](self)), then registers its repositories.
+    /// What to do with GitHub's redirect to the setup URL, which carries no AI-CD credentials:
+    /// authorize first (no `code`), or complete it signed in. Checks the state's signature and
+    /// expiry only (the database is not read, nothing is used up or linked): an unauthenticated
+    /// landing page learns which organization to complete in.
     ///
-    /// Errors, none of which links anything: [`Error::InvalidSetupState`],
-    /// [`Error::InvalidSetupRequest`], [`Error::InstallationNotVerified`], and [`Error::Core`]
-    /// with [`aicd_core::Error::Unavailable`] when GitHub cannot be asked (a network failure, a
-    /// 5xx, a rate limit).
-    pub async fn complete(&self, callback: SetupCallback) -> Result<SetupOutcome> {
+    /// Errors: [`Error::InvalidSetupState`] and [`Error::InvalidSetupRequest`].
+    pub fn landing(&self, callback: &SetupCallback) -> Result<Landing> {
+        let (claims, state, installation) = self.read_callback(callback)?;
+        match callback.code.as_deref().filter(|c| !c.is_empty()) {
+            None => self.authorize(installation, state),
+            Some(_) => Ok(Landing::Complete { org: claims.org, installation_id: installation }),
+        }
+    }
+
+    /// Completes the setup for `actor` in `org`: links the installation once the state is shown
+    /// to be `actor`'s own for `org` and the GitHub user's control of the installation is proven
+    /// (see the [module documentation](self)), then registers its repositories. Without a `code`,
+    /// returns where to authorize first ([`SetupOutcome::Authorize`]).
+    ///
+    /// Errors, none of which links anything: [`Error::InvalidSetupState`] (also for a state of
+    /// another organization or person), [`Error::InvalidSetupRequest`],
+    /// [`Error::InstallationNotVerified`], [`Error::Core`] with [`aicd_core::Error::Forbidden`]
+    /// when `actor` may not manage integrations, and with [`aicd_core::Error::Unavailable`] when
+    /// GitHub cannot be asked (a network failure, a 5xx, a rate limit); the state then stays
+    /// usable.
+    pub async fn complete(&self, actor: &Actor, org: OrgId, callback: SetupCallback) -> Result<SetupOutcome> {
+        self.core.check_permission(actor, org, aicd_core::tenancy::Permission::IntegrationManage)?;
+        let (claims, state, installation) = self.read_callback(&callback)?;
+        if claims.org != org {
+            return Err(Error::InvalidSetupState("the state was issued for another organization"));
+        }
+        let nonce_hash = Sha256::digest(&claims.nonce).to_vec();
+        self.core.check_github_install(actor, org, &nonce_hash).await.map_err(state_error)?;
+        let Some(code) = callback.code.as_deref().filter(|c| !c.is_empty()) else {
+            return match self.authorize(installation, state)? {
+                Landing::Authorize { url } => Ok(SetupOutcome::Authorize { url }),
+                Landing::Complete { .. } => {
+                    Err(Error::InvalidSetupRequest("the redirect carries no authorization code"))
+                }
+            };
+        };
+        let token = self.exchange_code(code).await?;
+        let verified = self.verify_control(&token, installation).await;
+        self.revoke(token).await;
+        let login = verified?;
+        let linked_by = format!("github:{}", login.user);
+        let linked =
+            self.core.complete_github_install(actor, org, &nonce_hash, installation, Some(login.account), &linked_by);
+        let installation = match linked.await {
+            Ok(installation) => installation,
+            Err(aicd_core::Error::Conflict(_)) => {
+                tracing::warn!(%org, %installation, "a verified installation is linked to another organization");
+                return Err(Error::InstallationNotVerified);
+            }
+            Err(error) => return Err(state_error(error)),
+        };
+        tracing::info!(
+            %org,
+            installation = %installation.installation_id,
+            by = %actor.principal.label(),
+            %linked_by,
+            "GitHub App installation linked"
+        );
+        let (repositories_synced, sync_error) = match self.sync_repositories(org, installation.installation_id).await {
+            Ok(count) => (Some(count), None),
+            Err(error) => {
+                tracing::warn!(%error, "could not list a newly linked installation's repositories");
+                let why = "GitHub did not list the installation's repositories yet; they are registered as its events \
+                           arrive, or when the installation is linked again";
+                (None, Some(why.to_owned()))
+            }
+        };
+        Ok(SetupOutcome::Linked(LinkedInstallation { installation, repositories_synced, sync_error }))
+    }
+
+    /// The verified state, as given, and the installation id of a redirect.
+    fn read_callback<'c>(&self, callback: &'c SetupCallback) -> Result<(StateClaims, &'c str, InstallationId)> {
         let state = callback.state.as_deref().filter(|s| !s.is_empty());
         let state = state.ok_or(Error::InvalidSetupState("the redirect carries no state"))?;
         let claims = self.key.verify(state, Utc::now())?;
@@ -266,51 +363,7 @@ impl InstallFlow {
             .as_deref()
             .and_then(|id| id.trim().parse::<InstallationId>().ok())
             .ok_or(Error::InvalidSetupRequest("the redirect carries no valid installation_id"))?;
-        let Some(code) = callback.code.as_deref().filter(|c| !c.is_empty()) else {
-            return self.authorize(installation, state);
-        };
-        // Used up first: a second redirect with the same state, even concurrent, links nothing.
-        let nonce_hash = Sha256::digest(&claims.nonce).to_vec();
-        let started_by = match self.core.github_intake().consume_install_state(claims.org, &nonce_hash).await {
-            Ok(principal) => principal,
-            Err(aicd_core::Error::NotFound { .. }) => {
-                return Err(Error::InvalidSetupState("the state was already used, has expired, or was revoked"));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let token = self.exchange_code(code).await?;
-        let verified = self.verify_control(&token, installation).await;
-        self.revoke(token).await;
-        let login = verified?;
-        let intake = self.core.github_intake();
-        let linked_by = format!("github:{}", login.user);
-        let installation = match intake
-            .link_installation(claims.org, installation, Some(login.account), &linked_by)
-            .await
-        {
-            Ok(installation) => installation,
-            Err(aicd_core::Error::Conflict(_)) => {
-                tracing::warn!(org = %claims.org, %installation, "a verified installation is linked to another organization");
-                return Err(Error::InstallationNotVerified);
-            }
-            Err(error) => return Err(error.into()),
-        };
-        tracing::info!(
-            org = %claims.org,
-            installation = %installation.installation_id,
-            started_by = %started_by.label(),
-            %linked_by,
-            "GitHub App installation linked"
-        );
-        let (repositories_synced, sync_error) =
-            match self.sync_repositories(claims.org, installation.installation_id).await {
-                Ok(count) => (Some(count), None),
-                Err(error) => {
-                    tracing::warn!(%error, "could not list a newly linked installation's repositories");
-                    (None, Some(error.to_string()))
-                }
-            };
-        Ok(SetupOutcome::Linked(LinkedInstallation { installation, repositories_synced, sync_error }))
+        Ok((claims, state, installation))
     }
 
     /// Registers the repositories an installation reaches, listed through the App; how many.
@@ -319,14 +372,16 @@ impl InstallFlow {
     }
 
     /// The authorization page to send the browser to when the setup redirect carries no code.
-    fn authorize(&self, installation: InstallationId, state: &str) -> Result<SetupOutcome> {
-        let Some(public) = &self.settings.public_url else {
+    fn authorize(&self, installation: InstallationId, state: &str) -> Result<Landing> {
+        let Some(callback) = &self.settings.callback_url else {
             return Err(Error::InvalidSetupRequest(
                 "the redirect carries no authorization code: enable \"Request user authorization (OAuth) during \
-                 installation\" in the App's settings, or set this server's public URL",
+                 installation\" in the App's settings, or set the App's callback URL (AICD_GITHUB_CALLBACK_URL or \
+                 AICD_PUBLIC_URL)",
             ));
         };
-        let back = format!("{}/github/setup?installation_id={installation}", public.trim_end_matches('/'));
+        let separator = if callback.contains('?') { '&' } else { '?' };
+        let back = format!("{callback}{separator}installation_id={installation}");
         let url = format!(
             "{}/login/oauth/authorize?client_id={}&state={}&redirect_uri={}",
             self.web.api_url(),
@@ -334,7 +389,7 @@ impl InstallFlow {
             encode(state, false),
             encode(&back, false),
         );
-        Ok(SetupOutcome::Authorize { url })
+        Ok(Landing::Authorize { url })
     }
 
     /// Trades an authorization code for a user access token (`POST /login/oauth/access_token`).
@@ -378,17 +433,20 @@ impl InstallFlow {
             return Err(Error::InstallationNotVerified);
         };
         let user: User = self.as_user(token, "/user").await?.json(&Target::User)?;
-        let allowed = if account.kind.as_deref() == Some("Organization") {
-            let path = format!("/user/memberships/orgs/{}", encode(&account.login, false));
-            match self.as_user_optional(token, &path).await? {
-                Some(reply) => {
-                    let membership: Membership = reply.json(&Target::User)?;
-                    membership.state.as_deref() == Some("active") && membership.role.as_deref() == Some("admin")
+        let allowed = match account.kind.as_deref() {
+            Some("Organization") => {
+                let path = format!("/user/memberships/orgs/{}", encode(&account.login, false));
+                match self.as_user_optional(token, &path).await? {
+                    Some(reply) => {
+                        let membership: Membership = reply.json(&Target::User)?;
+                        membership.state.as_deref() == Some("active") && membership.role.as_deref() == Some("admin")
+                    }
+                    None => false,
                 }
-                None => false,
             }
-        } else {
-            account.id == user.id
+            // A personal account: only its owner. Anything else (an enterprise) is not linked here.
+            Some("User") => account.id == user.id,
+            _ => false,
         };
         if !allowed {
             tracing::info!(%installation, user = %user.login, "the user does not administer the installation's account");
@@ -436,6 +494,17 @@ impl InstallFlow {
             Ok(reply) => tracing::debug!(status = reply.status.as_u16(), "revoking the user token was refused"),
             Err(error) => tracing::debug!(%error, "revoking the user token failed"),
         }
+    }
+}
+
+/// A store answer about the pending link, as the flow reports it: an unusable state says so
+/// without telling why.
+fn state_error(error: aicd_core::Error) -> Error {
+    match error {
+        aicd_core::Error::NotFound { .. } => {
+            Error::InvalidSetupState("the state was already used, has expired, or was started by someone else")
+        }
+        error => Error::Core(error),
     }
 }
 

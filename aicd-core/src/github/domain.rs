@@ -63,8 +63,8 @@ pub struct GithubAccess {
     pub full_name: String,
 }
 
-/// A pending link of an installation: the single-use half of the App's setup flow, consumed by
-/// [`GithubIntake::consume_install_state`].
+/// A pending link of an installation: the single-use half of the App's setup flow, used by
+/// [`crate::Core::complete_github_install`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstallState {
     /// The organization the installation is to be linked to.

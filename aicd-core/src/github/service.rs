@@ -8,7 +8,7 @@ use super::{
 use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
 use crate::jobs::{IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
 use crate::repos::Repository;
-use crate::tenancy::{Actor, Permission, Principal, authorize};
+use crate::tenancy::{Actor, Permission};
 use crate::{Core, Error, JobId, OrgId, RepoId, Result};
 
 /// The timeline actor of what GitHub itself reports (a pull request merged or closed).
@@ -18,8 +18,8 @@ impl Core {
     /// Records the start of the App's setup flow for `org` (needs
     /// [`Permission::IntegrationManage`]): a pending link identified by the SHA-256 of a secret
     /// nonce the caller puts, signed, in the install URL's `state`. It lasts until `expires_at` and
-    /// can be consumed once ([`GithubIntake::consume_install_state`]), so an installation is only
-    /// ever linked to the organization, and by the person, that started its installation.
+    /// can be used once, by the same caller ([`Core::complete_github_install`]), so an installation
+    /// is only ever linked to the organization, and by the person, that started its installation.
     pub async fn start_github_install(
         &self,
         actor: &Actor,
@@ -32,6 +32,53 @@ impl Core {
             return Err(Error::invalid("the install state's nonce hash must be a SHA-256 digest"));
         }
         self.store.create_install_state(org, nonce_hash, &actor.principal.label(), expires_at).await
+    }
+
+    /// Checks that the pending link named by `nonce_hash` may be used by `actor`: it is in `org`,
+    /// unused and unexpired, `actor` started it, and may still manage the organization's
+    /// integrations ([`Permission::IntegrationManage`]). [`Error::NotFound`] for any state
+    /// that is not usable by `actor` (which is not said, so a state cannot be probed).
+    pub async fn check_github_install(&self, actor: &Actor, org: OrgId, nonce_hash: &[u8]) -> Result<()> {
+        self.authorize(actor, org, Permission::IntegrationManage)?;
+        match self.store.find_install_state(org, nonce_hash).await? {
+            Some(state) if state.created_by == actor.principal.label() => Ok(()),
+            Some(state) => {
+                tracing::warn!(%org, started_by = %state.created_by, by = %actor.principal.label(),
+                    "an install state used by someone other than who started it");
+                Err(Error::not_found("install state"))
+            }
+            None => Err(Error::not_found("install state")),
+        }
+    }
+
+    /// Completes the setup flow once control of the installation has been proven: uses up the
+    /// pending link (as [`Core::check_github_install`] checks it) and links the installation to
+    /// `org`, recording who proved control (`linked_by`, e.g. `github:<login>`), in one step:
+    /// both happen or neither. [`Error::NotFound`] when the state is not usable by `actor`;
+    /// [`Error::Conflict`] when another organization has linked the installation (answer that
+    /// exactly like an installation that cannot be verified).
+    pub async fn complete_github_install(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        nonce_hash: &[u8],
+        installation_id: InstallationId,
+        account_login: Option<String>,
+        linked_by: &str,
+    ) -> Result<Installation> {
+        self.authorize(actor, org, Permission::IntegrationManage)?;
+        let linked = self
+            .store
+            .link_installation_with_state(
+                org,
+                nonce_hash,
+                &actor.principal.label(),
+                installation_id,
+                account_login,
+                linked_by,
+            )
+            .await?;
+        linked.ok_or_else(|| Error::not_found("install state"))
     }
 
     /// The organization's linked installations, by id (any member may list them:
@@ -116,34 +163,6 @@ impl GithubIntake {
         linked_by: &str,
     ) -> Result<Installation> {
         self.core.store.link_installation(org, installation_id, account_login, linked_by).await
-    }
-
-    /// Consumes the pending link the setup flow's `state` names (see
-    /// [`Core::start_github_install`]): once, before it expires, and only while whoever started it
-    /// may still manage the organization's integrations (a user still an org admin, an API key
-    /// neither revoked nor expired). Returns who started it. [`Error::NotFound`] when there is no
-    /// such pending link, it was used or has expired, or its author lost the right.
-    pub async fn consume_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Principal> {
-        let store = &self.core.store;
-        let Some(state) = store.consume_install_state(org, nonce_hash).await? else {
-            return Err(Error::not_found("install state"));
-        };
-        let principal = parse_principal(&state.created_by).ok_or(Error::not_found("install state"))?;
-        let role = match principal {
-            Principal::User(user) => store.get_membership(org, user).await?.map(|m| m.role),
-            Principal::ApiKey(key) => {
-                let now = chrono::Utc::now();
-                store.list_api_keys(org).await?.into_iter().find(|k| k.id == key && k.is_usable(now)).map(|k| k.role)
-            }
-        };
-        let allowed = role.is_some_and(|role| {
-            authorize(&Actor { principal, org_id: org, role }, org, Permission::IntegrationManage).is_ok()
-        });
-        if !allowed {
-            tracing::warn!(%org, by = %state.created_by, "install state of someone who may no longer link installations");
-            return Err(Error::not_found("install state"));
-        }
-        Ok(principal)
     }
 
     /// Unlinks an uninstalled installation (`installation.deleted`) and returns what was linked;
@@ -402,15 +421,5 @@ impl GithubIntake {
             }
         }
         self.core.job_queued().await;
-    }
-}
-
-/// The [`Principal`] of a [`Principal::label`] (`user:<uuid>`, `api_key:<uuid>`).
-fn parse_principal(label: &str) -> Option<Principal> {
-    let (kind, id) = label.split_once(':')?;
-    match kind {
-        "user" => id.parse().ok().map(Principal::User),
-        "api_key" => id.parse().ok().map(Principal::ApiKey),
-        _ => None,
     }
 }

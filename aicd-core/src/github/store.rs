@@ -74,9 +74,22 @@ pub trait GithubStore: Send + Sync {
         created_by: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<InstallState>;
-    /// Consumes a pending link: once, before it expires. `None` if there is no such state in
-    /// `org`, it was already consumed, or it has expired.
-    async fn consume_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Option<InstallState>>;
+    /// A pending link that may still be used: in `org`, not used, not expired. `None` otherwise.
+    async fn find_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Option<InstallState>>;
+    /// Uses up a pending link started by `created_by` and links the installation as
+    /// [`GithubStore::link_installation`] does, in one transaction: either both happen or
+    /// neither (an installation linked elsewhere leaves the state usable, and fails with
+    /// [`crate::Error::Conflict`]). `None`, linking nothing, when the state is not in `org`, was
+    /// used, has expired, or was started by someone else.
+    async fn link_installation_with_state(
+        &self,
+        org: OrgId,
+        nonce_hash: &[u8],
+        created_by: &str,
+        installation_id: InstallationId,
+        account_login: Option<String>,
+        linked_by: &str,
+    ) -> Result<Option<Installation>>;
 
     /// Brings the organization's repositories in line with an installation's: `added` ones are
     /// registered (or renamed, moved to this installation and reattached, if the org already has
@@ -237,6 +250,65 @@ impl TryFrom<CommandRow> for Command {
 }
 
 /// An issue number as stored (checked positive and in range).
+/// Links an installation to `org` within `tx` (see [`GithubStore::link_installation`]).
+async fn link_in(
+    tx: &mut Tx,
+    org: OrgId,
+    installation_id: InstallationId,
+    account_login: Option<String>,
+    linked_by: &str,
+) -> Result<Installation> {
+    let account_login =
+        account_login.filter(|l| !l.trim().is_empty()).map(|l| crate::github::validate_login(l.trim())).transpose()?;
+    let at = now();
+    // The primary key spans every org: an installation linked elsewhere makes the insert do
+    // nothing, and the org-scoped update below then finds no row of this org.
+    let inserted: Option<InstallationRow> = tx
+        .fetch_optional(
+            q(concat!(
+                "INSERT INTO github_installations (installation_id, org_id, account_login, suspended, \
+                 linked_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                 ON CONFLICT (installation_id) DO NOTHING RETURNING ",
+                installation_columns!()
+            ))
+            .arg(installation_id)
+            .arg(org)
+            .arg(account_login.clone())
+            .arg(false)
+            .arg(linked_by)
+            .arg(at),
+        )
+        .await
+        .map_err(|e| constraint_error(e, "this installation is already linked", "organization"))?;
+    let row = match inserted {
+        Some(row) => row,
+        None => tx
+            .fetch_optional(
+                q(concat!(
+                    "UPDATE github_installations SET account_login = COALESCE($3, account_login), \
+                     linked_by = $5, updated_at = $4 WHERE org_id = $1 AND installation_id = $2 RETURNING ",
+                    installation_columns!()
+                ))
+                .arg(org)
+                .arg(installation_id)
+                .arg(account_login)
+                .arg(at)
+                .arg(linked_by),
+            )
+            .await?
+            .ok_or_else(|| {
+                Error::Conflict("this GitHub App installation is linked to another organization".to_owned())
+            })?,
+    };
+    row.try_into()
+}
+
+#[derive(sqlx::FromRow)]
+struct InstallStateRow {
+    created_by: String,
+    expires_at: DateTime<Utc>,
+}
+
 fn issue_number(n: u64) -> Result<i64> {
     i64::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| Error::invalid("issue number must be a positive number"))
 }
@@ -250,53 +322,10 @@ impl GithubStore for SqlStore {
         account_login: Option<String>,
         linked_by: &str,
     ) -> Result<Installation> {
-        let account_login = account_login
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| crate::github::validate_login(l.trim()))
-            .transpose()?;
-        let at = now();
         let mut tx = self.begin(Scope::Org(org)).await?;
-        // The primary key spans every org: an installation linked elsewhere makes the insert do
-        // nothing, and the org-scoped update below then finds no row of this org.
-        let inserted: Option<InstallationRow> = tx
-            .fetch_optional(
-                q(concat!(
-                    "INSERT INTO github_installations (installation_id, org_id, account_login, suspended, \
-                     linked_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                     ON CONFLICT (installation_id) DO NOTHING RETURNING ",
-                    installation_columns!()
-                ))
-                .arg(installation_id)
-                .arg(org)
-                .arg(account_login.clone())
-                .arg(false)
-                .arg(linked_by)
-                .arg(at),
-            )
-            .await
-            .map_err(|e| constraint_error(e, "this installation is already linked", "organization"))?;
-        let row = match inserted {
-            Some(row) => row,
-            None => tx
-                .fetch_optional(
-                    q(concat!(
-                        "UPDATE github_installations SET account_login = COALESCE($3, account_login), \
-                         linked_by = $5, updated_at = $4 WHERE org_id = $1 AND installation_id = $2 RETURNING ",
-                        installation_columns!()
-                    ))
-                    .arg(org)
-                    .arg(installation_id)
-                    .arg(account_login)
-                    .arg(at)
-                    .arg(linked_by),
-                )
-                .await?
-                .ok_or_else(|| {
-                    Error::Conflict("this GitHub App installation is linked to another organization".to_owned())
-                })?,
-        };
+        let installation = link_in(&mut tx, org, installation_id, account_login, linked_by).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(installation)
     }
 
     async fn list_installations(&self, org: OrgId) -> Result<Vec<Installation>> {
@@ -420,26 +449,50 @@ impl GithubStore for SqlStore {
         Ok(InstallState { org_id: org, created_by: created_by.to_owned(), expires_at })
     }
 
-    async fn consume_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Option<InstallState>> {
-        #[derive(sqlx::FromRow)]
-        struct StateRow {
-            created_by: String,
-            expires_at: DateTime<Utc>,
-        }
-        let at = now();
+    async fn find_install_state(&self, org: OrgId, nonce_hash: &[u8]) -> Result<Option<InstallState>> {
         let mut tx = self.begin(Scope::Org(org)).await?;
-        let row: Option<StateRow> = tx
+        let row: Option<InstallStateRow> = tx
             .fetch_optional(
-                q("UPDATE github_install_states SET used_at = $3 \
-                   WHERE org_id = $1 AND nonce_hash = $2 AND used_at IS NULL AND expires_at > $3 \
-                   RETURNING created_by, expires_at")
+                q("SELECT created_by, expires_at FROM github_install_states \
+                   WHERE org_id = $1 AND nonce_hash = $2 AND used_at IS NULL AND expires_at > $3")
                 .arg(org)
                 .arg(nonce_hash.to_vec())
-                .arg(at),
+                .arg(now()),
             )
             .await?;
         tx.commit().await?;
         Ok(row.map(|r| InstallState { org_id: org, created_by: r.created_by, expires_at: r.expires_at }))
+    }
+
+    async fn link_installation_with_state(
+        &self,
+        org: OrgId,
+        nonce_hash: &[u8],
+        created_by: &str,
+        installation_id: InstallationId,
+        account_login: Option<String>,
+        linked_by: &str,
+    ) -> Result<Option<Installation>> {
+        let at = now();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let used: Option<InstallStateRow> = tx
+            .fetch_optional(
+                q("UPDATE github_install_states SET used_at = $3 \
+                   WHERE org_id = $1 AND nonce_hash = $2 AND created_by = $4 AND used_at IS NULL AND expires_at > $3 \
+                   RETURNING created_by, expires_at")
+                .arg(org)
+                .arg(nonce_hash.to_vec())
+                .arg(at)
+                .arg(created_by),
+            )
+            .await?;
+        if used.is_none() {
+            return Ok(None);
+        }
+        // Dropping `tx` on an error rolls the state back to usable.
+        let installation = link_in(&mut tx, org, installation_id, account_login, linked_by).await?;
+        tx.commit().await?;
+        Ok(Some(installation))
     }
 
     async fn sync_github_repos(

@@ -147,26 +147,47 @@ pub(crate) async fn installations_are_linked_listed_and_unlinked(h: &Harness) {
 }
 
 pub(crate) async fn an_install_state_is_used_once_by_an_admin_of_its_org(h: &Harness) {
-    use aicd_core::tenancy::Principal;
     let (org, admin_id, admin) = h.org_with_admin("Acme").await;
     let (other, _, other_admin) = h.org_with_admin("Globex").await;
     let c = &h.core;
-    let intake = c.github_intake();
     let hash = |n: u8| vec![n; 32];
     let later = chrono::Utc::now() + Duration::minutes(30);
+    let not_found = |r: Result<(), Error>| matches!(r, Err(Error::NotFound { .. }));
 
     let state = c.start_github_install(&admin, org.id, hash(1), later).await.unwrap();
     assert_eq!((state.org_id, state.created_by.as_str()), (org.id, format!("user:{admin_id}").as_str()));
-    // Used once, in its own org only.
-    assert!(matches!(intake.consume_install_state(other.id, &hash(1)).await, Err(Error::NotFound { .. })));
-    assert_eq!(intake.consume_install_state(org.id, &hash(1)).await.unwrap(), Principal::User(admin_id));
-    assert!(matches!(intake.consume_install_state(org.id, &hash(1)).await, Err(Error::NotFound { .. })));
-    assert!(matches!(intake.consume_install_state(org.id, &hash(9)).await, Err(Error::NotFound { .. })));
+    c.check_github_install(&admin, org.id, &hash(1)).await.unwrap();
+    // Only in its own org, and only by whoever started it: another admin of the org cannot use it.
+    assert!(not_found(c.check_github_install(&other_admin, other.id, &hash(1)).await));
+    let second = h.user("second-admin").await;
+    c.add_member(&admin, org.id, second, Role::OrgAdmin).await.unwrap();
+    let second = c.user_actor(second, org.id).await.unwrap();
+    assert!(not_found(c.check_github_install(&second, org.id, &hash(1)).await));
+    let stolen = c.complete_github_install(&second, org.id, &hash(1), inst(5), None, "github:mallory").await;
+    assert!(matches!(stolen, Err(Error::NotFound { .. })), "{stolen:?}");
+    assert!(c.list_installations(&admin, org.id).await.unwrap().is_empty(), "nothing was linked");
+
+    // Used once: the link and the use happen together.
+    let acme = Some("acme".to_owned());
+    let linked = c.complete_github_install(&admin, org.id, &hash(1), inst(5), acme, "github:octocat").await.unwrap();
+    assert_eq!((linked.org_id, linked.linked_by.as_deref()), (org.id, Some("github:octocat")));
+    assert!(not_found(c.check_github_install(&admin, org.id, &hash(1)).await));
+    let again = c.complete_github_install(&admin, org.id, &hash(1), inst(6), None, "github:octocat").await;
+    assert!(matches!(again, Err(Error::NotFound { .. })), "{again:?}");
+    assert!(not_found(c.check_github_install(&admin, org.id, &hash(9)).await));
+
+    // An installation linked elsewhere is a conflict, and leaves the state usable.
+    c.start_github_install(&other_admin, other.id, hash(8), later).await.unwrap();
+    let taken = c.complete_github_install(&other_admin, other.id, &hash(8), inst(5), None, "github:x").await;
+    assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+    c.check_github_install(&other_admin, other.id, &hash(8)).await.unwrap();
 
     // An expired state is refused.
     let past = chrono::Utc::now() - Duration::seconds(1);
     c.start_github_install(&admin, org.id, hash(2), past).await.unwrap();
-    assert!(matches!(intake.consume_install_state(org.id, &hash(2)).await, Err(Error::NotFound { .. })));
+    assert!(not_found(c.check_github_install(&admin, org.id, &hash(2)).await));
+    let late = c.complete_github_install(&admin, org.id, &hash(2), inst(7), None, "github:octocat").await;
+    assert!(matches!(late, Err(Error::NotFound { .. })), "{late:?}");
 
     // Only an org admin may start one, and only while still one when it is used.
     let dev = h.user("dev").await;
@@ -174,8 +195,10 @@ pub(crate) async fn an_install_state_is_used_once_by_an_admin_of_its_org(h: &Har
     let dev_actor = c.user_actor(dev, org.id).await.unwrap();
     c.start_github_install(&dev_actor, org.id, hash(3), later).await.unwrap();
     c.set_member_role(&admin, org.id, dev, Role::Developer).await.unwrap();
-    assert!(matches!(intake.consume_install_state(org.id, &hash(3)).await, Err(Error::NotFound { .. })));
     let dev_actor = c.user_actor(dev, org.id).await.unwrap();
+    assert!(matches!(c.check_github_install(&dev_actor, org.id, &hash(3)).await, Err(Error::Forbidden { .. })));
+    let demoted = c.complete_github_install(&dev_actor, org.id, &hash(3), inst(7), None, "github:dev").await;
+    assert!(matches!(demoted, Err(Error::Forbidden { .. })), "{demoted:?}");
     let denied = c.start_github_install(&dev_actor, org.id, hash(4), later).await;
     assert!(matches!(denied, Err(Error::Forbidden { .. })), "{denied:?}");
     let elsewhere = c.start_github_install(&other_admin, org.id, hash(5), later).await;
@@ -183,21 +206,15 @@ pub(crate) async fn an_install_state_is_used_once_by_an_admin_of_its_org(h: &Har
     let short = c.start_github_install(&admin, org.id, vec![1; 5], later).await;
     assert!(matches!(short, Err(Error::InvalidInput(_))), "{short:?}");
 
-    // An API key's state dies with the key.
-    let (key, secret) = c
-        .create_api_key(
-            &admin,
-            org.id,
-            aicd_core::tenancy::NewApiKey { name: "ci".into(), role: Role::OrgAdmin, expires_at: None },
-        )
-        .await
-        .unwrap();
+    // An API key's state is the key's own: another key of the org cannot use it.
+    let key = |name: &str| aicd_core::tenancy::NewApiKey { name: name.into(), role: Role::OrgAdmin, expires_at: None };
+    let (_, secret) = c.create_api_key(&admin, org.id, key("ci")).await.unwrap();
+    let (_, other_secret) = c.create_api_key(&admin, org.id, key("other")).await.unwrap();
     let key_actor = c.authenticate_api_key(&secret).await.unwrap();
+    let other_key = c.authenticate_api_key(&other_secret).await.unwrap();
     c.start_github_install(&key_actor, org.id, hash(6), later).await.unwrap();
-    c.start_github_install(&key_actor, org.id, hash(7), later).await.unwrap();
-    assert_eq!(intake.consume_install_state(org.id, &hash(6)).await.unwrap(), Principal::ApiKey(key.id));
-    c.revoke_api_key(&admin, org.id, key.id).await.unwrap();
-    assert!(matches!(intake.consume_install_state(org.id, &hash(7)).await, Err(Error::NotFound { .. })));
+    assert!(not_found(c.check_github_install(&other_key, org.id, &hash(6)).await));
+    c.check_github_install(&key_actor, org.id, &hash(6)).await.unwrap();
 }
 
 pub(crate) async fn an_installation_linked_to_another_org_is_a_conflict(h: &Harness) {

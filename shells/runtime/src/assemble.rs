@@ -163,8 +163,9 @@ pub fn github_tokens(config: &Config) -> anyhow::Result<Option<InstallationToken
 }
 
 /// The GitHub App's setup flow, when the App (`tokens`), its slug and its OAuth client are all
-/// configured; `None` otherwise (installations are then linked by an operator only). The flow
-/// redirects to authorize through `AICD_PUBLIC_URL` when GitHub's redirect carries no code.
+/// configured; `None` otherwise (installations are then linked by an operator only). When
+/// GitHub's redirect carries no code, the flow sends the browser to authorize and back to
+/// `AICD_GITHUB_CALLBACK_URL` (default: `/github/setup` under `AICD_PUBLIC_URL`).
 pub fn install_flow(
     config: &Config,
     core: &Core,
@@ -179,7 +180,9 @@ pub fn install_flow(
         client_id: oauth.client_id.clone(),
         client_secret: oauth.client_secret.expose().to_owned(),
         web_url: github.web_url.clone(),
-        public_url: config.server.public_url.clone(),
+        callback_url: github.callback_url.clone().or_else(|| {
+            config.server.public_url.as_deref().map(|url| format!("{}/github/setup", url.trim_end_matches('/')))
+        }),
         state_ttl: aicd_github::setup::DEFAULT_STATE_TTL,
     };
     let flow = aicd_github::InstallFlow::new(core.clone(), tokens.clone(), settings).map_err(|e| {

@@ -275,6 +275,7 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
         ("get", "/v1/orgs/{org_id}/github/installations"),
         ("delete", "/v1/orgs/{org_id}/github/installations/{installation_id}"),
         ("post", "/v1/orgs/{org_id}/github/install"),
+        ("post", "/v1/orgs/{org_id}/github/setup"),
         ("get", "/github/setup"),
         ("post", "/webhooks/github"),
     ];

@@ -183,6 +183,14 @@ fn routes() -> Vec<Route> {
         r(Method::GET, "/v1/orgs/{org}/usage", None, Some(Viewer), StatusCode::OK),
         r(Method::GET, "/v1/orgs/{org}/github/installations", None, Some(Viewer), StatusCode::OK),
         r(Method::POST, "/v1/orgs/{org}/github/install", None, Some(Admin), StatusCode::CREATED),
+        // A state that is not the caller's: an authorized caller gets past the role check to 400.
+        r(
+            Method::POST,
+            "/v1/orgs/{org}/github/setup",
+            Some(|_| json!({"installation_id": 1, "state": "v1.x", "code": "c"})),
+            Some(Admin),
+            StatusCode::BAD_REQUEST,
+        ),
         r(
             Method::DELETE,
             "/v1/orgs/{org}/github/installations/{installation}",
@@ -249,6 +257,7 @@ async fn every_route_answers_every_role_as_the_role_table_says() {
                     StatusCode::UNAUTHORIZED => "unauthenticated",
                     StatusCode::FORBIDDEN => "forbidden",
                     StatusCode::NOT_FOUND => "not_found",
+                    StatusCode::BAD_REQUEST => "invalid_state",
                     _ => "conflict",
                 };
                 if code != want {

@@ -123,6 +123,10 @@ pub struct GithubSettings {
     pub oauth: Option<OAuthClient>,
     /// GitHub's web address, without a trailing slash (`AICD_GITHUB_WEB_URL`).
     pub web_url: String,
+    /// Where GitHub sends the browser back after authorizing the App (`AICD_GITHUB_CALLBACK_URL`:
+    /// one of the App's callback URLs, the web app's setup page); `None`: this server's
+    /// `/github/setup` under `AICD_PUBLIC_URL`, if that is set.
+    pub callback_url: Option<String>,
 }
 
 /// The GitHub App's OAuth client.
@@ -383,6 +387,13 @@ static VARIABLES: &[Variable] = &[
         "GitHub's web address (install pages, OAuth); `https://<host>` for GitHub Enterprise Server",
     ),
     var(
+        "AICD_GITHUB_CALLBACK_URL",
+        "",
+        false,
+        "The App's callback URL GitHub returns to after authorizing (the web app's setup page); default \
+         `<AICD_PUBLIC_URL>/github/setup`",
+    ),
+    var(
         "AICD_WEBHOOK_MAX_BODY_BYTES",
         "5242880",
         false,
@@ -614,6 +625,7 @@ impl Config {
             "AICD_GITHUB_CLIENT_ID" => github.oauth.as_ref()?.client_id.clone(),
             "AICD_GITHUB_CLIENT_SECRET" => github.oauth.as_ref().map(|_| String::new())?,
             "AICD_GITHUB_WEB_URL" => github.web_url.clone(),
+            "AICD_GITHUB_CALLBACK_URL" => github.callback_url.clone()?,
             "AICD_WEBHOOK_MAX_BODY_BYTES" => s.webhooks.max_body_bytes.to_string(),
             "AICD_WEBHOOK_MAX_INFLIGHT" => s.webhooks.max_inflight.to_string(),
             "AICD_WEBHOOK_READ_TIMEOUT_SECS" => s.webhooks.read_timeout.as_secs().to_string(),
@@ -980,6 +992,10 @@ fn read_github(r: &mut Reader<'_>) -> GithubSettings {
     let web_url = r
         .http_url("AICD_GITHUB_WEB_URL", false, "")
         .map_or_else(|| "https://github.com".to_owned(), |url| url.trim_end_matches('/').to_owned());
+    let callback_url = r.http_url("AICD_GITHUB_CALLBACK_URL", false, "");
+    if callback_url.as_deref().is_some_and(|u| u.contains('#')) {
+        r.problem("AICD_GITHUB_CALLBACK_URL must not have a fragment (`#`)");
+    }
     GithubSettings {
         app_id,
         private_key: key.map(Secret::new),
@@ -988,6 +1004,7 @@ fn read_github(r: &mut Reader<'_>) -> GithubSettings {
         app_slug,
         oauth,
         web_url,
+        callback_url,
     }
 }
 

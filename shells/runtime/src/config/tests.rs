@@ -113,6 +113,7 @@ fn every_setting_is_read() {
         ("AICD_GITHUB_CLIENT_ID", "Iv23liAbCdEf012345"),
         ("AICD_GITHUB_CLIENT_SECRET", "0123456789abcdef0123456789abcdef01234567"),
         ("AICD_GITHUB_WEB_URL", "https://ghe.example.com/"),
+        ("AICD_GITHUB_CALLBACK_URL", "https://app.example.com/github/setup?from=aicd"),
         ("AICD_WEBHOOK_MAX_BODY_BYTES", "26214400"),
         ("AICD_WEBHOOK_MAX_INFLIGHT", "1"),
         ("AICD_WEBHOOK_READ_TIMEOUT_SECS", "300"),
@@ -155,6 +156,7 @@ fn every_setting_is_read() {
     assert_eq!(g.webhook_secret.as_ref().map(Secret::expose), Some(GOOD_SECRET));
     assert_eq!(g.api_url, "https://ghe.example.com/api/v3");
     assert_eq!(g.web_url, "https://ghe.example.com");
+    assert_eq!(g.callback_url.as_deref(), Some("https://app.example.com/github/setup?from=aicd"));
     let oauth = g.oauth.as_ref().expect("the OAuth client");
     assert_eq!(oauth.client_id, "Iv23liAbCdEf012345");
     assert_eq!(oauth.client_secret.expose(), "0123456789abcdef0123456789abcdef01234567");
@@ -191,6 +193,11 @@ fn webhook_limits_and_local_roots_have_safe_defaults_and_bounds() {
     assert!(err.contains("AICD_GITHUB_CLIENT_SECRET is required"), "{err}");
     let err = problems(&[("AICD_GITHUB_CLIENT_ID", "Iv23li"), ("AICD_GITHUB_CLIENT_SECRET", "short")]);
     assert!(err.contains("at least 20 characters"), "{err}");
+    for bad in ["app.example.com/setup", "https://app.example.com/setup#done", "ftp://app.example.com"] {
+        let err = problems(&[("AICD_GITHUB_CALLBACK_URL", bad)]);
+        assert!(err.starts_with("AICD_GITHUB_CALLBACK_URL"), "{bad}: {err}");
+    }
+    assert_eq!(config(&[]).unwrap().server.github.callback_url, None);
 }
 
 #[test]

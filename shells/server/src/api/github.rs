@@ -13,7 +13,7 @@ use aicd_core::OrgId;
 use aicd_core::github::{Installation, InstallationId};
 use aicd_core::tenancy::Permission;
 use aicd_github::VerifiedDelivery;
-use aicd_github::setup::{LinkedInstallation, SetupCallback, SetupOutcome};
+use aicd_github::setup::{Landing, LinkedInstallation, SetupCallback, SetupOutcome};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -149,8 +149,9 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// Where to install the App.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct InstallLinkReply {
-    /// The App's install page on GitHub; after installing, GitHub sends the browser back to
-    /// `/github/setup`, which links the installation to this organization.
+    /// The App's install page on GitHub; after installing, GitHub sends the browser back to the
+    /// App's setup URL, whose query the same caller then posts to
+    /// `/v1/orgs/{org_id}/github/setup` to link the installation to this organization.
     install_url: String,
     /// Until when the link may be used (once).
     expires_at: chrono::DateTime<chrono::Utc>,
@@ -174,34 +175,151 @@ pub(crate) async fn start_install(
     Ok((StatusCode::CREATED, Json(InstallLinkReply { install_url: link.install_url, expires_at: link.expires_at })))
 }
 
-/// A linked installation, and what became of its repositories.
+/// GitHub's redirect after installing, as the web app hands it over: the query of the App's
+/// setup URL.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetupRequest {
+    /// The installation GitHub says was made (a number, or its text as in the query).
+    #[schema(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "number_or_text")]
+    installation_id: Option<String>,
+    /// `install`, `update` or `request`.
+    #[serde(default)]
+    setup_action: Option<String>,
+    /// The state of the install link.
+    #[serde(default)]
+    state: Option<String>,
+    /// The OAuth authorization code.
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Reads a number or a string as text: an installation id straight from a query string or typed.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    Ok(<Option<Id> as serde::Deserialize>::deserialize(deserializer)?.map(|id| match id {
+        Id::Number(n) => n.to_string(),
+        Id::Text(text) => text,
+    }))
+}
+
+impl From<SetupRequest> for SetupCallback {
+    fn from(r: SetupRequest) -> Self {
+        SetupCallback { installation_id: r.installation_id, setup_action: r.setup_action, state: r.state, code: r.code }
+    }
+}
+
+/// What completing the setup did.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct LinkedReply {
-    #[serde(flatten)]
-    installation: Installation,
+pub(crate) struct SetupReply {
+    /// `linked`, or `authorize`: GitHub gave no code, send the browser to `authorize_url` first
+    /// (it comes back to the App's callback URL with one).
+    status: &'static str,
+    /// GitHub's authorization page (status `authorize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorize_url: Option<String>,
+    /// The installation as linked (status `linked`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    installation: Option<Installation>,
     /// How many of the installation's repositories were registered (`null` when they could not
     /// be listed; they then follow the installation's later events).
+    #[serde(skip_serializing_if = "Option::is_none")]
     repositories_synced: Option<usize>,
     /// Why the repositories could not be listed, if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
     sync_error: Option<String>,
 }
 
-impl From<LinkedInstallation> for LinkedReply {
-    fn from(linked: LinkedInstallation) -> Self {
-        Self {
-            installation: linked.installation,
-            repositories_synced: linked.repositories_synced,
-            sync_error: linked.sync_error,
+impl From<SetupOutcome> for SetupReply {
+    fn from(outcome: SetupOutcome) -> Self {
+        match outcome {
+            SetupOutcome::Authorize { url } => Self {
+                status: "authorize",
+                authorize_url: Some(url),
+                installation: None,
+                repositories_synced: None,
+                sync_error: None,
+            },
+            SetupOutcome::Linked(LinkedInstallation { installation, repositories_synced, sync_error }) => Self {
+                status: "linked",
+                authorize_url: None,
+                installation: Some(installation),
+                repositories_synced,
+                sync_error,
+            },
         }
     }
 }
 
-/// GitHub's redirect after the App is installed (the App's callback and setup URL). Links the
-/// installation to the organization named by `state` once the user GitHub authorized is shown to
-/// control it; without `code`, redirects to GitHub to authorize first. Nothing is linked on any
-/// error: 400 for a missing, forged, expired or used state, 403 when the installation cannot be
-/// verified as the user's (or is linked elsewhere), 503 when GitHub is unavailable or the flow is
-/// not configured.
+/// Completes linking a GitHub App installation to the organization (org_admin, and the same
+/// caller who started the install link): the body is the query GitHub's redirect brought to the
+/// App's setup URL. Links once GitHub confirms that the user who authorized controls the
+/// installation. Nothing is linked on any error, and an error before the link leaves the state
+/// usable: 400 `invalid_state` for a missing, forged, expired, used or someone else's state, 400
+/// for an incomplete redirect, 403 when the installation cannot be verified as the user's (or is
+/// linked elsewhere), 503 when GitHub is unavailable or the flow is not configured.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/github/setup", tag = "github", security(("bearer" = [])),
+    params(("org_id" = uuid::Uuid, Path, description = "Organization id")),
+    request_body = SetupRequest,
+    responses((status = 200, body = SetupReply), (status = 400, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn complete_setup(
+    State(state): State<AppState>,
+    scope: OrgScope,
+    crate::extract::Body(request): crate::extract::Body<SetupRequest>,
+) -> ApiResult<Json<SetupReply>> {
+    state.core().check_permission(&scope.actor, scope.org, Permission::IntegrationManage)?;
+    let flow = setup_flow(&state)?;
+    match flow.complete(&scope.actor, scope.org, request.into()).await {
+        Ok(outcome) => Ok(Json(outcome.into())),
+        Err(error) => {
+            tracing::info!(%error, "GitHub App setup refused; nothing linked");
+            Err(error.into())
+        }
+    }
+}
+
+/// What the browser GitHub sent back should do next.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LandingReply {
+    /// Always `complete_signed_in`: nothing is linked yet.
+    status: &'static str,
+    /// What to do, for a person reading it.
+    message: String,
+    /// The organization the install link was made for.
+    #[schema(value_type = uuid::Uuid)]
+    org_id: OrgId,
+    /// The installation GitHub says was made (not yet verified).
+    installation_id: InstallationId,
+    /// The request that completes the link, made with the credentials of whoever started it.
+    complete: LandingNext,
+}
+
+/// The request that completes the setup.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LandingNext {
+    /// `POST`.
+    method: &'static str,
+    /// `/v1/orgs/{org_id}/github/setup`.
+    path: String,
+    /// The body to send: the redirect's query.
+    #[schema(value_type = Object)]
+    body: SetupCallback,
+}
+
+/// GitHub's redirect after the App is installed, when the App's setup (callback) URL is this
+/// server. The redirect carries no AI-CD credentials, so it links nothing: without `code` it
+/// redirects to GitHub to authorize first; with one it answers the request that completes the
+/// link, which the web app (or the person, with their API key) makes signed in as whoever started
+/// the install link. 400 `invalid_state` for a missing, forged or expired state, 400 for an
+/// incomplete redirect, 503 when the flow is not configured.
 #[utoipa::path(get, path = "/github/setup", tag = "github",
     params(
         ("installation_id" = Option<String>, Query, description = "The installation GitHub says was made"),
@@ -209,17 +327,25 @@ impl From<LinkedInstallation> for LinkedReply {
         ("state" = Option<String>, Query, description = "The state of the install link"),
         ("code" = Option<String>, Query, description = "The OAuth authorization code"),
     ),
-    responses((status = 200, body = LinkedReply), (status = 302, description = "Authorize on GitHub first"),
-        (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = LandingReply), (status = 302, description = "Authorize on GitHub first"),
+        (status = 400, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn setup(State(state): State<AppState>, Query(callback): Query<SetupCallback>) -> ApiResult<Response> {
     let flow = setup_flow(&state)?;
-    match flow.complete(callback).await {
-        Ok(SetupOutcome::Linked(linked)) => Ok(Json(LinkedReply::from(linked)).into_response()),
-        Ok(SetupOutcome::Authorize { url }) => Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response()),
-        Err(error) => {
-            tracing::info!(%error, "GitHub App setup refused; nothing linked");
-            Err(error.into())
+    match flow.landing(&callback)? {
+        Landing::Authorize { url } => Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response()),
+        Landing::Complete { org, installation_id } => {
+            let path = format!("/v1/orgs/{org}/github/setup");
+            let reply = LandingReply {
+                status: "complete_signed_in",
+                message: format!(
+                    "GitHub installed the App. To link installation {installation_id}, sign in to AI-CD as the person \
+                     who started the install link and POST this body to {path}."
+                ),
+                org_id: org,
+                installation_id,
+                complete: LandingNext { method: "POST", path, body: callback },
+            };
+            Ok(Json(reply).into_response())
         }
     }
 }

@@ -78,6 +78,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(github::list_installations))
         .routes(routes!(github::unlink_installation))
         .routes(routes!(github::start_install))
+        .routes(routes!(github::complete_setup))
         .routes(routes!(github::setup))
         // The route reads its body itself, within the webhook limits.
         .routes(routes!(github::webhook))
