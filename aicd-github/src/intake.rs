@@ -48,6 +48,20 @@ const MAX_DELIVERY_ID_CHARS: usize = 200;
 /// A delivery left `processing` this long (its server died mid-way) may be processed again.
 const STALE_AFTER_SECS: i64 = 300;
 
+/// The `X-GitHub-Event` and `X-GitHub-Delivery` headers, trimmed, if present (an id of 1 to 200
+/// characters).
+fn delivery_headers<'a>(event: Option<&'a str>, delivery_id: Option<&'a str>) -> Result<(&'a str, &'a str)> {
+    let event = event
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or(Error::MalformedDelivery("the X-GitHub-Event header is missing"))?;
+    let delivery_id = delivery_id
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && d.chars().count() <= MAX_DELIVERY_ID_CHARS)
+        .ok_or(Error::MalformedDelivery("the X-GitHub-Delivery header is missing or longer than 200 characters"))?;
+    Ok((event, delivery_id))
+}
+
 /// A delivery whose signature was checked against the webhook secret. Only
 /// [`VerifiedDelivery::verify`] makes one.
 #[derive(Clone, Debug)]
@@ -71,15 +85,18 @@ impl<'a> VerifiedDelivery<'a> {
         body: &'a [u8],
     ) -> Result<Self> {
         secret.verify(body, signature)?;
-        let event = event
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .ok_or(Error::MalformedDelivery("the X-GitHub-Event header is missing"))?;
-        let delivery_id = delivery_id
-            .map(str::trim)
-            .filter(|d| !d.is_empty() && d.chars().count() <= MAX_DELIVERY_ID_CHARS)
-            .ok_or(Error::MalformedDelivery("the X-GitHub-Delivery header is missing or longer than 200 characters"))?;
+        let (event, delivery_id) = delivery_headers(event, delivery_id)?;
         Ok(Self { delivery_id, event, body })
+    }
+
+    /// Checks a delivery's headers before its body is read, so a route can refuse a malformed
+    /// request before spending anything on it: the signature header has GitHub's form (`sha256=`
+    /// and 64 hex digits; [`Error::MissingSignature`], [`Error::MalformedSignature`]), and the
+    /// event and delivery id are there ([`Error::MalformedDelivery`]). Proves nothing: only
+    /// [`VerifiedDelivery::verify`] does.
+    pub fn check_headers(signature: Option<&str>, event: Option<&str>, delivery_id: Option<&str>) -> Result<()> {
+        crate::webhooks::signature_digest(signature)?;
+        delivery_headers(event, delivery_id).map(drop)
     }
 
     /// The `X-GitHub-Delivery` id.

@@ -54,16 +54,22 @@ impl WebhookSecret {
     /// Errors say whether the header was missing, malformed or wrong; all three must be answered
     /// with 401 and nothing stored.
     pub fn verify(&self, body: &[u8], signature_header: Option<&str>) -> Result<()> {
-        let header = signature_header.ok_or(Error::MissingSignature)?;
-        let hex_digest = header.trim().strip_prefix("sha256=").ok_or(Error::MalformedSignature)?;
-        if hex_digest.len() != 64 {
-            return Err(Error::MalformedSignature);
-        }
-        let expected = hex::decode(hex_digest).map_err(|_| Error::MalformedSignature)?;
+        let expected = signature_digest(signature_header)?;
         let mut mac = self.mac();
         mac.update(body);
         mac.verify_slice(&expected).map_err(|_| Error::BadSignature)
     }
+}
+
+/// The digest an `X-Hub-Signature-256` header carries: `sha256=` and 64 hex digits.
+/// [`Error::MissingSignature`] without a header, [`Error::MalformedSignature`] for any other form.
+pub fn signature_digest(signature_header: Option<&str>) -> Result<Vec<u8>> {
+    let header = signature_header.ok_or(Error::MissingSignature)?;
+    let hex_digest = header.trim().strip_prefix("sha256=").ok_or(Error::MalformedSignature)?;
+    if hex_digest.len() != 64 {
+        return Err(Error::MalformedSignature);
+    }
+    hex::decode(hex_digest).map_err(|_| Error::MalformedSignature)
 }
 
 impl std::fmt::Debug for WebhookSecret {

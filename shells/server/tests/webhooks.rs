@@ -62,6 +62,9 @@ async fn deliver(server: &TestServer, event: &str, delivery: &str, payload: &Val
     deliver_signed(server, event, delivery, payload.to_string().as_bytes(), None).await
 }
 
+/// A signature of GitHub's form that is wrong for any body.
+const WRONG_SIGNATURE: &str = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+
 fn delivery_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -478,12 +481,15 @@ async fn deliveries_have_a_limit_of_their_own() {
             .post(server.url("/webhooks/github"))
             .header("X-GitHub-Event", "ping")
             .header("X-GitHub-Delivery", delivery_id())
-            .header("X-Hub-Signature-256", "sha256=00")
+            .header("X-Hub-Signature-256", WRONG_SIGNATURE)
             .body(vec![b' '; len])
     };
     let r = reply(oversized(6 * 1024 * 1024).send().await.unwrap()).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.body["error"]["details"]["limit_bytes"], 5 * 1024 * 1024, "{}", r.text);
+    // ...and on the bytes that arrive when no length is declared.
+    let line = chunked(&server, 6 * 1024 * 1024).await;
+    assert!(line.contains("413"), "{line}");
     // ...and configurable (never above GitHub's 25 MB).
     let small =
         TestServer::postgres(&[("AICD_GITHUB_WEBHOOK_SECRET", SECRET), ("AICD_WEBHOOK_MAX_BODY_BYTES", "2048")]).await;
@@ -493,7 +499,7 @@ async fn deliveries_have_a_limit_of_their_own() {
             .post(small.url("/webhooks/github"))
             .header("X-GitHub-Event", "ping")
             .header("X-GitHub-Delivery", delivery_id())
-            .header("X-Hub-Signature-256", "sha256=00")
+            .header("X-Hub-Signature-256", WRONG_SIGNATURE)
             .body(vec![b' '; 4096])
             .send()
             .await
@@ -508,8 +514,10 @@ async fn a_client_sending_bad_signatures_is_turned_away() {
     let server = server().await;
     let body = fixture("ping").to_string();
     let mut statuses = Vec::new();
-    for _ in 0..100 {
-        let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(Some("sha256=00"))).await;
+    for n in 0..100 {
+        // Malformed and wrong signatures count alike.
+        let bad = if n % 2 == 0 { "sha256=00" } else { WRONG_SIGNATURE };
+        let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(Some(bad))).await;
         statuses.push(r.status);
     }
     let unauthorized = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
@@ -517,10 +525,87 @@ async fn a_client_sending_bad_signatures_is_turned_away() {
     assert_eq!(unauthorized, 20, "the default allows 20 bad signatures a minute: {statuses:?}");
     assert_eq!(limited, 80, "{statuses:?}");
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
-    // Turned away before the body is read or the signature checked: even a good one waits.
-    let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(None)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "no signature at all: {}", r.text);
     assert!(r.headers.get("retry-after").is_some());
+    // A good signature from the same address is still accepted: GitHub's deliveries come from
+    // shared addresses, which someone else's misconfigured webhook must not lock out.
+    let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("processed")), "{}", r.text);
+}
+
+#[tokio::test]
+async fn malformed_headers_are_refused_before_a_place_is_taken() {
+    let server = TestServer::postgres(&[
+        ("AICD_GITHUB_WEBHOOK_SECRET", SECRET),
+        ("AICD_WEBHOOK_MAX_INFLIGHT", "1"),
+        ("AICD_WEBHOOK_READ_TIMEOUT_SECS", "5"),
+    ])
+    .await;
+    // One sender holds the only place...
+    let _slow = trickle(&server, 1000, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...yet requests that cannot be deliveries are answered for what they are, at once.
+    let body = fixture("ping").to_string();
+    let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(Some("sha1=abc"))).await;
+    assert_eq!((r.status, r.error_code()), (StatusCode::UNAUTHORIZED, "invalid_signature"), "{}", r.text);
+    let r = reply(
+        server
+            .http
+            .post(server.url("/webhooks/github"))
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("X-Hub-Signature-256", WRONG_SIGNATURE)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (StatusCode::BAD_REQUEST, "bad_request"), "no event: {}", r.text);
+    let r = reply(
+        server
+            .http
+            .post(server.url("/webhooks/github"))
+            .header("X-GitHub-Event", "ping")
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("X-Hub-Signature-256", WRONG_SIGNATURE)
+            .body(vec![b' '; 6 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    // A well-formed one waits for a place like any delivery.
+    let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+}
+
+/// Sends a delivery of `len` bytes in chunks, without declaring its length; the status line of
+/// the answer.
+async fn chunked(server: &TestServer, len: usize) -> String {
+    use tokio::io::AsyncWriteExt;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: ping\r\nX-GitHub-Delivery: {}\r\nX-Hub-Signature-256: {WRONG_SIGNATURE}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        delivery_id()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < len {
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        // The server may answer and close before everything is sent.
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    status_of(&mut stream).await
 }
 
 /// Opens a connection and sends a delivery's headers and `sent` bytes of a body declared
@@ -531,7 +616,7 @@ async fn trickle(server: &TestServer, declared: usize, sent: usize) -> tokio::ne
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /webhooks/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         X-GitHub-Event: ping\r\nX-GitHub-Delivery: {}\r\nX-Hub-Signature-256: sha256=00\r\n\
+         X-GitHub-Event: ping\r\nX-GitHub-Delivery: {}\r\nX-Hub-Signature-256: {WRONG_SIGNATURE}\r\n\
          Content-Length: {declared}\r\n\r\n",
         delivery_id()
     );

@@ -1,9 +1,10 @@
 //! The GitHub App: webhook deliveries in, the App's setup flow, and linked installations.
 //!
-//! The webhook route only guards and translates: it bounds the deliveries read at once, the size
-//! of each and the time its body may take, refuses a client address that keeps sending bad
-//! signatures, verifies the signature before anything in the body is read, and hands the verified
-//! delivery to [`aicd_github::Intake`], which holds the rules. Installations are linked only
+//! The webhook route only guards and translates: it refuses malformed headers and oversized
+//! declared bodies before anything else, bounds the deliveries read at once, the size of each and
+//! the time its body may take, counts bad signatures per client address (answering 429 past a
+//! limit, to bad signatures only), verifies the signature before anything in the body is read,
+//! and hands the verified delivery to [`aicd_github::Intake`], which holds the rules. Installations are linked only
 //! through the setup flow ([`aicd_github::InstallFlow`]), which proves the installer controls the
 //! installation, or by an operator (`aicd-server admin link-installation`).
 
@@ -45,8 +46,8 @@ pub(crate) struct DeliveryReply {
 
 /// Receives a GitHub webhook delivery (signed with the App's webhook secret).
 ///
-/// 401 for a missing or wrong signature (nothing is stored), 429 for a client address that sent
-/// too many of those, 503 when the server has no webhook secret or is reading too many deliveries
+/// 401 for a missing or wrong signature (nothing is stored), 429 instead once a client address
+/// has sent too many of those (a good signature is always accepted), 503 when the server has no webhook secret or is reading too many deliveries
 /// at once, 413 over the size limit, 408 when the body is too slow to arrive. Every verified
 /// delivery is acknowledged with 200, including events AI-CD ignores; if processing fails (the
 /// database is down), the answer is 503 and GitHub's redelivery is processed again.
@@ -73,14 +74,29 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
         ));
     };
     let client = client_ip_of(&request, state.settings().trust_forwarded_headers);
-    let strikes = format!("webhook-bad-signature:{client}");
-    let limit = hooks.limits.bad_signatures_per_minute;
-    if let Decision::Limited { retry_after } = state.limiter().peek(&strikes, limit).await {
-        metrics.webhook("unknown", "rate_limited");
-        return Err(rate_limited(retry_after));
+    let strikes =
+        Strikes { key: format!("webhook-bad-signature:{client}"), limit: hooks.limits.bad_signatures_per_minute };
+    // Cheap checks first, before a place is taken or a byte of the body read.
+    let headers = request.headers();
+    match VerifiedDelivery::check_headers(
+        header(headers, "x-hub-signature-256"),
+        header(headers, "x-github-event"),
+        header(headers, "x-github-delivery"),
+    ) {
+        Ok(()) => {}
+        Err(aicd_github::Error::MalformedDelivery(message)) => {
+            metrics.webhook("unknown", "malformed");
+            return Err(ApiError::bad_request(message));
+        }
+        Err(error) => return Err(strikes.refuse(&state, &client, error).await),
     }
-    // A permit per delivery whose body is being read: past the bound, turn away at once rather
-    // than hold memory and connections for whoever opens the most.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > hooks.limits.max_body_bytes) {
+        metrics.webhook("unknown", "too_large");
+        return Err(too_large(hooks.limits.max_body_bytes));
+    }
+    // A place per delivery whose body is being read or processed: past the bound, turn away at
+    // once rather than hold memory and connections for whoever opens the most.
     let Ok(_permit) = hooks.inflight.clone().try_acquire_owned() else {
         metrics.webhook("unknown", "busy");
         return Err(ApiError::unavailable("too many webhook deliveries are being received; redeliver shortly")
@@ -90,10 +106,14 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
     let read = axum::body::to_bytes(body, hooks.limits.max_body_bytes);
     let body = match tokio::time::timeout(hooks.limits.read_timeout, read).await {
         Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return Err(
-                payload_too_large().with_details(serde_json::json!({ "limit_bytes": hooks.limits.max_body_bytes }))
-            );
+        Ok(Err(error)) if is_length_limit(&error) => {
+            metrics.webhook("unknown", "too_large");
+            return Err(too_large(hooks.limits.max_body_bytes));
+        }
+        Ok(Err(error)) => {
+            metrics.webhook("unknown", "unreadable");
+            tracing::debug!(%error, %client, "a webhook body could not be read");
+            return Err(ApiError::bad_request("the delivery's body could not be read"));
         }
         Err(_) => {
             metrics.webhook("unknown", "timeout");
@@ -114,12 +134,7 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
     ) {
         Ok(delivery) => delivery,
         Err(aicd_github::Error::MalformedDelivery(message)) => return Err(ApiError::bad_request(message)),
-        Err(error) => {
-            metrics.webhook("unknown", "rejected");
-            state.limiter().check(&strikes, limit).await;
-            tracing::warn!(%error, %client, "webhook delivery refused: bad signature");
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", error.to_string()));
-        }
+        Err(error) => return Err(strikes.refuse(&state, &client, error).await),
     };
     let event = delivery.event().to_owned();
     let delivery_id = delivery.delivery_id().to_owned();
@@ -140,6 +155,45 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
                 .with_retry_after(Duration::from_secs(30)))
         }
     }
+}
+
+/// Bad signatures counted per client address. A strike only ever turns away requests that fail
+/// the signature check too: GitHub sends every App's deliveries from shared addresses, so anyone
+/// pointing a webhook with a wrong secret at this server could otherwise lock out real ones.
+struct Strikes {
+    key: String,
+    limit: u32,
+}
+
+impl Strikes {
+    /// Counts a refused signature: 401, or 429 past the limit.
+    async fn refuse(&self, state: &AppState, client: &str, error: aicd_github::Error) -> ApiError {
+        let metrics = state.metrics();
+        tracing::warn!(%error, %client, "webhook delivery refused: bad signature");
+        if let Decision::Limited { retry_after } = state.limiter().check(&self.key, self.limit).await {
+            metrics.webhook("unknown", "rate_limited");
+            return rate_limited(retry_after);
+        }
+        metrics.webhook("unknown", "rejected");
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", error.to_string())
+    }
+}
+
+/// 413 naming the limit.
+fn too_large(limit: usize) -> ApiError {
+    payload_too_large().with_details(serde_json::json!({ "limit_bytes": limit }))
+}
+
+/// Whether reading a body failed for its size (rather than the client going away).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
