@@ -249,6 +249,39 @@ mod local_git_only {
     }
 
     #[tokio::test]
+    async fn programs_named_by_the_repositorys_configuration_never_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let h = local_harness(false);
+        let marker = h.local_path().parent().unwrap().join("program-ran");
+        let program = h.local_path().parent().unwrap().join("sign.sh");
+        std::fs::write(&program, format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 1\n", marker.display())).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let program = program.to_str().unwrap();
+        for (key, value) in [
+            ("commit.gpgSign", "true"),
+            ("user.signingKey", "ABCDEF"),
+            ("gpg.program", program),
+            ("core.fsmonitor", program),
+        ] {
+            git(h.local_path(), &["config", key, value]);
+        }
+        publish(&h).await;
+        assert!(!marker.exists(), "a program ran: {:?}", std::fs::read_to_string(&marker));
+        // git does run it when committing on its own (the test would prove nothing otherwise).
+        let probe = std::process::Command::new("git")
+            .args(["-C", h.local_path().to_str().unwrap(), "commit", "--allow-empty", "-m", "probe"])
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(!probe.status.success(), "the signing program fails the probe commit");
+        assert!(marker.exists(), "git runs the configured program outside the forge");
+    }
+
+    #[tokio::test]
     async fn repositories_outside_the_roots_are_not_accessible() {
         let h = local_harness(false);
         let elsewhere = tempfile::tempdir().unwrap();

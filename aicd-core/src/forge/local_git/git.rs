@@ -117,10 +117,20 @@ impl Git {
             cmd.arg("-c").arg(setting);
         }
         // No hook of the repository runs (reference-transaction runs on every ref update), and no
-        // other program it names either.
+        // other program its configuration names either (signing programs run on commit).
         cmd.args([
             "-c",
             "core.hooksPath=/dev/null",
+            "-c",
+            "commit.gpgSign=false",
+            "-c",
+            "gpg.program=false",
+            "-c",
+            "gpg.ssh.program=false",
+            "-c",
+            "gpg.x509.program=false",
+            "-c",
+            "gpg.ssh.defaultKeyCommand=false",
             "-c",
             "core.fsmonitor=false",
             "-c",
@@ -332,7 +342,7 @@ impl Git {
     /// Makes a commit of `tree` on top of `parent` with `message` (kept verbatim).
     pub(super) fn commit_tree(&self, tree: &str, parent: &str, message: &str) -> Result<String> {
         let opts = Opts { stdin: Some(message.as_bytes()), index_file: None };
-        self.run(&["commit-tree", tree, "-p", parent, "-F", "-"], opts)
+        self.run(&["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-F", "-"], opts)
     }
 
     /// Moves `refname` to `new` if it is at `old` (the empty string: if it does not exist).
