@@ -282,6 +282,31 @@ mod local_git_only {
     }
 
     #[tokio::test]
+    async fn only_the_repositorys_own_top_directory_opens_it() {
+        let h = local_harness(false);
+        publish(&h).await;
+        let top = h.local_path().to_owned();
+        std::fs::create_dir_all(top.join("src")).unwrap();
+        git(&top, &["worktree", "add", "-q", "--detach", top.parent().unwrap().join("linked").to_str().unwrap()]);
+        let forge = h.forge();
+        // Another path to the same refs and objects: its `.git`, a directory inside, a linked
+        // worktree. Each would let a second organization share the first one's repository.
+        for other in [top.join(".git"), top.join("src"), top.parent().unwrap().join("linked")] {
+            let mut repo = h.repo.clone();
+            repo.source = aicd_core::repos::RepoSource::Local { path: other.to_str().unwrap().to_owned() };
+            for result in [forge.repo_view(&repo).await.map(drop), forge.create_branch(&repo, "x").await.map(drop)] {
+                match result {
+                    Err(Error::Rejected { service: "forge", message }) => {
+                        assert!(message.contains("not an accessible repository"), "{}: {message}", other.display());
+                    }
+                    other_result => panic!("{}: expected a refusal, got {other_result:?}", other.display()),
+                }
+            }
+        }
+        assert!(forge.repo_view(&h.repo).await.is_ok(), "the top directory itself opens");
+    }
+
+    #[tokio::test]
     async fn repositories_outside_the_roots_are_not_accessible() {
         let h = local_harness(false);
         let elsewhere = tempfile::tempdir().unwrap();

@@ -128,6 +128,20 @@ impl World {
         }
     }
 
+    /// The issue's comments once `done` holds for them (the progress comment is edited after the
+    /// state it reports is written).
+    async fn comments_once(&self, issue: u64, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let comments = self.forge.comments(REPO, issue);
+            if done(&comments) {
+                return comments;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {comments:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn settled(&self, job: JobId) -> Job {
         self.wait_until(job, "a settled state", |j| !j.state.is_runnable()).await
     }
@@ -198,9 +212,9 @@ async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World
     assert_eq!(files.get("src/hello.txt").map(Vec::as_slice), Some(&b"Hello, world!\n"[..]));
     assert_eq!(w.forge.commits_on(REPO, &pr.branch), 1);
 
-    let comments = w.forge.comments(REPO, 7);
+    let comments =
+        w.comments_once(7, "the pull request in the progress comment", |c| c.iter().any(|c| c.contains(&pr.url))).await;
     assert_eq!(comments.len(), 1, "one progress comment, edited in place");
-    assert!(comments[0].contains(&pr.url), "{}", comments[0]);
     assert!(job.budget.spent_tokens > 0, "usage is recorded against the job");
     assert_eq!(job.attempts.planning, 1);
     worker.shutdown(Duration::from_secs(5)).await;
@@ -300,8 +314,8 @@ async fn a_permanent_error_fails_the_job_with_its_reason(w: World) {
     let nothing = w.settled(w.job(2, "No instructions here.").await.id).await;
     assert_eq!(nothing.state, JobState::Failed);
     assert!(nothing.failure_reason.as_deref().unwrap().contains("nothing to do"), "{nothing:#?}");
-    let comments = w.forge.comments(REPO, 2);
-    assert!(comments[0].contains("Failed") && comments[0].contains("nothing to do"), "{comments:?}");
+    let failed = |c: &[String]| c.first().is_some_and(|c| c.contains("Failed") && c.contains("nothing to do"));
+    w.comments_once(2, "the failure in the progress comment", failed).await;
     worker.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -2,14 +2,12 @@
 //! (wiremock): the JWT and the token exchange, the token cache, tree and blob reads, the publish
 //! sequence and its retry, and how GitHub's errors map.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aicd_agent_api::{Changeset, FileChange, RepoViewError, RepoViewLimits};
 use aicd_core::forge::{CommentId, Forge, NewPullRequest};
-use aicd_core::github::{GithubRepoId, GithubRepoInfo, InstallationId};
 use aicd_core::repos::{RepoSource, Repository};
-use aicd_github::{AppCredentials, GitHubForge, InstallationTokens, RepoPermission, TokenPurpose, TokenScope};
+use aicd_github::{AppCredentials, InstallationTokens, RepoPermission};
 use base64::Engine;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -17,106 +15,9 @@ use sha2::Digest;
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const APP_ID: u64 = 123456;
-const INSTALLATION: u64 = 42;
-const TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
-const REPO: &str = "/repos/octo/hello";
-const BRANCH: &str = "aicd/issue-7-0c9f3e2a";
+mod api_support;
 
-/// One RSA key pair per test binary: (PKCS#1 private PEM, PKCS#1 public PEM).
-fn key_pair() -> (&'static str, &'static str) {
-    let keys = aicd_testkit::rsa_key_pair();
-    (&keys.private_pem, &keys.public_pem)
-}
-
-fn credentials() -> AppCredentials {
-    AppCredentials::new(APP_ID, key_pair().0).unwrap()
-}
-
-async fn github() -> (MockServer, InstallationTokens) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = MockServer::start().await;
-    let tokens = InstallationTokens::new(credentials(), &server.uri()).unwrap();
-    (server, tokens)
-}
-
-fn token_body(token: &str, expires_in: TimeDelta) -> Value {
-    json!({
-        "token": token,
-        "expires_at": (Utc::now() + expires_in).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "permissions": { "contents": "write", "issues": "write", "pull_requests": "write", "metadata": "read" },
-        "repository_selection": "selected"
-    })
-}
-
-async fn mount_token(server: &MockServer, installation: u64, expires_in: TimeDelta) {
-    Mock::given(method("POST"))
-        .and(path(format!("/app/installations/{installation}/access_tokens")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(token_body(TOKEN, expires_in)))
-        .mount(server)
-        .await;
-}
-
-/// A token scope for installation `installation` (the repository `octo/hello`, id 7).
-fn scope(installation: u64) -> TokenScope {
-    TokenScope::repository(
-        InstallationId::from_u64(installation).unwrap(),
-        GithubRepoId::new(7).unwrap(),
-        TokenPurpose::Job,
-    )
-}
-
-/// A forge over `tokens` whose store has `octo/hello` (GitHub id 7) registered through
-/// installation 42, linked to an organization.
-struct Setup {
-    forge: GitHubForge,
-    repo: Repository,
-    _db: aicd_testkit::TestSqlite,
-}
-
-async fn setup(tokens: &InstallationTokens) -> Setup {
-    let db = aicd_testkit::TestSqlite::new();
-    let store = Arc::new(aicd_core::store::SqlStore::sqlite(db.path()).await.unwrap());
-    let core = aicd_core::Core::new(store.clone(), aicd_core::CoreOptions::default());
-    let org = aicd_core::tenancy::NewOrg { name: "Octo".into(), max_concurrent_jobs: None, settings: None };
-    let (org, _, _) = core.bootstrap_org(org).await.unwrap();
-    let intake = core.github_intake();
-    let installation = InstallationId::from_u64(INSTALLATION).unwrap();
-    intake.link_installation(org.id, installation, Some("octo".into()), "operator").await.unwrap();
-    let info =
-        GithubRepoInfo { repo_id: GithubRepoId::new(7).unwrap(), full_name: "octo/hello".into(), default_branch: None };
-    let repo = intake.sync_github_repos(org.id, installation, &[info], &[]).await.unwrap().upserted.remove(0);
-    Setup { forge: GitHubForge::new(tokens.clone(), store), repo, _db: db }
-}
-
-/// The requests GitHub received other than token mints, as (method, path and query, JSON body).
-async fn api_calls(server: &MockServer) -> Vec<(String, String, Value)> {
-    let requests = server.received_requests().await.unwrap();
-    requests
-        .iter()
-        .filter(|r| !r.url.path().starts_with("/app/"))
-        .map(|r| {
-            let target = match r.url.query() {
-                Some(q) => format!("{}?{q}", r.url.path()),
-                None => r.url.path().to_owned(),
-            };
-            (r.method.to_string(), target, r.body_json().unwrap_or(Value::Null))
-        })
-        .collect()
-}
-
-async fn mints(server: &MockServer) -> usize {
-    let requests = server.received_requests().await.unwrap();
-    requests.iter().filter(|r| r.url.path().ends_with("/access_tokens")).count()
-}
-
-fn json_response(status: u16, body: Value) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(body)
-}
-
-async fn mock(server: &MockServer, verb: &str, at: &str, response: ResponseTemplate) {
-    Mock::given(method(verb)).and(path(at)).respond_with(response).mount(server).await;
-}
+use api_support::*;
 
 #[tokio::test]
 async fn the_app_jwt_is_exchanged_for_an_installation_token() {
@@ -832,45 +733,4 @@ async fn a_refused_token_is_replaced_once() {
     let permission = tokens.client(scope(INSTALLATION)).permission("octo", "hello", "mona").await.unwrap();
     assert_eq!(permission, RepoPermission::Admin);
     assert_eq!(mints(&server).await, 2);
-}
-
-/// Everything logged while publishing, at every level, never contains the token.
-#[tokio::test]
-async fn the_token_never_reaches_the_logs() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary run on other threads without a subscriber; make sure no callsite
-    // stays cached as uninteresting.
-    tracing::callsite::rebuild_interest_cache();
-
-    let (server, tokens) = github().await;
-    mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
-    mock(&server, "POST", &format!("{REPO}/issues/7/comments"), json_response(201, json!({"id": 1}))).await;
-    mock(&server, "PATCH", &format!("{REPO}/issues/comments/1"), json_response(500, json!({"message": "oops"}))).await;
-    let Setup { forge, repo, _db } = setup(&tokens).await;
-    tracing::callsite::rebuild_interest_cache();
-    forge.post_comment(&repo, 7, "hello").await.unwrap();
-    forge.update_comment(&repo, 7, CommentId(1), "hello").await.unwrap_err();
-
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("access_tokens"), "the capture works: {logs}");
-    assert!(!logs.contains(TOKEN), "{logs}");
-    assert!(!logs.contains("ghs_"), "{logs}");
 }

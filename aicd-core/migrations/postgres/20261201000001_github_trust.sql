@@ -35,6 +35,18 @@ CREATE POLICY github_install_states_tenant ON github_install_states
 GRANT SELECT, INSERT, UPDATE, DELETE ON github_install_states TO aicd_app;
 
 ALTER TABLE repositories ADD COLUMN detached_at timestamptz;
+-- Backfills below run as the schema's owner, whom FORCE ROW LEVEL SECURITY would otherwise limit
+-- to no organization (and so to no row); it is restored right after.
+ALTER TABLE repositories NO FORCE ROW LEVEL SECURITY;
+-- Earlier versions let two organizations register the same local path. The first registration
+-- keeps it; later ones get a path that no longer opens (register them again at a path of their
+-- own), so that a path belongs to one organization from here on.
+UPDATE repositories r SET local_path = r.local_path || '#duplicate-' || r.id, updated_at = now()
+WHERE r.kind = 'local' AND EXISTS (
+    SELECT 1 FROM repositories o
+    WHERE o.kind = 'local' AND o.local_path = r.local_path AND (o.created_at, o.id) < (r.created_at, r.id)
+);
+ALTER TABLE repositories FORCE ROW LEVEL SECURITY;
 CREATE UNIQUE INDEX repositories_local_path_key ON repositories (local_path) WHERE kind = 'local';
 
 ALTER TABLE github_installations ADD COLUMN linked_by text;
@@ -46,7 +58,9 @@ ALTER TABLE github_commands ADD COLUMN trigger text NOT NULL DEFAULT 'comment'
     CHECK (trigger IN ('comment', 'label', 'assignment'));
 ALTER TABLE github_commands ADD COLUMN source_key text;
 ALTER TABLE github_commands ADD COLUMN author_login text;
+ALTER TABLE github_commands NO FORCE ROW LEVEL SECURITY;
 UPDATE github_commands SET source_key = 'comment:' || comment_id;
+ALTER TABLE github_commands FORCE ROW LEVEL SECURITY;
 ALTER TABLE github_commands ALTER COLUMN source_key SET NOT NULL;
 ALTER TABLE github_commands ALTER COLUMN comment_id DROP NOT NULL;
 ALTER TABLE github_commands ADD CONSTRAINT github_commands_source_key UNIQUE (org_id, source_key);

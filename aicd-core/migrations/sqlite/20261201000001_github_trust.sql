@@ -12,6 +12,14 @@ CREATE TABLE github_install_states (
 CREATE INDEX github_install_states_org_idx ON github_install_states (org_id, expires_at);
 
 ALTER TABLE repositories ADD COLUMN detached_at TEXT;
+-- The first registration of a local path keeps it; later ones (other organizations, allowed by
+-- earlier versions) get a path that no longer opens.
+UPDATE repositories SET local_path = local_path || '#duplicate-' || hex(id)
+WHERE kind = 'local' AND EXISTS (
+    SELECT 1 FROM repositories o
+    WHERE o.kind = 'local' AND o.local_path = repositories.local_path
+      AND (o.created_at < repositories.created_at OR (o.created_at = repositories.created_at AND o.id < repositories.id))
+);
 CREATE UNIQUE INDEX repositories_local_path_key ON repositories (local_path) WHERE kind = 'local';
 
 ALTER TABLE github_installations ADD COLUMN linked_by TEXT;

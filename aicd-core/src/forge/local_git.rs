@@ -176,12 +176,24 @@ impl LocalGitForge {
             if !roots.contains(&dir) {
                 return Err(not_accessible(&format!("{} is outside the repository roots", dir.display())));
             }
-            let mut git = Git::new(dir, timeout);
-            let common_dir = git.common_dir().map_err(|e| match e {
+            let mut git = Git::new(dir.clone(), timeout);
+            let layout = git.layout().map_err(|e| match e {
                 Error::Rejected { message, .. } => not_accessible(&message),
                 other => other,
             })?;
-            let common_dir = std::fs::canonicalize(&common_dir).map_err(|e| not_accessible(&e))?;
+            let canonical = |p: &std::path::Path| std::fs::canonicalize(p).map_err(|e| not_accessible(&e));
+            let (git_dir, common_dir) = (canonical(&layout.git_dir)?, canonical(&layout.common_dir)?);
+            // The path must be the repository itself: its working tree's top (with its own `.git`
+            // directory), or a bare repository. Not a directory inside one, its `.git`, or a linked
+            // worktree: another path of the same refs and objects would let two organizations
+            // share them, however unique the registered paths are.
+            let own = if layout.bare { dir.clone() } else { dir.join(".git") };
+            if git_dir != own || common_dir != own {
+                return Err(not_accessible(&format!(
+                    "it is not a repository's top directory (its git directory is {})",
+                    common_dir.display()
+                )));
+            }
             if !roots.contains(&common_dir) {
                 return Err(not_accessible(&format!(
                     "its git directory {} is outside the roots",

@@ -135,8 +135,14 @@ pub(crate) async fn local_repositories_stay_under_the_roots_and_in_one_org(h: &H
     let spelled = format!("{}/./shared/", h.repos.path().display());
     let repo = h.core.create_repo(&admin, org.id, local(spelled)).await.unwrap();
     assert_eq!(repo.source, RepoSource::Local { path: path.clone() });
-    // ...and belongs to that organization alone: another gets the same refusal as for `/etc`.
+    // ...and belongs to that organization alone: another gets the same refusal as for `/etc`,
+    // for the path itself and for another way into the same repository (its `.git`).
+    refused(h.core.create_repo(&other_admin, other.id, local(format!("{path}/.git"))).await);
     refused(h.core.create_repo(&other_admin, other.id, local(path)).await);
+    // A directory that is not a repository's top is refused too.
+    let plain = h.repos.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    refused(h.core.create_repo(&admin, org.id, local(plain.display().to_string())).await);
 }
 
 pub(crate) async fn a_new_job_is_queued_with_defaults_and_a_created_event(h: &Harness) {

@@ -59,9 +59,10 @@ impl Harness {
     }
 
     /// A directory `name` under the repository root, created, as registered (canonical).
+    /// A directory shaped like a repository's top (with a `.git` directory) under the roots.
     pub fn local_path(&self, name: &str) -> String {
         let dir = self.repos.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
         std::fs::canonicalize(dir).unwrap().display().to_string()
     }
 

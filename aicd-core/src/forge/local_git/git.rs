@@ -36,6 +36,14 @@ pub(super) struct Git {
     safe: Vec<PathBuf>,
 }
 
+/// Where a repository's parts are ([`Git::layout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Layout {
+    pub(super) bare: bool,
+    pub(super) git_dir: PathBuf,
+    pub(super) common_dir: PathBuf,
+}
+
 /// A tree entry: its mode (`100644`, `100755`, `120000`, `160000`) and object id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct TreeEntry {
@@ -251,10 +259,19 @@ impl Git {
         Ok(finished.value)
     }
 
-    /// The absolute path of the repository's common git directory (where refs and objects live).
-    pub(super) fn common_dir(&self) -> Result<PathBuf> {
-        let out = self.run(&["rev-parse", "--path-format=absolute", "--git-common-dir"], Opts::default())?;
-        Ok(PathBuf::from(OsString::from(out)))
+    /// Where the repository's parts are: whether it is bare, and the absolute paths of its git
+    /// directory and common git directory (where refs and objects live; they differ in a linked
+    /// worktree).
+    pub(super) fn layout(&self) -> Result<Layout> {
+        let args = ["rev-parse", "--path-format=absolute", "--is-bare-repository", "--git-dir", "--git-common-dir"];
+        let out = self.run(&args, Opts::default())?;
+        let mut lines = out.lines();
+        let (Some(bare), Some(git_dir), Some(common_dir), None) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(rejected("git rev-parse printed an unexpected answer"));
+        };
+        Ok(Layout { bare: bare == "true", git_dir: PathBuf::from(git_dir), common_dir: PathBuf::from(common_dir) })
     }
 
     /// The commit `refname` points to, or `None` if there is no such ref.

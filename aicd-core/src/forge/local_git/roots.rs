@@ -63,8 +63,10 @@ impl LocalRoots {
         }
     }
 
-    /// The canonical form of `path`, a directory under a root. [`Error::InvalidInput`] saying
-    /// only that the path is not accessible otherwise (the reason is logged, never returned).
+    /// The canonical form of `path`, a repository's top directory under a root: a working tree
+    /// with its own `.git` directory, or a bare repository (not a repository's `.git`, a
+    /// directory inside one, or a linked worktree). [`Error::InvalidInput`] saying only that the
+    /// path is not accessible otherwise (the reason is logged, never returned).
     pub fn resolve(&self, path: &str) -> Result<PathBuf> {
         let refuse = |why: &dyn std::fmt::Display| {
             tracing::info!(path, reason = %why, "a local repository path was refused");
@@ -77,6 +79,9 @@ impl LocalRoots {
         if !self.contains(&canonical) {
             return Err(refuse(&format!("{} is outside every root", canonical.display())));
         }
+        if !is_repository_top(&canonical) {
+            return Err(refuse(&"not a repository's top directory"));
+        }
         Ok(canonical)
     }
 
@@ -84,6 +89,17 @@ impl LocalRoots {
     pub(crate) fn not_accessible(path: &str) -> String {
         format!("the repository `{path}` {NOT_ACCESSIBLE}")
     }
+}
+
+/// Whether `dir` (canonical) is a repository's own top directory, by its shape: a `.git`
+/// directory inside, or the parts of a bare repository (and not itself named `.git`). The forge
+/// checks again with git when it opens the repository.
+fn is_repository_top(dir: &Path) -> bool {
+    if dir.join(".git").is_dir() {
+        return true;
+    }
+    let bare = dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir();
+    bare && dir.file_name().is_some_and(|name| name != ".git")
 }
 
 #[cfg(test)]
@@ -94,9 +110,9 @@ mod tests {
     fn paths_resolve_only_under_a_root() {
         let dir = tempfile::tempdir().unwrap();
         let inside = dir.path().join("repos").join("a");
-        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::create_dir_all(inside.join(".git")).unwrap();
         let outside = dir.path().join("elsewhere");
-        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(outside.join(".git")).unwrap();
         let roots = LocalRoots::new([dir.path().join("repos"), dir.path().join("missing")]);
         assert_eq!(roots.roots().map(<[PathBuf]>::len), Some(1));
         let resolved = roots.resolve(inside.to_str().unwrap()).unwrap();
@@ -113,5 +129,27 @@ mod tests {
         assert!(roots.resolve(link.to_str().unwrap()).is_err());
         assert!(LocalRoots::default().resolve(inside.to_str().unwrap()).is_err());
         assert!(LocalRoots::anywhere().resolve(outside.to_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn only_a_repositorys_top_directory_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = LocalRoots::new([dir.path().to_path_buf()]);
+        let top = dir.path().join("a");
+        for part in [".git/objects", ".git/refs", "src"] {
+            std::fs::create_dir_all(top.join(part)).unwrap();
+        }
+        std::fs::write(top.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        let bare = dir.path().join("b.git");
+        for part in ["objects", "refs"] {
+            std::fs::create_dir_all(bare.join(part)).unwrap();
+        }
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("plain")).unwrap();
+        assert!(roots.resolve(top.to_str().unwrap()).is_ok());
+        assert!(roots.resolve(bare.to_str().unwrap()).is_ok());
+        for not_top in [top.join(".git"), top.join("src"), dir.path().join("plain")] {
+            assert!(roots.resolve(not_top.to_str().unwrap()).is_err(), "{}", not_top.display());
+        }
     }
 }

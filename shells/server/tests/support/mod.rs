@@ -205,8 +205,12 @@ pub fn repo_root() -> std::path::PathBuf {
 }
 
 /// A new, empty directory under [`repo_root`], for a repository registered without git.
+/// A directory under the repository roots shaped like a repository's top (with a `.git`
+/// directory), which registration accepts; the forge checks it with git when it opens it.
 pub fn local_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(repo_root()).expect("a directory for a repository")
+    let dir = tempfile::tempdir_in(repo_root()).expect("a directory for a repository");
+    std::fs::create_dir_all(dir.path().join(".git")).expect("its .git directory");
+    dir
 }
 
 pub fn config(vars: &[(String, String)]) -> Config {
