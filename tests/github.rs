@@ -168,6 +168,12 @@ async fn a_labelled_issue_becomes_one_pull_request_and_its_merge_ends_the_job() 
     assert!(grants.iter().all(|g| !g.permissions.is_empty()), "every token names its permissions: {grants:#?}");
     assert!(listing <= 1, "only the repository listing reaches every repository: {grants:#?}");
     assert!(grants.iter().filter(|g| g.repository_ids.is_some()).all(|g| g.repository_ids == Some(vec![REPO_ID])));
+    // No token holds more than one write permission: pushing, the pull request and comments each
+    // get their own.
+    for grant in &grants {
+        let writes = grant.permissions.values().filter(|level| *level == "write").count();
+        assert!(writes <= 1, "a token for one thing: {grant:#?}");
+    }
     for request in world.github.requests().await {
         let agent = request.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default();
         assert!(agent.starts_with("aicd-test (aicd/"), "the App names itself: {agent}");

@@ -137,7 +137,8 @@ impl std::fmt::Debug for InstallationToken {
 /// | purpose | permissions |
 /// |---|---|
 /// | [`Read`](TokenPurpose::Read) | contents: read, metadata: read |
-/// | [`Job`](TokenPurpose::Job) | contents: write, pull_requests: write, issues: write, metadata: read |
+/// | [`Push`](TokenPurpose::Push) | contents: write, metadata: read |
+/// | [`PullRequest`](TokenPurpose::PullRequest) | pull_requests: write, contents: read, metadata: read |
 /// | [`Converse`](TokenPurpose::Converse) | issues: write, metadata: read |
 /// | [`ListRepositories`](TokenPurpose::ListRepositories) | metadata: read |
 ///
@@ -148,9 +149,12 @@ impl std::fmt::Debug for InstallationToken {
 pub enum TokenPurpose {
     /// Reading a repository's files (a job's view, a diff).
     Read,
-    /// What a job does: read and push branches, open pull requests, comment on its issue.
-    Job,
-    /// Answering in a repository's issues, and reading a collaborator's permission.
+    /// Creating, committing to and deleting a job's branch.
+    Push,
+    /// Opening (or finding) a job's pull request.
+    PullRequest,
+    /// Commenting in a repository's issues (a job's progress, replies to commands), and reading a
+    /// collaborator's permission.
     Converse,
     /// Listing the repositories an installation reaches (not narrowed to one repository).
     ListRepositories,
@@ -161,8 +165,9 @@ impl TokenPurpose {
     fn permissions(self) -> serde_json::Value {
         match self {
             TokenPurpose::Read => serde_json::json!({ "contents": "read", "metadata": "read" }),
-            TokenPurpose::Job => serde_json::json!({
-                "contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"
+            TokenPurpose::Push => serde_json::json!({ "contents": "write", "metadata": "read" }),
+            TokenPurpose::PullRequest => serde_json::json!({
+                "pull_requests": "write", "contents": "read", "metadata": "read"
             }),
             TokenPurpose::Converse => serde_json::json!({ "issues": "write", "metadata": "read" }),
             TokenPurpose::ListRepositories => serde_json::json!({ "metadata": "read" }),

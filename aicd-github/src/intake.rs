@@ -18,7 +18,8 @@
 //! Nothing that could start a job on someone's word does so here: labels, assignments and
 //! commands are recorded, and the worker's [`crate::CommandProcessor`] starts the job only after
 //! GitHub says the person has write access. Triggers from bot accounts are ignored unless the
-//! repository's `triggers.bots` setting allows them.
+//! repository's `triggers.bots` setting allows them, and the App's own bot never triggers
+//! anything (its comments and labels would otherwise start jobs of their own).
 
 use aicd_core::Core;
 use aicd_core::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery};
@@ -371,6 +372,9 @@ impl Handler<'_> {
         if e.issue.state == "closed" {
             return Ok(Handled::Ignored("the issue is closed".into()));
         }
+        if self.is_bot(Some(sender)) {
+            return Ok(Handled::Ignored("AI-CD's own actions are never triggers".into()));
+        }
         if is_bot_login(sender) && !triggers.bots {
             return Ok(Handled::Ignored(format!("triggers from bots (`{sender}`) are not obeyed in this repository")));
         }
@@ -417,6 +421,9 @@ impl Handler<'_> {
         let triggers = self.github.trigger_settings(org, &repo).await?;
         if !triggers.commands {
             return Ok(Handled::Ignored("comment commands are turned off for this repository".into()));
+        }
+        if self.is_bot(Some(&login)) {
+            return Ok(Handled::Ignored("AI-CD's own comments carry no commands".into()));
         }
         if is_bot_login(&login) && !triggers.bots {
             return Ok(Handled::Ignored("commands from bots are not obeyed".into()));

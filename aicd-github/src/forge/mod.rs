@@ -34,8 +34,9 @@ use crate::client::{InstallationClient, RepoName, Target, encode, rejected, stat
 /// another organization or suspended, or a detached repository, is refused with
 /// [`Error::Rejected`] before any token is requested. It then acts as that installation with a
 /// token narrowed to the one repository and the call's needs (reads with
-/// [`TokenPurpose::Read`], the rest with [`TokenPurpose::Job`]), from the [`InstallationTokens`]
-/// cache. It accepts and refuses the same inputs as the built-in forges
+/// [`TokenPurpose::Read`], branches and commits with [`TokenPurpose::Push`], the pull request with
+/// [`TokenPurpose::PullRequest`], comments with [`TokenPurpose::Converse`]), from the
+/// [`InstallationTokens`] cache. It accepts and refuses the same inputs as the built-in forges
 /// (`MemoryForge`, `LocalGitForge`), and is idempotent as the [`Forge`] contract requires:
 ///
 /// - [`Forge::repo_view`] reads the default branch's tree recursively once and each file's blob
@@ -334,7 +335,7 @@ impl Forge for GitHubForge {
 
     async fn create_branch(&self, repo: &Repository, branch: &str) -> Result<BranchRef> {
         check_branch_name(branch)?;
-        let target = self.target(repo, TokenPurpose::Job).await?;
+        let target = self.target(repo, TokenPurpose::Push).await?;
         let found = |head: String| BranchRef { name: branch.to_owned(), head };
         let base = target.default_head(repo).await?;
         let path = format!("{}/git/refs", target.name.path());
@@ -363,7 +364,7 @@ impl Forge for GitHubForge {
         let message = normalize_message(message)?;
         let changes = &changeset.changes;
         check_changes(changes)?;
-        let target = self.target(repo, TokenPurpose::Job).await?;
+        let target = self.target(repo, TokenPurpose::Push).await?;
         let Some(tip) = target.branch_head(branch).await? else {
             return Err(target.client.explain_not_found(&target.name, Error::NotFound { kind: "branch" }).await);
         };
@@ -444,7 +445,7 @@ impl Forge for GitHubForge {
 
     async fn delete_branch(&self, repo: &Repository, branch: &str) -> Result<()> {
         check_commit_target(repo, branch)?;
-        let target = self.target(repo, TokenPurpose::Job).await?;
+        let target = self.target(repo, TokenPurpose::Push).await?;
         let path = format!("{}/git/refs/heads/{}", target.name.path(), encode(branch, true));
         let reply = target.client.send(Method::DELETE, &path, None).await?;
         // 422 "Reference does not exist" and 404 both mean there is nothing left to delete.
@@ -462,7 +463,7 @@ impl Forge for GitHubForge {
 
     async fn open_pull_request(&self, repo: &Repository, pr: &NewPullRequest) -> Result<PullRequestRef> {
         check_pull_request(repo, pr)?;
-        let target = self.target(repo, TokenPurpose::Job).await?;
+        let target = self.target(repo, TokenPurpose::PullRequest).await?;
         let to_ref = |p: Pull| PullRequestRef { number: p.number, url: p.html_url, branch: pr.branch.clone() };
         if let Some(open) = target.open_pull(&pr.branch).await? {
             return Ok(to_ref(open));
@@ -494,14 +495,14 @@ impl Forge for GitHubForge {
 
     async fn post_comment(&self, repo: &Repository, issue_number: u64, body: &str) -> Result<CommentId> {
         check_comment(issue_number, body)?;
-        let target = self.target(repo, TokenPurpose::Job).await?;
+        let target = self.target(repo, TokenPurpose::Converse).await?;
         let id = target.client.create_issue_comment(&target.name.owner, &target.name.name, issue_number, body).await?;
         Ok(CommentId(id))
     }
 
     async fn update_comment(&self, repo: &Repository, issue_number: u64, comment: CommentId, body: &str) -> Result<()> {
         check_comment(issue_number, body)?;
-        let target = self.target(repo, TokenPurpose::Job).await?;
+        let target = self.target(repo, TokenPurpose::Converse).await?;
         target.client.update_issue_comment(&target.name.owner, &target.name.name, comment.0, body).await
     }
 }

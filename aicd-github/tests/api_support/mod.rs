@@ -57,7 +57,7 @@ pub(crate) fn scope(installation: u64) -> TokenScope {
     TokenScope::repository(
         InstallationId::from_u64(installation).unwrap(),
         GithubRepoId::new(7).unwrap(),
-        TokenPurpose::Job,
+        TokenPurpose::Push,
     )
 }
 

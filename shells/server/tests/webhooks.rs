@@ -290,6 +290,40 @@ async fn triggers_follow_repository_settings_over_the_organizations() {
 }
 
 #[tokio::test]
+async fn the_apps_own_bot_never_triggers_even_where_bots_may() {
+    let server = server().await;
+    let (org, admin) = linked_org(&server).await;
+    let repo = server.store.find_github_repo(org, GithubRepoId::new(REPO).unwrap()).await.unwrap().unwrap();
+    let r = server
+        .call(
+            Method::PATCH,
+            &format!("/v1/orgs/{org}/repos/{}", repo.id),
+            Some(&admin),
+            Some(json!({ "settings": { "triggers": { "bots": true } } })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut own = labeled(1, "aicd");
+    own["sender"]["login"] = json!("aicd-app[bot]");
+    let r = deliver(&server, "issues", &delivery_id(), &own).await;
+    assert_eq!(r.body["status"], "ignored", "{}", r.text);
+    assert!(r.body["detail"].as_str().unwrap().contains("own"), "{}", r.text);
+    let mut comment = fixture("issue_comment_created");
+    comment["comment"]["body"] = json!("/aicd run");
+    comment["comment"]["user"]["login"] = json!("AICD-App[bot]");
+    let r = deliver(&server, "issue_comment", &delivery_id(), &comment).await;
+    assert_eq!(r.body["status"], "ignored", "{}", r.text);
+    assert!(r.body["detail"].as_str().unwrap().contains("own"), "{}", r.text);
+    // Another bot is obeyed here.
+    let mut other = labeled(2, "aicd");
+    other["sender"]["login"] = json!("labeler[bot]");
+    let r = deliver(&server, "issues", &delivery_id(), &other).await;
+    assert_eq!(r.body["status"], "processed", "{}", r.text);
+    let recorded: Vec<_> = recorded_commands(&server).await.into_iter().map(|c| c.login).collect();
+    assert_eq!(recorded, ["labeler[bot]"]);
+}
+
+#[tokio::test]
 async fn comment_commands_are_recorded_for_the_worker() {
     let server = server().await;
     let (org, _) = linked_org(&server).await;
