@@ -216,6 +216,9 @@ struct MintedToken {
     expires_at: DateTime<Utc>,
 }
 
+/// How many scopes the cache holds before it sweeps out those without a fresh token.
+const SWEEP_AT: usize = 1024;
+
 /// One scope's slot in the cache: held while minting, so concurrent callers wait for the mint in
 /// progress and share its token.
 type Slot = Arc<tokio::sync::Mutex<Option<InstallationToken>>>;
@@ -322,7 +325,22 @@ impl InstallationTokens {
 
     fn slot(&self, scope: TokenScope) -> Slot {
         let mut slots = self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.len() >= SWEEP_AT && !slots.contains_key(&scope) {
+            // Scopes multiply with repositories and purposes: drop the slots whose token is no
+            // longer fresh (nobody is minting into a slot that is not locked).
+            let now = Utc::now();
+            slots.retain(|_, slot| match slot.try_lock() {
+                Ok(token) => token.as_ref().is_some_and(|t| t.is_fresh_at(now)),
+                Err(_) => true,
+            });
+        }
         slots.entry(scope).or_default().clone()
+    }
+
+    /// How many scopes have a slot in the cache.
+    #[cfg(test)]
+    fn cached_scopes(&self) -> usize {
+        self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     async fn mint(&self, scope: TokenScope) -> aicd_core::Result<InstallationToken> {
@@ -365,6 +383,26 @@ impl std::fmt::Debug for InstallationTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_cache_sweeps_out_scopes_without_a_fresh_token() {
+        let key = aicd_testkit::rsa_key_pair().private_pem.clone();
+        let tokens = InstallationTokens::new(AppCredentials::new(1, &key).unwrap(), "http://127.0.0.1:9").unwrap();
+        let installation = InstallationId::from_u64(7).unwrap();
+        let scope = |n: i64| TokenScope::repository(installation, GithubRepoId::new(n).unwrap(), TokenPurpose::Read);
+        // A live token in one slot, a slot being minted into, and many stale ones.
+        *tokens.slot(scope(1)).lock().await =
+            Some(InstallationToken::new("ghs_live", Utc::now() + TimeDelta::hours(1)));
+        let minting = tokens.slot(scope(2));
+        let _held = minting.lock().await;
+        for n in 3..=(SWEEP_AT as i64 + 10) {
+            *tokens.slot(scope(n)).lock().await = Some(InstallationToken::new("ghs_old", Utc::now()));
+        }
+        assert!(tokens.cached_scopes() < SWEEP_AT, "{} scopes kept", tokens.cached_scopes());
+        let live = tokens.slot(scope(1));
+        assert_eq!(live.lock().await.as_ref().map(|t| t.secret().to_owned()).as_deref(), Some("ghs_live"));
+        assert!(Arc::ptr_eq(&tokens.slot(scope(2)), &minting), "a slot in use is kept");
+    }
 
     #[test]
     fn a_token_is_fresh_until_five_minutes_before_it_expires() {

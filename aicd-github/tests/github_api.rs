@@ -199,7 +199,7 @@ async fn repo_view_lists_the_tree_and_reads_blobs_lazily_within_its_limits() {
         .mount(&server)
         .await;
 
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let view = forge.repo_view(&repo).await.unwrap();
     assert_eq!(view.list_files().await.unwrap(), ["README.md", "assets/logo.bin", "big.dat"]);
     assert_eq!(view.read_file("assets/logo.bin").await.unwrap(), Some(binary));
@@ -256,11 +256,40 @@ async fn a_truncated_tree_is_listed_as_far_as_it_goes_and_files_are_found_by_wal
     )
     .await;
 
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let view = forge.repo_view(&repo).await.unwrap();
     assert_eq!(view.list_files().await.unwrap(), ["a.txt"]);
     assert_eq!(view.read_file("dir/b.txt").await.unwrap(), Some(b"b\n".to_vec()));
     assert_eq!(view.read_file("dir/c.txt").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_view_stops_reading_once_its_installation_is_unlinked() {
+    let (server, tokens) = github().await;
+    mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
+    let tree = json!({"sha": "root", "truncated": false, "tree": [tree_item("a.txt", "blob", "a-sha", Some(1))]});
+    Mock::given(method("GET"))
+        .and(path(format!("{REPO}/git/trees/main")))
+        .respond_with(json_response(200, tree))
+        .mount(&server)
+        .await;
+    let blob = json!({"sha": "a-sha", "size": 1, "content": wrapped_b64(b"a"), "encoding": "base64"});
+    mock(&server, "GET", &format!("{REPO}/git/blobs/a-sha"), json_response(200, blob)).await;
+    let Setup { forge, repo, core, _db } = setup(&tokens).await;
+    let forge = forge.with_access_recheck(Duration::ZERO);
+    let view = forge.repo_view(&repo).await.unwrap();
+    assert_eq!(view.read_file("a.txt").await.unwrap(), Some(b"a".to_vec()));
+
+    // The installation is unlinked while the view is open (a job step in progress).
+    let installation = aicd_core::github::InstallationId::from_u64(INSTALLATION).unwrap();
+    core.github_intake().remove_installation(installation).await.unwrap();
+    let blob_reads = || async {
+        let requests = server.received_requests().await.unwrap();
+        requests.iter().filter(|r| r.url.path().contains("/git/blobs/")).count()
+    };
+    let before = blob_reads().await;
+    assert!(matches!(view.read_file("a.txt").await, Err(RepoViewError::Unavailable(_))));
+    assert_eq!(blob_reads().await, before, "GitHub is not asked again");
 }
 
 /// Answers `POST .../git/blobs` with a sha derived from the content, as GitHub does.
@@ -383,7 +412,7 @@ async fn publishing_creates_branch_blobs_tree_commit_ref_and_pull_request_in_ord
         .await;
     mock(&server, "POST", &format!("{REPO}/pulls"), json_response(201, json!({"number": 12, "html_url": "https://github.com/octo/hello/pull/12", "state": "open", "head": {"ref": BRANCH, "sha": "commit1"}}))).await;
 
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let branch = forge.create_branch(&repo, BRANCH).await.unwrap();
     assert_eq!((branch.name.as_str(), branch.head.as_str()), (BRANCH, "base0"));
     let head = forge.commit_changes(&repo, BRANCH, &changeset(), MESSAGE).await.unwrap();
@@ -484,7 +513,7 @@ async fn a_retried_publish_makes_no_second_commit_or_pull_request() {
         .mount(&server)
         .await;
 
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let branch = forge.create_branch(&repo, BRANCH).await.unwrap();
     assert_eq!(branch.head, "commit1", "the existing branch is reused as it is");
     let head = forge.commit_changes(&repo, BRANCH, &changeset(), MESSAGE).await.unwrap();
@@ -534,7 +563,7 @@ async fn a_changeset_already_on_the_branch_makes_no_empty_commit() {
         .await;
 
     let unchanged = Changeset::new("noop", vec![FileChange::write("old.txt", "old")]);
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let head = forge.commit_changes(&repo, BRANCH, &unchanged, "Same content").await.unwrap();
     assert_eq!(head.head, "base0");
     server.verify().await;
@@ -551,7 +580,7 @@ async fn the_forge_refuses_what_the_other_forges_refuse_before_calling_github() 
         json_response(200, json!({"object": {"sha": "base0"}})),
     )
     .await;
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let invalid = |r: aicd_core::Result<_>| matches!(r, Err(aicd_core::Error::InvalidInput(_)));
     assert!(invalid(forge.create_branch(&repo, "bad name").await.map(|_| ())));
     assert!(invalid(forge.commit_changes(&repo, "main", &changeset(), MESSAGE).await.map(|_| ())));
@@ -597,7 +626,7 @@ async fn comments_are_posted_and_edited_and_permissions_read() {
     )
     .await;
 
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let id = forge.post_comment(&repo, 7, "**AI-CD** · queued").await.unwrap();
     assert_eq!(id, CommentId(555));
     forge.update_comment(&repo, 7, id, "**AI-CD** · planning").await.unwrap();
@@ -690,7 +719,7 @@ async fn a_repository_the_installation_lost_is_rejected_for_every_operation() {
     let (server, tokens) = github().await;
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
     // Nothing else is mounted: GitHub answers 404 for the repository and everything in it.
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     let lost = |r: aicd_core::Result<()>| match r {
         Err(aicd_core::Error::Rejected { message, .. }) => message.contains("no access to octo/hello"),
         _ => false,

@@ -41,7 +41,7 @@ async fn the_token_never_reaches_the_logs() {
     mount_token(&server, INSTALLATION, TimeDelta::hours(1)).await;
     mock(&server, "POST", &format!("{REPO}/issues/7/comments"), json_response(201, json!({"id": 1}))).await;
     mock(&server, "PATCH", &format!("{REPO}/issues/comments/1"), json_response(500, json!({"message": "oops"}))).await;
-    let Setup { forge, repo, _db } = setup(&tokens).await;
+    let Setup { forge, repo, _db, .. } = setup(&tokens).await;
     tracing::callsite::rebuild_interest_cache();
     forge.post_comment(&repo, 7, "hello").await.unwrap();
     forge.update_comment(&repo, 7, CommentId(1), "hello").await.unwrap_err();

@@ -60,6 +60,7 @@ pub struct GitHubForge {
     tokens: InstallationTokens,
     access: Arc<dyn GithubStore>,
     limits: RepoViewLimits,
+    recheck: std::time::Duration,
 }
 
 impl std::fmt::Debug for GitHubForge {
@@ -128,7 +129,17 @@ impl GitHubForge {
     /// access in `access` (the store the repositories are registered in) before every call; its
     /// views have the default limits.
     pub fn new(tokens: InstallationTokens, access: Arc<dyn GithubStore>) -> Self {
-        Self { tokens, access, limits: RepoViewLimits::default() }
+        Self { tokens, access, limits: RepoViewLimits::default(), recheck: view::DEFAULT_ACCESS_RECHECK }
+    }
+
+    /// The same forge whose views trust a check of the repository's access for `every` before
+    /// asking the store again (5 s by default; zero checks before every read of GitHub). It bounds
+    /// how long a job step in progress can still read a repository after its installation is
+    /// unlinked.
+    #[must_use]
+    pub fn with_access_recheck(mut self, every: std::time::Duration) -> Self {
+        self.recheck = every;
+        self
     }
 
     /// The same forge whose [`Forge::repo_view`]s enforce `limits`.
@@ -330,7 +341,14 @@ impl Forge for GitHubForge {
             return Err(status_error(&reply, &Target::Repo(&target.name)));
         }
         let tree: Tree = reply.json(&Target::Repo(&target.name))?;
-        Ok(Arc::new(GitHubView::new(target.client, target.name, tree, self.limits)))
+        let access = view::AccessCheck {
+            store: self.access.clone(),
+            org: repo.org_id,
+            repo: repo.id,
+            every: self.recheck,
+            checked_at: std::sync::Mutex::new(std::time::Instant::now()),
+        };
+        Ok(Arc::new(GitHubView::new(target.client, access, target.name, tree, self.limits)))
     }
 
     async fn create_branch(&self, repo: &Repository, branch: &str) -> Result<BranchRef> {

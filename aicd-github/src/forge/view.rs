@@ -2,13 +2,46 @@
 //! read, and files are read lazily, each through the blob API.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aicd_agent_api::{RepoView, RepoViewError, RepoViewLimits, validate_repo_path};
 use base64::Engine;
 use http::Method;
 use serde::Deserialize;
 
+use aicd_core::store::GithubStore;
+use aicd_core::{OrgId, RepoId};
+
 use crate::client::{InstallationClient, RepoName, encode};
+
+/// How long a view trusts its last check that the repository is still reachable (its
+/// installation linked to the organization, the repository attached) before it asks the store
+/// again, by default. Bounds how long an unlinked repository can still be read by a job step in
+/// progress.
+pub(super) const DEFAULT_ACCESS_RECHECK: Duration = Duration::from_secs(5);
+
+/// Who may still read through a view: the repository's organization, asked again (at most every
+/// `every`) before GitHub is.
+pub(super) struct AccessCheck {
+    pub(super) store: Arc<dyn GithubStore>,
+    pub(super) org: OrgId,
+    pub(super) repo: RepoId,
+    pub(super) every: Duration,
+    pub(super) checked_at: Mutex<Instant>,
+}
+
+impl AccessCheck {
+    async fn ensure(&self) -> Result<(), RepoViewError> {
+        let last = *self.checked_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.elapsed() < self.every {
+            return Ok(());
+        }
+        self.store.github_access(self.org, self.repo).await.map_err(unavailable)?;
+        *self.checked_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        Ok(())
+    }
+}
 
 /// A tree as `GET /repos/{o}/{r}/git/trees/{sha}` returns it.
 #[derive(Deserialize)]
@@ -45,7 +78,9 @@ struct FileEntry {
     size: u64,
 }
 
-/// The files of one tree of a GitHub repository, bounded by `limits`.
+/// The files of one tree of a GitHub repository, bounded by `limits`. Before it asks GitHub, it
+/// checks (at most every few seconds) that the repository is still reachable from its
+/// organization, so an unlink stops its reads too.
 ///
 /// When GitHub truncated the recursive listing (past 100,000 entries or 7 MB), the view lists what
 /// GitHub returned (which is normally already over the file limit, so `list_files` fails with
@@ -53,6 +88,7 @@ struct FileEntry {
 /// directory at a time.
 pub(super) struct GitHubView {
     client: InstallationClient,
+    access: AccessCheck,
     repo: RepoName,
     root_tree: String,
     files: BTreeMap<String, FileEntry>,
@@ -61,7 +97,13 @@ pub(super) struct GitHubView {
 }
 
 impl GitHubView {
-    pub(super) fn new(client: InstallationClient, repo: RepoName, tree: Tree, limits: RepoViewLimits) -> Self {
+    pub(super) fn new(
+        client: InstallationClient,
+        access: AccessCheck,
+        repo: RepoName,
+        tree: Tree,
+        limits: RepoViewLimits,
+    ) -> Self {
         let files = tree
             .tree
             .into_iter()
@@ -75,7 +117,7 @@ impl GitHubView {
                 "GitHub truncated the repository's tree; the view lists only part of it"
             );
         }
-        Self { client, repo, root_tree: tree.sha, files, truncated: tree.truncated, limits }
+        Self { client, access, repo, root_tree: tree.sha, files, truncated: tree.truncated, limits }
     }
 
     /// Finds `path` by reading the trees on its way (for a truncated listing).
@@ -83,6 +125,7 @@ impl GitHubView {
         let mut tree_sha = self.root_tree.clone();
         let parts: Vec<&str> = path.split('/').collect();
         for (depth, part) in parts.iter().enumerate() {
+            self.access.ensure().await?;
             let tree_path = format!("{}/git/trees/{}", self.repo.path(), encode(&tree_sha, false));
             let tree: Tree = self.client.call(Method::GET, &self.repo, &tree_path, None).await.map_err(unavailable)?;
             let last = depth + 1 == parts.len();
@@ -124,6 +167,7 @@ impl RepoView for GitHubView {
         if entry.size > limit as u64 {
             return Err(too_large(usize::try_from(entry.size).unwrap_or(usize::MAX)));
         }
+        self.access.ensure().await?;
         let blob_path = format!("{}/git/blobs/{}", self.repo.path(), encode(&entry.sha, false));
         let blob: Blob = self.client.call(Method::GET, &self.repo, &blob_path, None).await.map_err(unavailable)?;
         let content = match blob.encoding.as_str() {

@@ -67,6 +67,8 @@ pub(crate) struct Setup {
     pub(crate) forge: GitHubForge,
     pub(crate) repo: Repository,
     pub(crate) _db: aicd_testkit::TestSqlite,
+    /// The core over the store the repository is registered in.
+    pub(crate) core: aicd_core::Core,
 }
 
 pub(crate) async fn setup(tokens: &InstallationTokens) -> Setup {
@@ -81,7 +83,7 @@ pub(crate) async fn setup(tokens: &InstallationTokens) -> Setup {
     let info =
         GithubRepoInfo { repo_id: GithubRepoId::new(7).unwrap(), full_name: "octo/hello".into(), default_branch: None };
     let repo = intake.sync_github_repos(org.id, installation, &[info], &[]).await.unwrap().upserted.remove(0);
-    Setup { forge: GitHubForge::new(tokens.clone(), store), repo, _db: db }
+    Setup { forge: GitHubForge::new(tokens.clone(), store), repo, _db: db, core }
 }
 
 /// The requests GitHub received other than token mints, as (method, path and query, JSON body).
