@@ -1,5 +1,6 @@
 //! The agent contract: plan, code, review.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -11,19 +12,32 @@ use crate::{Changeset, Feedback, Plan, Result, Review, TaskContext, Usage};
 pub struct Output<T> {
     /// The step's result.
     pub value: T,
-    /// What producing it consumed.
+    /// What producing it consumed, beyond what was reported through
+    /// [`ProgressSink::spend`](crate::ProgressSink::spend) during the step (the orchestrator adds
+    /// the two).
     pub usage: Usage,
+    /// How the result was produced, recorded with the step's result in the job's timeline: e.g.
+    /// `"prompt"` → `"coder@1"`, `"model"` → `"gpt-4.1"`, `"turns"` → `"7"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
 impl<T> Output<T> {
     /// An output of `value` that consumed `usage`.
     pub fn new(value: T, usage: Usage) -> Self {
-        Self { value, usage }
+        Self { value, usage, meta: BTreeMap::new() }
     }
 
-    /// The same usage with the value transformed by `f`.
+    /// The same output with `key` set to `value` in [`Output::meta`].
+    #[must_use]
+    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// The same usage and meta with the value transformed by `f`.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Output<U> {
-        Output { value: f(self.value), usage: self.usage }
+        Output { value: f(self.value), usage: self.usage, meta: self.meta }
     }
 
     /// The value and the usage.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Budget, RepoView};
+use crate::{Budget, NoProgress, ProgressSink, RepoView};
 
 /// The issue an agent is asked to resolve.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +82,7 @@ pub struct TaskContext {
     repo: Arc<RepoRef>,
     budget: Budget,
     repo_view: Arc<dyn RepoView>,
+    progress: Arc<dyn ProgressSink>,
 }
 
 impl TaskContext {
@@ -94,7 +95,14 @@ impl TaskContext {
         budget: Budget,
         repo_view: Arc<dyn RepoView>,
     ) -> Self {
-        Self { job_id: Arc::from(job_id.into()), issue: Arc::new(issue), repo: Arc::new(repo), budget, repo_view }
+        Self {
+            job_id: Arc::from(job_id.into()),
+            issue: Arc::new(issue),
+            repo: Arc::new(repo),
+            budget,
+            repo_view,
+            progress: Arc::new(NoProgress),
+        }
     }
 
     /// The job's identifier, for logs and correlation.
@@ -120,6 +128,19 @@ impl TaskContext {
     /// The read-only view of the repository at the base commit.
     pub fn repo_view(&self) -> &Arc<dyn RepoView> {
         &self.repo_view
+    }
+
+    /// Where to report progress and spending during the step ([`ProgressSink`]); a sink that
+    /// drops everything unless the caller gave one ([`TaskContext::with_progress`]).
+    pub fn progress(&self) -> &dyn ProgressSink {
+        self.progress.as_ref()
+    }
+
+    /// The same context reporting progress to `progress`.
+    #[must_use]
+    pub fn with_progress(mut self, progress: Arc<dyn ProgressSink>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// The same context with `budget` in place of the current one.

@@ -1,8 +1,10 @@
 //! A read-only, bounded view of the repository at the base commit.
 
 mod memory;
+mod overlay;
 
 pub use memory::MemoryRepoView;
+pub use overlay::ChangesetView;
 
 use serde::{Deserialize, Serialize};
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Changeset;
+
 /// The critic's decision on a changeset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,26 +44,39 @@ impl Review {
 }
 
 /// Feedback handed to the coder on a later round: the critic's comments or
-/// the policy engine's violations.
+/// the policy engine's violations, and the changeset they are about.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Feedback {
     /// The round the feedback was given in (the first coding round is 1).
     pub round: u32,
     /// What to fix, one note each, readable by a person.
     pub notes: Vec<String>,
+    /// The changeset the feedback is about (the previous round's), when the orchestrator has it.
+    /// A coder that builds on it works on the repository with these changes applied
+    /// ([`ChangesetView`](crate::ChangesetView)) and returns a changeset that includes them, so
+    /// what round one fixed survives what round two was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Changeset>,
 }
 
 impl Feedback {
     /// Feedback from `round` with `notes`.
     pub fn new(round: u32, notes: Vec<String>) -> Self {
-        Self { round, notes }
+        Self { round, notes, previous: None }
+    }
+
+    /// The same feedback about `changeset`.
+    #[must_use]
+    pub fn with_previous(mut self, changeset: Changeset) -> Self {
+        self.previous = Some(changeset);
+        self
     }
 
     /// Feedback from a review: its comments, or its summary when it has
     /// no comments.
     pub fn from_review(round: u32, review: &Review) -> Self {
         let notes = if review.comments.is_empty() { vec![review.summary.clone()] } else { review.comments.clone() };
-        Self { round, notes }
+        Self::new(round, notes)
     }
 }
 

@@ -28,6 +28,9 @@ To delete a file, add an empty block whose info string is `aicd:delete <path>`."
 /// An issue with no such block, or with a malformed one, fails every step
 /// with [`AgentError::Permanent`] and a message the author can act on.
 ///
+/// It reports each step's work to the context's progress sink (`read the issue's script: 2
+/// scripted changes`, `write docs/hello.md`).
+///
 /// Usage is deterministic: `input_tokens` is the issue body's length in
 /// bytes divided by 4 (rounded up), `output_tokens` the length of what the
 /// step produced (plan text, written content, review text) divided by 4
@@ -78,6 +81,7 @@ impl Agent for ScriptedAgent {
 
     async fn plan(&self, ctx: &TaskContext) -> Result<Output<Plan>> {
         let changes = Self::changes(ctx)?;
+        ctx.progress().note(&format!("read the issue's script: {}", count(changes.len())));
         let steps: Vec<PlanStep> = changes.iter().map(|c| PlanStep::for_path(describe(c), c.path.clone())).collect();
         let plan = Plan::new(format!("Apply {} from the issue body.", count(steps.len())), steps);
         let produced = plan.summary.len() + plan.steps.iter().map(|s| s.description.len()).sum::<usize>();
@@ -86,6 +90,9 @@ impl Agent for ScriptedAgent {
 
     async fn code(&self, ctx: &TaskContext, _plan: &Plan, feedback: Option<&Feedback>) -> Result<Output<Changeset>> {
         let changes = Self::changes(ctx)?;
+        for change in &changes {
+            ctx.progress().note(&describe(change));
+        }
         let mut summary =
             format!("{}: {}", count(changes.len()), changes.iter().map(describe).collect::<Vec<_>>().join(", "));
         if let Some(feedback) = feedback {
@@ -139,6 +146,16 @@ mod tests {
         assert_eq!(out.usage, Usage::new("scripted", 7, 3, 0));
         let again = block_on(agent.code(&ctx, &Plan::default(), None)).unwrap();
         assert_eq!(out, again);
+    }
+
+    #[test]
+    fn steps_are_reported_as_progress() {
+        let progress = crate::RecordedProgress::new();
+        let ctx = task_context("```aicd:write a\nx\n```").with_progress(progress.clone());
+        let agent = ScriptedAgent::new();
+        block_on(agent.plan(&ctx)).unwrap();
+        block_on(agent.code(&ctx, &Plan::default(), None)).unwrap();
+        assert_eq!(progress.notes(), ["read the issue's script: 1 scripted change", "write a"]);
     }
 
     #[test]

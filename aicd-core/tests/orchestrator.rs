@@ -192,6 +192,8 @@ both!(
     a_publish_retried_after_a_lost_response_opens_one_pull_request,
     a_worker_shuts_down_gracefully_and_another_resumes,
     the_observer_sees_every_step_of_a_job_that_reaches_pr_open,
+    an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_when_it_fails,
+    the_coder_is_handed_the_changeset_the_feedback_is_about,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -737,4 +739,80 @@ async fn every_state_change_reaches_subscribers_of_the_event_bus(w: World) {
     use JobState::*;
     let of_done: Vec<_> = seen.iter().filter(|(id, _)| *id == done.id).map(|(_, s)| *s).collect();
     assert_eq!(of_done, [Planning, Coding, Reviewing, PrOpen]);
+}
+
+/// Notes what it does and reports spending through the progress sink; its coder fails after
+/// spending when the issue body says `fail`, and records the feedback it is given.
+struct ReportingAgent {
+    inner: ScriptedAgent,
+    feedback: Mutex<Vec<Feedback>>,
+}
+
+#[async_trait]
+impl Agent for ReportingAgent {
+    fn name(&self) -> &str {
+        "reporting"
+    }
+
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        ctx.progress().note("read README.md:1-1");
+        ctx.progress().spend(&aicd_agent_api::Usage::new("m", 100, 10, 1_000));
+        Ok(self.inner.plan(ctx).await?.with_meta("prompt", "planner@1"))
+    }
+
+    async fn code(
+        &self,
+        ctx: &TaskContext,
+        plan: &Plan,
+        feedback: Option<&Feedback>,
+    ) -> AgentResult<Output<Changeset>> {
+        self.feedback.lock().unwrap().extend(feedback.cloned());
+        ctx.progress().spend(&aicd_agent_api::Usage::new("m", 7, 3, 50));
+        if ctx.issue().body.contains("fail") {
+            return Err(aicd_agent_api::AgentError::permanent("the model gave up"));
+        }
+        self.inner.code(ctx, plan, feedback).await
+    }
+
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        if self.feedback.lock().unwrap().is_empty() {
+            return Ok(Output::new(Review::request_changes("add a docstring", vec![]), Default::default()));
+        }
+        self.inner.review(ctx, plan, changeset).await
+    }
+}
+
+async fn an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_when_it_fails(w: World) {
+    let agent = Arc::new(ReportingAgent { inner: ScriptedAgent::new(), feedback: Mutex::new(Vec::new()) });
+    let worker = w.orchestrator(agent.clone(), config()).spawn_worker();
+    let body = format!("fail\n{}", write_block("a.txt", "a"));
+    let job = w.settled(w.job(1, &body).await.id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    assert!(job.failure_reason.as_deref().unwrap().contains("the model gave up"));
+    // The planner's note is on the timeline, as the agent's, and its result names the prompt.
+    let events = w.h.store.list_events(w.org, job.id, None, 1000).await.unwrap();
+    let activity: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Activity).collect();
+    assert_eq!(activity.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["read README.md:1-1"]);
+    assert_eq!(activity[0].actor, "agent:reporting");
+    let planned = events.iter().find(|e| e.kind == EventKind::StepSucceeded).unwrap();
+    assert_eq!(planned.data["agent"]["prompt"], "planner@1", "{:#?}", planned.data);
+    assert!(planned.data["usage"]["input_tokens"].as_u64().unwrap() >= 100, "{:#?}", planned.data);
+    // Spending through the sink is charged, the failed coder's too.
+    let planning_tokens = 100 + 10;
+    assert!(job.budget.spent_tokens >= planning_tokens + 10, "{:?}", job.budget);
+    assert!(job.budget.spent_cost_micros >= 1_050, "{:?}", job.budget);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn the_coder_is_handed_the_changeset_the_feedback_is_about(w: World) {
+    let agent = Arc::new(ReportingAgent { inner: ScriptedAgent::new(), feedback: Mutex::new(Vec::new()) });
+    let worker = w.orchestrator(agent.clone(), config()).spawn_worker();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    let feedback = agent.feedback.lock().unwrap().clone();
+    assert_eq!(feedback.len(), 1, "{feedback:#?}");
+    assert_eq!(feedback[0].notes, ["add a docstring"]);
+    let previous = feedback[0].previous.as_ref().expect("the reviewed changeset comes with the feedback");
+    assert_eq!(previous.paths(), ["a.txt"]);
+    worker.shutdown(Duration::from_secs(5)).await;
 }

@@ -24,6 +24,9 @@ pub enum EventKind {
     PolicyBlocked,
     /// A person asked to cancel the job while a worker held it.
     CancelRequested,
+    /// What the agent is doing during a step (a file read, a search, an edit rejected), as it
+    /// does it.
+    Activity,
     /// Anything else worth showing.
     Note,
 }
@@ -38,6 +41,7 @@ impl EventKind {
             EventKind::StepFailed => "step_failed",
             EventKind::PolicyBlocked => "policy_blocked",
             EventKind::CancelRequested => "cancel_requested",
+            EventKind::Activity => "activity",
             EventKind::Note => "note",
         }
     }
@@ -51,6 +55,7 @@ impl EventKind {
             EventKind::StepFailed,
             EventKind::PolicyBlocked,
             EventKind::CancelRequested,
+            EventKind::Activity,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -6,6 +6,7 @@
 //! the transition that follows it, every write is fenced by the lease's epoch, and a crashed
 //! worker's job is re-queued by the reaper and resumed by another worker at the step it was in.
 
+mod activity;
 mod backoff;
 mod observer;
 mod policy_gate;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::activity::{self, CallActivity};
 use super::policy_gate::{self, GateError};
 use super::{Orchestrator, StepOutcome, progress};
 use crate::forge::NewPullRequest;
@@ -77,6 +78,11 @@ pub(crate) struct JobRun {
     view: Option<Arc<dyn RepoView>>,
     /// What the current attempt's agent call spent, for the observer.
     usage: Option<Usage>,
+    /// The progress sink of the agent call being prepared ([`JobRun::context`] makes it,
+    /// [`JobRun::call`] finishes it).
+    activity: Option<(Arc<CallActivity>, activity::Writer)>,
+    /// How the last agent call's result was produced ([`aicd_agent_api::Output::meta`]).
+    meta: std::collections::BTreeMap<String, String>,
     /// Whether the policy engine blocked the current attempt, for the observer.
     blocked: bool,
 }
@@ -93,7 +99,18 @@ impl JobRun {
     /// A run of `job`, just claimed, listening to `interrupt`.
     pub(crate) fn new(orch: Orchestrator, job: Job, interrupt: watch::Receiver<Interrupt>) -> Self {
         let fence = Fence { worker: orch.config.worker_id.clone(), epoch: job.epoch, state: job.state };
-        Self { orch, job, fence, interrupt, repo: None, view: None, usage: None, blocked: false }
+        Self {
+            orch,
+            job,
+            fence,
+            interrupt,
+            repo: None,
+            view: None,
+            usage: None,
+            activity: None,
+            meta: Default::default(),
+            blocked: false,
+        }
     }
 
     pub(crate) fn fence(&self) -> &Fence {
@@ -184,7 +201,7 @@ impl JobRun {
         self.write(JobUpdate {
             state: Some(JobState::Coding),
             plan: Some(to_json(&plan)),
-            events: vec![self.step_event(EventKind::StepSucceeded, summary)],
+            events: vec![self.result_event(summary)],
             ..Default::default()
         })
         .await
@@ -213,20 +230,20 @@ impl JobRun {
                 Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
             };
         if !violations.is_empty() {
-            return self.policy_blocked(PolicyBlocked::new(violations)).await;
+            return self.policy_blocked(PolicyBlocked::new(violations), changeset).await;
         }
         let summary = format!("changed {} file(s): {}", changeset.changes.len(), changeset.summary);
         self.write(JobUpdate {
             state: Some(JobState::Reviewing),
             changeset: Some(Some(to_json(&changeset))),
             review: Some(None),
-            events: vec![self.step_event(EventKind::StepSucceeded, summary)],
+            events: vec![self.result_event(summary)],
             ..Default::default()
         })
         .await
     }
 
-    async fn policy_blocked(&mut self, blocked: PolicyBlocked) -> StepResult<()> {
+    async fn policy_blocked(&mut self, blocked: PolicyBlocked, changeset: Changeset) -> StepResult<()> {
         self.blocked = true;
         let data = serde_json::json!({ "violations": blocked.violations() });
         let event = self.step_event(EventKind::PolicyBlocked, blocked.to_string()).with_data(data);
@@ -237,7 +254,9 @@ impl JobRun {
             return self
                 .write(JobUpdate {
                     state: Some(JobState::Coding),
-                    feedback: Some(Some(to_json(&Feedback::new(self.job.review_round, notes)))),
+                    feedback: Some(Some(to_json(
+                        &Feedback::new(self.job.review_round, notes).with_previous(changeset),
+                    ))),
                     attempts: Some(attempts),
                     events: vec![event],
                     ..Default::default()
@@ -275,10 +294,10 @@ impl JobRun {
                 let agent = self.orch.agent.clone();
                 let review = self.call("reviewing", agent.review(&ctx, &plan, &changeset)).await?.value;
                 if review.verdict == Verdict::RequestChanges {
-                    self.send_back(review).await?;
+                    self.send_back(review, changeset).await?;
                     return Ok(Reviewed::SentBack);
                 }
-                let event = self.step_event(EventKind::StepSucceeded, format!("approved: {}", review.summary));
+                let event = self.result_event(format!("approved: {}", review.summary));
                 self.write(JobUpdate {
                     review: Some(Some(to_json(&review))),
                     events: vec![event],
@@ -335,7 +354,7 @@ impl JobRun {
         .await
     }
 
-    async fn send_back(&mut self, review: Review) -> StepResult<()> {
+    async fn send_back(&mut self, review: Review, changeset: Changeset) -> StepResult<()> {
         let round = self.job.review_round + 1;
         if round > self.orch.config.max_review_rounds {
             let reason = format!(
@@ -344,11 +363,11 @@ impl JobRun {
             );
             return Err(Stop::Permanent(reason));
         }
-        let event = self.step_event(EventKind::StepSucceeded, format!("changes requested: {}", review.summary));
+        let event = self.result_event(format!("changes requested: {}", review.summary));
         self.write(JobUpdate {
             state: Some(JobState::Coding),
             review_round: Some(round),
-            feedback: Some(Some(to_json(&Feedback::from_review(round, &review)))),
+            feedback: Some(Some(to_json(&Feedback::from_review(round, &review).with_previous(changeset)))),
             changeset: Some(None),
             events: vec![event],
             ..Default::default()
@@ -426,12 +445,15 @@ impl JobRun {
         }
     }
 
-    /// Calls the agent, racing it against interruptions, and records what it spent.
+    /// Calls the agent, racing it against interruptions, and records what it spent: what it
+    /// reported through the call's progress sink (charged even when the call fails) plus its
+    /// output's usage.
     async fn call<T>(
         &mut self,
         step: &str,
         call: impl Future<Output = std::result::Result<Output<T>, AgentError>>,
     ) -> StepResult<Output<T>> {
+        let activity = self.activity.take();
         self.checkpoint_reached()?;
         if self.job.budget.is_exhausted() {
             return Err(Stop::Permanent(self.budget_message()));
@@ -439,22 +461,60 @@ impl JobRun {
         let mut interrupt = self.interrupt.clone();
         let span = tracing::info_span!("agent_call", job_id = %self.job.id, org_id = %self.job.org_id, step);
         let result = tokio::select! {
-            result = tracing::Instrument::instrument(call, span) => result,
+            result = tracing::Instrument::instrument(call, span) => Ok(result),
             which = interrupt.wait_for(|i| *i != Interrupt::None) => {
                 // A closed channel means the worker is gone: treat it as a shutdown.
-                let which = which.map(|i| *i).unwrap_or(Interrupt::Shutdown);
+                Err(which.map(|i| *i).unwrap_or(Interrupt::Shutdown))
+            }
+        };
+        let mut spent = Usage::default();
+        if let Some((sink, writer)) = activity {
+            spent = sink.finish();
+            writer.flush().await;
+        }
+        let out = match result {
+            Ok(Ok(out)) => out,
+            Ok(Err(error)) => {
+                self.charge(step, spent).await?;
+                return Err(error.into());
+            }
+            Err(which) => {
+                self.charge(step, spent).await?;
                 return Err(Stop::Interrupted(which));
             }
         };
-        let out = result?;
-        self.usage = Some(out.usage.clone());
-        self.record_usage(step, &out.usage).await?;
+        spent.accumulate(&out.usage);
+        self.usage = Some(spent.clone());
+        self.meta = out.meta.clone();
+        self.record_usage(step, &spent).await?;
         if self.job.budget.spent_tokens > self.job.budget.max_tokens
             || self.job.budget.spent_cost_micros > self.job.budget.max_cost_micros
         {
             return Err(Stop::Permanent(self.budget_message()));
         }
         Ok(out)
+    }
+
+    /// Records what a call that did not succeed spent, if anything.
+    async fn charge(&mut self, step: &str, spent: Usage) -> StepResult<()> {
+        if spent.total_tokens() > 0 || spent.cost_micros > 0 {
+            self.usage = Some(spent.clone());
+            self.record_usage(step, &spent).await?;
+        }
+        Ok(())
+    }
+
+    /// The event of a step's result: its summary, with what the call spent and how it was
+    /// produced in `data`.
+    fn result_event(&self, summary: String) -> NewEvent {
+        let mut data = serde_json::Map::new();
+        if let Some(usage) = &self.usage {
+            data.insert("usage".into(), to_json(usage));
+        }
+        if !self.meta.is_empty() {
+            data.insert("agent".into(), to_json(&self.meta));
+        }
+        self.step_event(EventKind::StepSucceeded, summary).with_data(serde_json::Value::Object(data))
     }
 
     fn budget_message(&self) -> String {
@@ -549,6 +609,7 @@ impl JobRun {
         Ok(view)
     }
 
+    /// The agent's context for the next call, with a fresh progress sink for it.
     async fn context(&mut self) -> StepResult<TaskContext> {
         let repo = self.repo().await?;
         let view = self.view().await?;
@@ -557,13 +618,22 @@ impl JobRun {
         agent_issue.number = issue.number;
         agent_issue.url = issue.url.clone();
         agent_issue.author = issue.author.clone();
+        let (sink, writer) = CallActivity::start(
+            self.orch.store.clone(),
+            self.orch.bus.clone(),
+            self.job.org_id,
+            self.job.id,
+            format!("agent:{}", self.orch.agent.name()),
+        );
+        self.activity = Some((sink.clone(), writer));
         Ok(TaskContext::new(
             self.job.id.to_string(),
             agent_issue,
             RepoRef::new(repo.full_name.clone(), repo.default_branch.clone()),
             self.job.budget,
             view,
-        ))
+        )
+        .with_progress(sink))
     }
 
     fn checkpoint<T: DeserializeOwned>(&self, value: Option<serde_json::Value>, what: &str) -> StepResult<T> {
