@@ -792,7 +792,11 @@ async fn an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_whe
     // The planner's note is on the timeline, as the agent's, and its result names the prompt.
     let events = w.h.store.list_events(w.org, job.id, None, 1000).await.unwrap();
     let activity: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Activity).collect();
-    assert_eq!(activity.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["read README.md:1-1"]);
+    assert_eq!(
+        activity.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        ["read README.md:1-1", "read the issue's script: 1 scripted change"],
+        "the agent's notes, in order"
+    );
     assert_eq!(activity[0].actor, "agent:reporting");
     let planned = events.iter().find(|e| e.kind == EventKind::StepSucceeded).unwrap();
     assert_eq!(planned.data["agent"]["prompt"], "planner@1", "{:#?}", planned.data);
