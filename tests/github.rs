@@ -60,12 +60,16 @@ async fn link_installation_and_repository(world: &World) -> Value {
     world.github.issue_code("the-code", "monalisa");
     let setup =
         format!("/github/setup?installation_id={INSTALLATION}&setup_action=install&state={state}&code=the-code");
-    // The browser lands on the setup URL; it links nothing, and says what to post, signed in.
+    // This server's landing page links nothing and shows nothing of the redirect...
     let (status, _, landing) = world.browse(&setup).await;
     assert_eq!(status, StatusCode::OK, "the setup landing: {landing}");
-    let complete = landing["complete"]["path"].as_str().expect("where to complete").to_owned();
-    assert_eq!(complete, format!("/v1/orgs/{org}/github/setup"), "{landing}");
-    let (status, installation) = world.post(&complete, &landing["complete"]["body"]).await;
+    assert_eq!(landing["status"], "not_linked", "{landing}");
+    assert!(!landing.to_string().contains("the-code"), "{landing}");
+    // ...the web app's setup page posts the redirect's query, signed in as the admin.
+    let complete = format!("/v1/orgs/{org}/github/setup");
+    let query =
+        json!({ "installation_id": INSTALLATION, "setup_action": "install", "state": state, "code": "the-code" });
+    let (status, installation) = world.post(&complete, &query).await;
     assert_eq!(status, StatusCode::OK, "linking the installation: {installation}");
     assert_eq!(installation["status"], "linked", "{installation}");
     assert_eq!(installation["installation_id"], INSTALLATION, "{installation}");
@@ -74,7 +78,7 @@ async fn link_installation_and_repository(world: &World) -> Value {
     assert_eq!(installation["linked_by"], "github:monalisa", "{installation}");
     assert_eq!(world.github.revoked_user_tokens().len(), 1, "the user token is revoked after the check");
     // The state is used up.
-    let (status, again) = world.post(&complete, &landing["complete"]["body"]).await;
+    let (status, again) = world.post(&complete, &query).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a used state: {again}");
     // Linking lists the installation's repositories through the App and registers them.
     assert_eq!(installation["repositories_synced"], 1, "{installation}");

@@ -89,6 +89,9 @@ pub enum RepoViewError {
     /// The repository could not be read right now; retrying may succeed.
     #[error("the repository is unavailable: {0}")]
     Unavailable(String),
+    /// The repository may no longer be read (its access was withdrawn); retrying will not help.
+    #[error("the repository can no longer be read: {0}")]
+    Inaccessible(String),
 }
 
 impl RepoViewError {
@@ -148,5 +151,6 @@ mod tests {
     fn transient_only_when_unavailable() {
         assert!(RepoViewError::Unavailable("x".into()).is_transient());
         assert!(!RepoViewError::TooManyFiles { count: 2, limit: 1 }.is_transient());
+        assert!(!RepoViewError::Inaccessible("unlinked".into()).is_transient());
     }
 }

@@ -127,6 +127,49 @@ fn parse_object<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Resul
     serde_json::from_value(value).map_err(|e| Error::invalid(format!("invalid settings: {e}")))
 }
 
+/// A stored `triggers` member, read key by key: an unknown key is ignored, and a key that cannot
+/// be read turns its trigger off (fails closed) rather than falling back to a default that might
+/// turn on what the repository turned off. A member that is not an object turns every trigger
+/// off.
+fn stored_triggers(value: &serde_json::Value) -> TriggerOverrides {
+    let Some(member) = value.get("triggers") else { return TriggerOverrides::default() };
+    let off = TriggerOverrides { label: Some(None), assignment: Some(false), commands: Some(false), bots: Some(false) };
+    let Some(object) = member.as_object() else {
+        tracing::warn!("stored trigger settings are not an object; every trigger is off until they are set again");
+        return off;
+    };
+    let mut triggers = TriggerOverrides::default();
+    for (key, value) in object {
+        let unreadable =
+            |key: &str| tracing::warn!(key, "a stored trigger setting cannot be read; that trigger is off");
+        match key.as_str() {
+            "label" => {
+                triggers.label = Some(match value {
+                    serde_json::Value::String(label) if check_label(label).is_ok() => Some(label.clone()),
+                    serde_json::Value::Null => None,
+                    _ => {
+                        unreadable(key);
+                        None
+                    }
+                });
+            }
+            "assignment" | "commands" | "bots" => {
+                let flag = value.as_bool().unwrap_or_else(|| {
+                    unreadable(key);
+                    false
+                });
+                match key.as_str() {
+                    "assignment" => triggers.assignment = Some(flag),
+                    "commands" => triggers.commands = Some(flag),
+                    _ => triggers.bots = Some(flag),
+                }
+            }
+            _ => tracing::warn!(key, "an unknown stored trigger setting is ignored"),
+        }
+    }
+    triggers
+}
+
 /// One member of a stored settings object, if it reads as `T`; dropped with a warning otherwise.
 fn stored_member<T: for<'de> Deserialize<'de>>(value: &serde_json::Value, key: &str) -> Option<T> {
     let member = value.get(key)?;
@@ -148,10 +191,10 @@ impl OrgSettings {
         Ok(settings)
     }
 
-    /// Settings as stored: what can be read of them (never fails).
+    /// Settings as stored: what can be read of them (never fails). A trigger setting that
+    /// cannot be read turns that trigger off.
     pub fn from_stored(value: &serde_json::Value) -> Self {
-        let triggers = stored_member::<TriggerOverrides>(value, "triggers").filter(|t| t.validate().is_ok());
-        Self { triggers: triggers.unwrap_or_default() }
+        Self { triggers: stored_triggers(value) }
     }
 
     /// The JSON object they are stored and shown as.
@@ -170,13 +213,14 @@ impl RepoSettings {
         Ok(settings)
     }
 
-    /// Settings as stored: what can be read of them (never fails). Unreadable triggers read as
-    /// unset; an unreadable policy makes the policy gate refuse every change (fail closed).
+    /// Settings as stored: what can be read of them (never fails). Both fail closed: a trigger
+    /// setting that cannot be read turns that trigger off, and an unreadable policy makes the
+    /// policy gate refuse every change.
     pub fn from_stored(value: &serde_json::Value) -> Self {
-        let triggers = stored_member::<TriggerOverrides>(value, "triggers").filter(|t| t.validate().is_ok());
+        let triggers = stored_triggers(value);
         let policy = stored_member(value, "policy");
         let policy_unreadable = policy.is_none() && value.get("policy").is_some_and(|p| !p.is_null());
-        Self { triggers: triggers.unwrap_or_default(), policy, policy_unreadable }
+        Self { triggers, policy, policy_unreadable }
     }
 
     /// The JSON object they are stored and shown as.
@@ -236,9 +280,18 @@ mod tests {
 
     #[test]
     fn stored_settings_keep_what_can_be_read() {
-        let stored = json!({ "triggers": { "label": 7 }, "policy": { "max_files": 2 }, "old": true });
+        let stored =
+            json!({ "triggers": { "label": 7, "commands": false }, "policy": { "max_files": 2 }, "old": true });
         let settings = RepoSettings::from_stored(&stored);
-        assert_eq!(settings.triggers, TriggerOverrides::default());
+        // The unreadable label is off (not the default label); the readable key is kept.
+        assert_eq!(
+            settings.triggers,
+            TriggerOverrides { label: Some(None), commands: Some(false), ..Default::default() }
+        );
+        let odd = RepoSettings::from_stored(&json!({ "triggers": { "assignment": "no", "future": 1, "bots": true } }));
+        assert_eq!(odd.triggers, TriggerOverrides { assignment: Some(false), bots: Some(true), ..Default::default() });
+        let broken = OrgSettings::from_stored(&json!({ "triggers": [1] }));
+        assert_eq!((broken.triggers.label.clone(), broken.triggers.commands), (Some(None), Some(false)));
         assert!(!settings.policy_unreadable);
         assert_eq!(settings.policy.and_then(|p| p.max_files), Some(2));
         let broken = RepoSettings::from_stored(&json!({ "policy": { "max_files": "many" } }));

@@ -290,8 +290,11 @@ mod local_git_only {
         git(&top, &["worktree", "add", "-q", "--detach", top.parent().unwrap().join("linked").to_str().unwrap()]);
         let forge = h.forge();
         // Another path to the same refs and objects: its `.git`, a directory inside, a linked
-        // worktree. Each would let a second organization share the first one's repository.
-        for other in [top.join(".git"), top.join("src"), top.parent().unwrap().join("linked")] {
+        // worktree, or another spelling of it (registered by an earlier version). Each would let a
+        // second organization share the first one's repository.
+        let spelled = std::path::PathBuf::from(format!("{}/", top.display()));
+        let dotted = top.parent().unwrap().join(".").join(top.file_name().unwrap());
+        for other in [top.join(".git"), top.join("src"), top.parent().unwrap().join("linked"), spelled, dotted] {
             let mut repo = h.repo.clone();
             repo.source = aicd_core::repos::RepoSource::Local { path: other.to_str().unwrap().to_owned() };
             for result in [forge.repo_view(&repo).await.map(drop), forge.create_branch(&repo, "x").await.map(drop)] {

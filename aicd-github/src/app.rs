@@ -11,6 +11,7 @@
 //! the private key nor any token ever appears in `Debug` output, errors or logs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aicd_core::github::{GithubRepoId, InstallationId};
@@ -216,7 +217,7 @@ struct MintedToken {
     expires_at: DateTime<Utc>,
 }
 
-/// How many scopes the cache holds before it sweeps out those without a fresh token.
+/// How many scopes the cache holds before it first sweeps out those without a fresh token.
 const SWEEP_AT: usize = 1024;
 
 /// One scope's slot in the cache: held while minting, so concurrent callers wait for the mint in
@@ -240,6 +241,8 @@ struct Inner {
     credentials: AppCredentials,
     http: Http,
     slots: Mutex<HashMap<TokenScope, Slot>>,
+    /// The cache size at which the next miss sweeps it.
+    sweep_at: AtomicUsize,
 }
 
 impl InstallationTokens {
@@ -259,7 +262,9 @@ impl InstallationTokens {
         if let Ok(agent) = http::HeaderValue::from_str(&agent) {
             http.user_agent = agent;
         }
-        Ok(Self { inner: Arc::new(Inner { credentials, http, slots: Mutex::new(HashMap::new()) }) })
+        let inner =
+            Inner { credentials, http, slots: Mutex::new(HashMap::new()), sweep_at: AtomicUsize::new(SWEEP_AT) };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Names the App by its slug in every request's `User-Agent` (`<slug> (aicd/<version>)`), as
@@ -325,14 +330,17 @@ impl InstallationTokens {
 
     fn slot(&self, scope: TokenScope) -> Slot {
         let mut slots = self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.len() >= SWEEP_AT && !slots.contains_key(&scope) {
-            // Scopes multiply with repositories and purposes: drop the slots whose token is no
-            // longer fresh (nobody is minting into a slot that is not locked).
+        if slots.len() >= self.inner.sweep_at.load(Ordering::Relaxed) && !slots.contains_key(&scope) {
+            // Scopes multiply with repositories and purposes: drop the slots nobody holds (only the
+            // map has them, so no caller is about to lock one) whose token is no longer fresh.
             let now = Utc::now();
-            slots.retain(|_, slot| match slot.try_lock() {
-                Ok(token) => token.as_ref().is_some_and(|t| t.is_fresh_at(now)),
-                Err(_) => true,
+            slots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |token| token.as_ref().is_some_and(|t| t.is_fresh_at(now)))
             });
+            // Sweep again only once the cache has doubled, so a cache full of fresh tokens is not
+            // scanned on every miss.
+            self.inner.sweep_at.store((slots.len() * 2).max(SWEEP_AT), Ordering::Relaxed);
         }
         slots.entry(scope).or_default().clone()
     }

@@ -14,9 +14,10 @@
 //!    (callback) URL with `installation_id`, `setup_action`, `state` and, with *Request user
 //!    authorization (OAuth) during installation*, a `code` (without it, [`InstallFlow::complete`]
 //!    first sends the browser to authorize). The redirect itself carries no AI-CD credentials, so
-//!    it links nothing: the web app's page (or this server's `GET /github/setup`, which says what
-//!    to do, [`InstallFlow::landing`]) hands the query to the API, **signed in as the same
-//!    person**.
+//!    it links nothing: the web app's setup page hands the query to the API, **signed in as the
+//!    same person** (a server without a web app only answers the redirect,
+//!    [`InstallFlow::landing`], and never shows its code: the code proves the installer's control
+//!    to whoever holds it).
 //! 3. [`InstallFlow::complete`] checks the state's signature, its organization and expiry, and
 //!    that the caller is who started it; trades `code` for a user access token through the App's
 //!    OAuth client; and asks GitHub, as that user, whether they control the installation: `GET
@@ -275,8 +276,9 @@ impl InstallFlow {
 
     /// What to do with GitHub's redirect to the setup URL, which carries no AI-CD credentials:
     /// authorize first (no `code`), or complete it signed in. Checks the state's signature and
-    /// expiry only (the database is not read, nothing is used up or linked): an unauthenticated
-    /// landing page learns which organization to complete in.
+    /// expiry only (the database is not read, nothing is used up or linked). A page answering the
+    /// redirect must not show the code: it would let whoever the installer forwards it to complete
+    /// the link as themselves.
     ///
     /// Errors: [`Error::InvalidSetupState`] and [`Error::InvalidSetupRequest`].
     pub fn landing(&self, callback: &SetupCallback) -> Result<Landing> {

@@ -288,8 +288,24 @@ async fn a_view_stops_reading_once_its_installation_is_unlinked() {
         requests.iter().filter(|r| r.url.path().contains("/git/blobs/")).count()
     };
     let before = blob_reads().await;
-    assert!(matches!(view.read_file("a.txt").await, Err(RepoViewError::Unavailable(_))));
+    assert!(matches!(view.read_file("a.txt").await, Err(RepoViewError::Inaccessible(_))));
     assert_eq!(blob_reads().await, before, "GitHub is not asked again");
+
+    // Reached again, but through another installation: this view's token is not that access.
+    let other = aicd_core::github::InstallationId::from_u64(43).unwrap();
+    let intake = core.github_intake();
+    intake.link_installation(repo.org_id, other, None, "operator").await.unwrap();
+    let info = aicd_core::github::GithubRepoInfo {
+        repo_id: aicd_core::github::GithubRepoId::new(7).unwrap(),
+        full_name: "octo/hello".into(),
+        default_branch: None,
+    };
+    intake.sync_github_repos(repo.org_id, other, &[info], &[]).await.unwrap();
+    match view.read_file("a.txt").await {
+        Err(RepoViewError::Inaccessible(message)) => assert!(message.contains("another installation"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(blob_reads().await, before);
 }
 
 /// Answers `POST .../git/blobs` with a sha derived from the content, as GitHub does.

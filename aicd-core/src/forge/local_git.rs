@@ -176,6 +176,14 @@ impl LocalGitForge {
             if !roots.contains(&dir) {
                 return Err(not_accessible(&format!("{} is outside the repository roots", dir.display())));
             }
+            // Registration stores the canonical path, which is unique; a path stored otherwise (by
+            // an earlier version) could be a second way into another organization's repository.
+            if dir.as_os_str() != std::ffi::OsStr::new(&path) {
+                return Err(not_accessible(&format!(
+                    "its registered path is not canonical (it resolves to {}); register it again",
+                    dir.display()
+                )));
+            }
             let mut git = Git::new(dir.clone(), timeout);
             let layout = git.layout().map_err(|e| match e {
                 Error::Rejected { message, .. } => not_accessible(&message),

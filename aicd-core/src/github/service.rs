@@ -8,7 +8,7 @@ use super::{
 use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
 use crate::jobs::{IssueRef, Job, JobState, NewEvent, NewJob, Trigger};
 use crate::repos::Repository;
-use crate::tenancy::{Actor, Permission};
+use crate::tenancy::{Actor, Permission, Principal};
 use crate::{Core, Error, JobId, OrgId, RepoId, Result};
 
 /// The timeline actor of what GitHub itself reports (a pull request merged or closed).
@@ -67,6 +67,9 @@ impl Core {
         linked_by: &str,
     ) -> Result<Installation> {
         self.authorize(actor, org, Permission::IntegrationManage)?;
+        // The GitHub round trips took a while: the caller must still hold the right now.
+        let current = self.refreshed_actor(actor, org).await?;
+        self.authorize(&current, org, Permission::IntegrationManage)?;
         let linked = self
             .store
             .link_installation_with_state(
@@ -79,6 +82,25 @@ impl Core {
             )
             .await?;
         linked.ok_or_else(|| Error::not_found("install state"))
+    }
+
+    /// `actor` as the store sees it now: the member's current role, or the API key's while it is
+    /// usable. [`Error::NotFound`] when the member left or the key was revoked or expired.
+    async fn refreshed_actor(&self, actor: &Actor, org: OrgId) -> Result<Actor> {
+        let role = match actor.principal {
+            Principal::User(user) => self.store.get_membership(org, user).await?.map(|m| m.role),
+            Principal::ApiKey(key) => {
+                let now = chrono::Utc::now();
+                self.store
+                    .list_api_keys(org)
+                    .await?
+                    .into_iter()
+                    .find(|k| k.id == key && k.is_usable(now))
+                    .map(|k| k.role)
+            }
+        };
+        let role = role.ok_or(Error::not_found("organization"))?;
+        Ok(Actor { principal: actor.principal, org_id: org, role })
     }
 
     /// The organization's linked installations, by id (any member may list them:

@@ -249,7 +249,6 @@ impl TryFrom<CommandRow> for Command {
     }
 }
 
-/// An issue number as stored (checked positive and in range).
 /// Links an installation to `org` within `tx` (see [`GithubStore::link_installation`]).
 async fn link_in(
     tx: &mut Tx,
@@ -309,6 +308,7 @@ struct InstallStateRow {
     expires_at: DateTime<Utc>,
 }
 
+/// An issue number as stored (checked positive and in range).
 fn issue_number(n: u64) -> Result<i64> {
     i64::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| Error::invalid("issue number must be a positive number"))
 }

@@ -199,6 +199,15 @@ pub(crate) async fn an_install_state_is_used_once_by_an_admin_of_its_org(h: &Har
     assert!(matches!(c.check_github_install(&dev_actor, org.id, &hash(3)).await, Err(Error::Forbidden { .. })));
     let demoted = c.complete_github_install(&dev_actor, org.id, &hash(3), inst(7), None, "github:dev").await;
     assert!(matches!(demoted, Err(Error::Forbidden { .. })), "{demoted:?}");
+    // Demoted while the flow was with GitHub: the caller still presents the admin it was, but the
+    // store says otherwise when the link is made.
+    let still_admin = Actor::user(dev, org.id, Role::OrgAdmin);
+    c.set_member_role(&admin, org.id, dev, Role::OrgAdmin).await.unwrap();
+    c.start_github_install(&still_admin, org.id, hash(10), later).await.unwrap();
+    c.set_member_role(&admin, org.id, dev, Role::Viewer).await.unwrap();
+    let late = c.complete_github_install(&still_admin, org.id, &hash(10), inst(7), None, "github:dev").await;
+    assert!(matches!(late, Err(Error::Forbidden { .. })), "{late:?}");
+    assert!(c.list_installations(&admin, org.id).await.unwrap().iter().all(|i| i.installation_id != inst(7)));
     let denied = c.start_github_install(&dev_actor, org.id, hash(4), later).await;
     assert!(matches!(denied, Err(Error::Forbidden { .. })), "{denied:?}");
     let elsewhere = c.start_github_install(&other_admin, org.id, hash(5), later).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aicd_agent_api::{Changeset, FileChange, RepoView, RepoViewLimits};
 use aicd_core::forge::{BranchRef, CommentId, Forge, NewPullRequest};
-use aicd_core::github::GithubStore;
+use aicd_core::github::{GithubRepoId, GithubStore, InstallationId};
 use aicd_core::jobs::PullRequestRef;
 use aicd_core::repos::{RepoSource, Repository};
 use aicd_core::{Error, Result};
@@ -122,6 +122,8 @@ struct Leaf {
 struct Remote {
     client: InstallationClient,
     name: RepoName,
+    /// The installation and repository the client's tokens are for.
+    reached_as: (InstallationId, GithubRepoId),
 }
 
 impl GitHubForge {
@@ -158,7 +160,7 @@ impl GitHubForge {
         let access = self.access.github_access(repo.org_id, repo.id).await?;
         let name = RepoName::parse(&access.full_name)?;
         let scope = TokenScope::repository(access.installation_id, access.repo_id, purpose);
-        Ok(Remote { client: self.tokens.client(scope), name })
+        Ok(Remote { client: self.tokens.client(scope), name, reached_as: (access.installation_id, access.repo_id) })
     }
 }
 
@@ -345,6 +347,7 @@ impl Forge for GitHubForge {
             store: self.access.clone(),
             org: repo.org_id,
             repo: repo.id,
+            reached_as: target.reached_as,
             every: self.recheck,
             checked_at: std::sync::Mutex::new(std::time::Instant::now()),
         };

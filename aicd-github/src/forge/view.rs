@@ -10,14 +10,16 @@ use base64::Engine;
 use http::Method;
 use serde::Deserialize;
 
+use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::store::GithubStore;
 use aicd_core::{OrgId, RepoId};
 
 use crate::client::{InstallationClient, RepoName, encode};
 
 /// How long a view trusts its last check that the repository is still reachable (its
-/// installation linked to the organization, the repository attached) before it asks the store
-/// again, by default. Bounds how long an unlinked repository can still be read by a job step in
+/// installation linked to the organization, the repository attached, through the same
+/// installation) before it asks the store again, by default
+/// ([`GitHubForge::with_access_recheck`](super::GitHubForge::with_access_recheck)). Bounds how long an unlinked repository can still be read by a job step in
 /// progress.
 pub(super) const DEFAULT_ACCESS_RECHECK: Duration = Duration::from_secs(5);
 
@@ -27,6 +29,9 @@ pub(super) struct AccessCheck {
     pub(super) store: Arc<dyn GithubStore>,
     pub(super) org: OrgId,
     pub(super) repo: RepoId,
+    /// The installation and GitHub repository the view's token was minted for: access through
+    /// anything else (a re-link elsewhere) is no access for this view.
+    pub(super) reached_as: (InstallationId, GithubRepoId),
     pub(super) every: Duration,
     pub(super) checked_at: Mutex<Instant>,
 }
@@ -37,7 +42,15 @@ impl AccessCheck {
         if last.elapsed() < self.every {
             return Ok(());
         }
-        self.store.github_access(self.org, self.repo).await.map_err(unavailable)?;
+        let access = self.store.github_access(self.org, self.repo).await.map_err(|error| match error {
+            aicd_core::Error::Rejected { message, .. } => RepoViewError::Inaccessible(message),
+            other => unavailable(other),
+        })?;
+        if (access.installation_id, access.repo_id) != self.reached_as {
+            return Err(RepoViewError::Inaccessible(
+                "the repository is now reached through another installation; the job must start again".into(),
+            ));
+        }
         *self.checked_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         Ok(())
     }

@@ -146,6 +146,7 @@ impl Server {
             intake: aicd_github::Intake::new(&core).with_bot_login(config.server.github.bot_login()),
             setup: assemble::install_flow(config, &core, tokens.as_ref())?,
             inflight: Arc::new(tokio::sync::Semaphore::new(config.server.webhooks.max_inflight)),
+            per_address: Arc::default(),
             limits: config.server.webhooks.clone(),
             tokens,
         };

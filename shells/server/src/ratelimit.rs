@@ -113,6 +113,25 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Whether one more request for `key` would be over `limit_per_minute`, without counting
+    /// it: for limits counted only on failure (bad signatures), checked before the work.
+    pub(crate) async fn peek(&self, key: &str, limit_per_minute: u32) -> Decision {
+        let now = Now::get();
+        let count = match &self.redis {
+            Some(redis) => match redis.get(key, now).await {
+                Ok(count) => count,
+                Err(error) => {
+                    redis.warn(&error);
+                    self.local.get(key, now)
+                }
+            },
+            None => self.local.get(key, now),
+        };
+        decide(count.saturating_add(1), limit_per_minute, now)
+    }
+}
+
 fn decide(count: u64, limit: u32, now: Now) -> Decision {
     match u64::from(limit).checked_sub(count) {
         Some(remaining) => Decision::Allowed { remaining: u32::try_from(remaining).unwrap_or(u32::MAX) },
@@ -140,6 +159,24 @@ impl RedisBackend {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(count)
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, round_trip).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+        }
+    }
+
+    /// This window's count for the key, without changing it.
+    async fn get(&self, key: &str, now: Now) -> Result<u64, String> {
+        let redis_key = format!("{}ratelimit:{key}:{}", self.namespace, now.window);
+        let round_trip = async {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let count: Option<u64> = deadpool_redis::redis::cmd("GET")
+                .arg(&redis_key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(count.unwrap_or(0))
         };
         match tokio::time::timeout(REDIS_TIMEOUT, round_trip).await {
             Ok(result) => result,
@@ -193,6 +230,14 @@ impl LocalCounters {
         1
     }
 
+    fn get(&self, key: &str, now: Now) -> u64 {
+        let state = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.counts.get(key) {
+            Some((window, count)) if *window == now.window => *count,
+            _ => 0,
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.counters.lock().unwrap_or_else(PoisonError::into_inner).counts.len()
@@ -235,6 +280,23 @@ mod tests {
         limits_after(&limiter, "ip:1", 3).await;
         limits_after(&limiter, "ip:2", 3).await;
         assert!(allowed(limiter.check("ip:3", 3).await));
+    }
+
+    #[tokio::test]
+    async fn peeking_does_not_count() {
+        let limiter = RateLimiter::local();
+        for _ in 0..10 {
+            assert!(allowed(limiter.peek("bad:1", 2).await));
+        }
+        limiter.check("bad:1", 2).await;
+        assert!(allowed(limiter.peek("bad:1", 2).await));
+        limiter.check("bad:1", 2).await;
+        assert!(!allowed(limiter.peek("bad:1", 2).await));
+        let redis = TestRedis::new().await;
+        let shared = RateLimiter::redis(redis.pool().clone(), redis.namespace().to_owned());
+        assert!(allowed(shared.peek("bad:2", 1).await));
+        shared.check("bad:2", 1).await;
+        assert!(!allowed(shared.peek("bad:2", 1).await));
     }
 
     #[tokio::test]

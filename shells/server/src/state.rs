@@ -39,6 +39,8 @@ pub(crate) struct GithubHooks {
     pub(crate) setup: Option<aicd_github::InstallFlow>,
     /// Deliveries whose body is being read right now, bounded.
     pub(crate) inflight: Arc<tokio::sync::Semaphore>,
+    /// Deliveries being read per client address (outside the trusted sources), bounded.
+    pub(crate) per_address: Arc<crate::api::github::AddressSlots>,
     /// The webhook route's limits.
     pub(crate) limits: aicd_runtime::config::WebhookLimits,
     /// The process's installation-token cache, when the App is configured.

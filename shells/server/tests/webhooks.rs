@@ -562,10 +562,48 @@ async fn a_client_sending_bad_signatures_is_turned_away() {
     let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(None)).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "no signature at all: {}", r.text);
     assert!(r.headers.get("retry-after").is_some());
-    // A good signature from the same address is still accepted: GitHub's deliveries come from
-    // shared addresses, which someone else's misconfigured webhook must not lock out.
+    // This address is not one of GitHub's: it is turned away before anything is read, even
+    // with a good signature.
+    let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+}
+
+#[tokio::test]
+async fn githubs_own_addresses_are_never_locked_out_by_bad_signatures() {
+    // GitHub sends every App's deliveries from shared addresses: anyone can point a webhook
+    // with a wrong secret at this server from them.
+    let server = TestServer::postgres(&[
+        ("AICD_GITHUB_WEBHOOK_SECRET", SECRET),
+        ("AICD_WEBHOOK_TRUSTED_SOURCES", "127.0.0.0/8,::1"),
+        ("AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE", "3"),
+    ])
+    .await;
+    let body = fixture("ping").to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(Some(WRONG_SIGNATURE))).await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429], "bad signatures are still counted");
+    // A good signature from the same address is accepted.
     let r = deliver(&server, "ping", &delivery_id(), &fixture("ping")).await;
     assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("processed")), "{}", r.text);
+}
+
+#[tokio::test]
+async fn one_address_holds_only_a_few_places() {
+    let server = TestServer::postgres(&[
+        ("AICD_GITHUB_WEBHOOK_SECRET", SECRET),
+        ("AICD_WEBHOOK_MAX_INFLIGHT", "10"),
+        ("AICD_WEBHOOK_MAX_INFLIGHT_PER_ADDRESS", "2"),
+        ("AICD_WEBHOOK_READ_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let _slow = [trickle(&server, 1000, 10).await, trickle(&server, 1000, 10).await];
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut third = trickle(&server, 1000, 10).await;
+    let line = status_of(&mut third).await;
+    assert!(line.contains("503"), "the address has two places: {line}");
 }
 
 #[tokio::test]

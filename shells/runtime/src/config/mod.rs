@@ -149,6 +149,70 @@ pub struct WebhookLimits {
     pub read_timeout: Duration,
     /// Deliveries with a bad signature accepted per client address per minute; past it, 429.
     pub bad_signatures_per_minute: u32,
+    /// Deliveries read at once from one address outside `trusted_sources`; past it, 503.
+    pub max_inflight_per_address: usize,
+    /// The addresses GitHub sends deliveries from (`AICD_WEBHOOK_TRUSTED_SOURCES`; by default
+    /// GitHub's published hook ranges): never turned away before their signature is checked,
+    /// since every App's deliveries share them. Other addresses past the bad-signature limit are
+    /// turned away before anything is read, and their slow or unreadable bodies count as bad.
+    pub trusted_sources: Vec<IpRange>,
+}
+
+/// GitHub's published webhook source ranges (`hooks` of `GET https://api.github.com/meta`).
+pub const GITHUB_HOOK_RANGES: &str =
+    "192.30.252.0/22,185.199.108.0/22,140.82.112.0/20,143.55.64.0/20,2a0a:a440::/29,2606:50c0::/32";
+
+/// A range of IP addresses in CIDR notation (`140.82.112.0/20`, `2606:50c0::/32`; a bare address
+/// is a range of one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` is in the range (an IPv4 address in IPv6 form counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (address, prefix) = s.trim().split_once('/').map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+        let network: std::net::IpAddr = address.parse().map_err(|_| format!("`{s}` is not an IP address range"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}` has an invalid prefix"))?
+            }
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 impl GithubSettings {
@@ -413,6 +477,19 @@ static VARIABLES: &[Variable] = &[
         "Deliveries with a bad signature accepted per client address per minute; past it, 429 (1 to 1000000)",
     ),
     var(
+        "AICD_WEBHOOK_MAX_INFLIGHT_PER_ADDRESS",
+        "4",
+        false,
+        "Deliveries read at once from one address outside the trusted sources; past it, 503 (1 to 10000)",
+    ),
+    var(
+        "AICD_WEBHOOK_TRUSTED_SOURCES",
+        GITHUB_HOOK_RANGES,
+        false,
+        "Comma-separated address ranges GitHub sends deliveries from (GitHub's `hooks` ranges by default; set \
+         your GitHub Enterprise Server's): never turned away before their signature is checked",
+    ),
+    var(
         "AICD_LOCAL_REPO_ROOTS",
         "the data directory with SQLite",
         false,
@@ -630,6 +707,10 @@ impl Config {
             "AICD_WEBHOOK_MAX_INFLIGHT" => s.webhooks.max_inflight.to_string(),
             "AICD_WEBHOOK_READ_TIMEOUT_SECS" => s.webhooks.read_timeout.as_secs().to_string(),
             "AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE" => s.webhooks.bad_signatures_per_minute.to_string(),
+            "AICD_WEBHOOK_MAX_INFLIGHT_PER_ADDRESS" => s.webhooks.max_inflight_per_address.to_string(),
+            "AICD_WEBHOOK_TRUSTED_SOURCES" => {
+                s.webhooks.trusted_sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            }
             "AICD_LOCAL_REPO_ROOTS" if !s.local_repo_roots.is_empty() => {
                 s.local_repo_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
             }
@@ -786,11 +867,24 @@ fn read_webhook_limits(r: &mut Reader<'_>) -> WebhookLimits {
     let max_inflight = r.number("AICD_WEBHOOK_MAX_INFLIGHT", 32, 1, 10_000, "deliveries");
     let read_timeout = r.number("AICD_WEBHOOK_READ_TIMEOUT_SECS", 10, 1, 300, "seconds");
     let bad_signatures = r.number("AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE", 20, 1, 1_000_000, "deliveries");
+    let per_address = r.number("AICD_WEBHOOK_MAX_INFLIGHT_PER_ADDRESS", 4, 1, 10_000, "deliveries");
+    let sources = r.get("AICD_WEBHOOK_TRUSTED_SOURCES").unwrap_or_else(|| GITHUB_HOOK_RANGES.to_owned());
+    let mut trusted_sources = Vec::new();
+    for range in sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match range.parse::<IpRange>() {
+            Ok(range) => trusted_sources.push(range),
+            Err(why) => {
+                r.problem(format!("AICD_WEBHOOK_TRUSTED_SOURCES: {why} (use CIDR ranges like 140.82.112.0/20)"))
+            }
+        }
+    }
     WebhookLimits {
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(5 * 1024 * 1024),
         max_inflight: usize::try_from(max_inflight).unwrap_or(32),
         read_timeout: Duration::from_secs(read_timeout),
         bad_signatures_per_minute: u32::try_from(bad_signatures).unwrap_or(20),
+        max_inflight_per_address: usize::try_from(per_address).unwrap_or(4),
+        trusted_sources,
     }
 }
 

@@ -118,6 +118,8 @@ fn every_setting_is_read() {
         ("AICD_WEBHOOK_MAX_INFLIGHT", "1"),
         ("AICD_WEBHOOK_READ_TIMEOUT_SECS", "300"),
         ("AICD_WEBHOOK_BAD_SIGNATURES_PER_MINUTE", "5"),
+        ("AICD_WEBHOOK_MAX_INFLIGHT_PER_ADDRESS", "2"),
+        ("AICD_WEBHOOK_TRUSTED_SOURCES", "10.1.0.0/16, 2001:db8::/32,192.0.2.7"),
         ("AICD_LOCAL_REPO_ROOTS", "/srv/git, /home/dev/src ,/srv/git"),
     ])
     .unwrap();
@@ -167,8 +169,16 @@ fn every_setting_is_read() {
             max_inflight: 1,
             read_timeout: Duration::from_secs(300),
             bad_signatures_per_minute: 5,
+            max_inflight_per_address: 2,
+            trusted_sources: ["10.1.0.0/16", "2001:db8::/32", "192.0.2.7"].map(|r| r.parse().unwrap()).to_vec(),
         }
     );
+    let trusted = &s.webhooks.trusted_sources;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(trusted[0].contains(ip("10.1.255.3")) && !trusted[0].contains(ip("10.2.0.1")));
+    assert!(trusted[0].contains(ip("::ffff:10.1.0.9")), "IPv4 in IPv6 form");
+    assert!(trusted[1].contains(ip("2001:db8:ffff::1")) && !trusted[1].contains(ip("2001:db9::1")));
+    assert!(trusted[2].contains(ip("192.0.2.7")) && !trusted[2].contains(ip("192.0.2.8")));
     assert_eq!(s.local_repo_roots, [PathBuf::from("/srv/git"), PathBuf::from("/home/dev/src")]);
 }
 
@@ -180,6 +190,15 @@ fn webhook_limits_and_local_roots_have_safe_defaults_and_bounds() {
     // The embedded default's root is its data directory, made absolute.
     assert_eq!(s.local_repo_roots.len(), 1);
     assert!(s.local_repo_roots[0].is_absolute() && s.local_repo_roots[0].ends_with("data"), "{:?}", s.local_repo_roots);
+    assert_eq!(s.webhooks.max_inflight_per_address, 4);
+    let github = s.webhooks.trusted_sources.clone();
+    assert_eq!(github.len(), 6, "GitHub's hook ranges by default");
+    assert!(github.iter().any(|r| r.contains("140.82.115.10".parse().unwrap())));
+    assert!(!github.iter().any(|r| r.contains("203.0.113.9".parse().unwrap())));
+    for bad in ["10.0.0.0/33", "nonsense", "::/129"] {
+        let err = problems(&[("AICD_WEBHOOK_TRUSTED_SOURCES", bad)]);
+        assert!(err.starts_with("AICD_WEBHOOK_TRUSTED_SOURCES"), "{bad}: {err}");
+    }
     let err = problems(&[("AICD_WEBHOOK_MAX_BODY_BYTES", "26214401"), ("AICD_WEBHOOK_MAX_INFLIGHT", "0")]);
     assert!(err.contains("AICD_WEBHOOK_MAX_BODY_BYTES") && err.contains("AICD_WEBHOOK_MAX_INFLIGHT"), "{err}");
     // With PostgreSQL, local repositories need their roots named.

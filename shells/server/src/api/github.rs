@@ -8,6 +8,7 @@
 //! through the setup flow ([`aicd_github::InstallFlow`]), which proves the installer controls the
 //! installation, or by an operator (`aicd-server admin link-installation`).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use aicd_core::OrgId;
@@ -74,8 +75,19 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
         ));
     };
     let client = client_ip_of(&request, state.settings().trust_forwarded_headers);
-    let strikes =
-        Strikes { key: format!("webhook-bad-signature:{client}"), limit: hooks.limits.bad_signatures_per_minute };
+    let address = client.parse::<IpAddr>().ok();
+    // GitHub sends every App's deliveries from shared addresses: those are never turned away
+    // before their signature is checked. Others past the bad-signature limit are.
+    let trusted = address.is_some_and(|ip| hooks.limits.trusted_sources.iter().any(|range| range.contains(ip)));
+    let strikes = Strikes {
+        key: format!("webhook-bad-signature:{client}"),
+        limit: hooks.limits.bad_signatures_per_minute,
+        trusted,
+    };
+    if !trusted && let Decision::Limited { retry_after } = state.limiter().peek(&strikes.key, strikes.limit).await {
+        metrics.webhook("unknown", "rate_limited");
+        return Err(rate_limited(retry_after));
+    }
     // Cheap checks first, before a place is taken or a byte of the body read.
     let headers = request.headers();
     match VerifiedDelivery::check_headers(
@@ -95,6 +107,18 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
         metrics.webhook("unknown", "too_large");
         return Err(too_large(hooks.limits.max_body_bytes));
     }
+    // One address may not hold more than a few places (GitHub's may: they are shared).
+    let _address_slot = match address.filter(|_| !trusted) {
+        Some(ip) => match hooks.per_address.take(ip, hooks.limits.max_inflight_per_address) {
+            Some(slot) => Some(slot),
+            None => {
+                metrics.webhook("unknown", "busy");
+                return Err(ApiError::unavailable("too many deliveries from this address are being received")
+                    .with_retry_after(Duration::from_secs(1)));
+            }
+        },
+        None => None,
+    };
     // A place per delivery whose body is being read or processed: past the bound, turn away at
     // once rather than hold memory and connections for whoever opens the most.
     let Ok(_permit) = hooks.inflight.clone().try_acquire_owned() else {
@@ -113,10 +137,12 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
         Ok(Err(error)) => {
             metrics.webhook("unknown", "unreadable");
             tracing::debug!(%error, %client, "a webhook body could not be read");
+            strikes.count(&state).await;
             return Err(ApiError::bad_request("the delivery's body could not be read"));
         }
         Err(_) => {
             metrics.webhook("unknown", "timeout");
+            strikes.count(&state).await;
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -157,25 +183,82 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
     }
 }
 
-/// Bad signatures counted per client address. A strike only ever turns away requests that fail
-/// the signature check too: GitHub sends every App's deliveries from shared addresses, so anyone
-/// pointing a webhook with a wrong secret at this server could otherwise lock out real ones.
+/// Bad signatures counted per client address. For GitHub's own (trusted) addresses a strike only
+/// ever turns away requests that fail the signature check too: every App's deliveries come from
+/// them, so anyone pointing a webhook with a wrong secret at this server could otherwise lock out
+/// real ones. Other addresses past the limit are turned away before anything is read, and their
+/// slow or unreadable bodies count as strikes too.
 struct Strikes {
     key: String,
     limit: u32,
+    trusted: bool,
 }
 
 impl Strikes {
-    /// Counts a refused signature: 401, or 429 past the limit.
+    /// Counts a refused signature: 401, or 429 past the limit. Only the first refusal of an
+    /// address in a window is logged as a warning.
     async fn refuse(&self, state: &AppState, client: &str, error: aicd_github::Error) -> ApiError {
         let metrics = state.metrics();
-        tracing::warn!(%error, %client, "webhook delivery refused: bad signature");
-        if let Decision::Limited { retry_after } = state.limiter().check(&self.key, self.limit).await {
-            metrics.webhook("unknown", "rate_limited");
-            return rate_limited(retry_after);
+        match state.limiter().check(&self.key, self.limit).await {
+            Decision::Limited { retry_after } => {
+                tracing::debug!(%error, %client, "webhook delivery refused: bad signature, past the limit");
+                metrics.webhook("unknown", "rate_limited");
+                rate_limited(retry_after)
+            }
+            Decision::Allowed { remaining } => {
+                if remaining + 1 >= self.limit {
+                    tracing::warn!(%error, %client, "webhook delivery refused: bad signature");
+                } else {
+                    tracing::debug!(%error, %client, "webhook delivery refused: bad signature");
+                }
+                metrics.webhook("unknown", "rejected");
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", error.to_string())
+            }
         }
-        metrics.webhook("unknown", "rejected");
-        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", error.to_string())
+    }
+
+    /// Counts a slow or unreadable body against an address outside the trusted sources.
+    async fn count(&self, state: &AppState) {
+        if !self.trusted {
+            state.limiter().check(&self.key, self.limit).await;
+        }
+    }
+}
+
+/// Deliveries being read per client address. Cheap to share.
+#[derive(Debug, Default)]
+pub(crate) struct AddressSlots {
+    taken: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One delivery's place among its address's; given back on drop.
+pub(crate) struct AddressSlot<'a> {
+    slots: &'a AddressSlots,
+    ip: IpAddr,
+}
+
+impl AddressSlots {
+    /// A place for a delivery from `ip`, unless `limit` are being read already.
+    pub(crate) fn take(&self, ip: IpAddr, limit: usize) -> Option<AddressSlot<'_>> {
+        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = taken.entry(ip).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { slots: self, ip })
+    }
+}
+
+impl Drop for AddressSlot<'_> {
+    fn drop(&mut self) {
+        let mut taken = self.slots.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = taken.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                taken.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -343,37 +426,21 @@ pub(crate) async fn complete_setup(
 /// What the browser GitHub sent back should do next.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct LandingReply {
-    /// Always `complete_signed_in`: nothing is linked yet.
+    /// Always `not_linked`: nothing is linked by this page.
     status: &'static str,
     /// What to do, for a person reading it.
     message: String,
-    /// The organization the install link was made for.
-    #[schema(value_type = uuid::Uuid)]
-    org_id: OrgId,
     /// The installation GitHub says was made (not yet verified).
     installation_id: InstallationId,
-    /// The request that completes the link, made with the credentials of whoever started it.
-    complete: LandingNext,
-}
-
-/// The request that completes the setup.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct LandingNext {
-    /// `POST`.
-    method: &'static str,
-    /// `/v1/orgs/{org_id}/github/setup`.
-    path: String,
-    /// The body to send: the redirect's query.
-    #[schema(value_type = Object)]
-    body: SetupCallback,
 }
 
 /// GitHub's redirect after the App is installed, when the App's setup (callback) URL is this
-/// server. The redirect carries no AI-CD credentials, so it links nothing: without `code` it
-/// redirects to GitHub to authorize first; with one it answers the request that completes the
-/// link, which the web app (or the person, with their API key) makes signed in as whoever started
-/// the install link. 400 `invalid_state` for a missing, forged or expired state, 400 for an
-/// incomplete redirect, 503 when the flow is not configured.
+/// server rather than the web app. Without `code` it redirects to GitHub to authorize first.
+/// With one it links nothing and shows nothing of the redirect: the authorization code proves the
+/// installer's control to whoever holds it, so it must only ever travel from the installer's own
+/// browser to the web app's setup page, which completes the link signed in as whoever started
+/// it (`POST /v1/orgs/{org_id}/github/setup`). 400 `invalid_state` for a missing, forged or
+/// expired state, 400 for an incomplete redirect, 503 when the flow is not configured.
 #[utoipa::path(get, path = "/github/setup", tag = "github",
     params(
         ("installation_id" = Option<String>, Query, description = "The installation GitHub says was made"),
@@ -387,17 +454,15 @@ pub(crate) async fn setup(State(state): State<AppState>, Query(callback): Query<
     let flow = setup_flow(&state)?;
     match flow.landing(&callback)? {
         Landing::Authorize { url } => Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response()),
-        Landing::Complete { org, installation_id } => {
-            let path = format!("/v1/orgs/{org}/github/setup");
+        Landing::Complete { installation_id, .. } => {
             let reply = LandingReply {
-                status: "complete_signed_in",
+                status: "not_linked",
                 message: format!(
-                    "GitHub installed the App. To link installation {installation_id}, sign in to AI-CD as the person \
-                     who started the install link and POST this body to {path}."
+                    "GitHub installed the App (installation {installation_id}), but this address cannot link it: \
+                     set the App's callback URL to the AI-CD web app's setup page, which links it signed in as the \
+                     person who started the install link, and install again. Do not share this page's address."
                 ),
-                org_id: org,
                 installation_id,
-                complete: LandingNext { method: "POST", path, body: callback },
             };
             Ok(Json(reply).into_response())
         }
