@@ -4,7 +4,10 @@
 //! SQLite file under `AICD_DATA_DIR`, the worker in-process, no Redis). `migrate` applies database
 //! migrations, `config check` validates every setting at once, `admin bootstrap` creates an
 //! organization with a first org_admin API key, and `admin link-installation` links a GitHub App
-//! installation to an organization as the operator.
+//! installation to an organization as the operator. `run` turns one issue into a change on a local
+//! git repository from start to finish, printing the job's timeline (see the `run` module).
+
+mod run;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,6 +37,13 @@ enum Command {
         #[arg(long = "repo-root", value_name = "DIR")]
         repo_roots: Vec<std::path::PathBuf>,
     },
+    /// Run one issue to a change on a local git repository, printing the job's timeline.
+    ///
+    /// Uses the embedded store (temporary unless --data-dir), the configured agent (AICD_AGENT) and
+    /// an in-process worker; prints the job's events as they happen, then its state, branch, pull
+    /// request, diff and cost. Exits 0 when the pull request is open, 1 when the job failed, 2 for
+    /// bad arguments or configuration, 130 when interrupted (Ctrl-C cancels the job).
+    Run(run::RunArgs),
     /// Apply database migrations (PostgreSQL: as the owner role of AICD_DATABASE_MIGRATION_URL).
     Migrate,
     /// Configuration tasks.
@@ -99,6 +109,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Run(args)) = cli.command {
+        return run::main(config, args);
+    }
     if let Some(Command::Serve { repo_roots }) = &cli.command {
         add_repo_roots(&mut config, repo_roots);
     }
@@ -131,7 +144,7 @@ fn main() -> ExitCode {
             Command::Admin { command: AdminCommand::LinkInstallation { org, installation, account } } => {
                 link_installation(&config, org, installation, account).await
             }
-            Command::Config { .. } => Ok(()),
+            Command::Config { .. } | Command::Run(_) => Ok(()),
         };
         result.map_err(Some)
     });
