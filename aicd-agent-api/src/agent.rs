@@ -12,9 +12,8 @@ use crate::{Changeset, Feedback, Plan, Result, Review, TaskContext, Usage};
 pub struct Output<T> {
     /// The step's result.
     pub value: T,
-    /// What producing it consumed, beyond what was reported through
-    /// [`ProgressSink::spend`](crate::ProgressSink::spend) during the step (the orchestrator adds
-    /// the two).
+    /// What producing it consumed, in all (including what was reported during the step through
+    /// [`ProgressSink::spend`](crate::ProgressSink::spend)).
     pub usage: Usage,
     /// How the result was produced, recorded with the step's result in the job's timeline: e.g.
     /// `"prompt"` → `"coder@1"`, `"model"` → `"gpt-4.1"`, `"turns"` → `"7"`.

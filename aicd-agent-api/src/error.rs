@@ -37,6 +37,16 @@ pub enum AgentError {
         /// Which limit was reached, readable by a person.
         message: String,
     },
+    /// The agent stopped without a real attempt because what it depends on is known to be down
+    /// (its provider's circuit breaker is open): run the step again after `retry_after`, without
+    /// counting this as one of the step's attempts.
+    #[error("agent paused: {message}")]
+    Paused {
+        /// Why, readable by a person.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 impl AgentError {
@@ -55,14 +65,19 @@ impl AgentError {
         Self::Permanent { message: message.into() }
     }
 
+    /// A paused error: try again after `retry_after`, not counting an attempt.
+    pub fn paused(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self::Paused { message: message.into(), retry_after }
+    }
+
     /// A budget-exhausted error.
     pub fn budget_exhausted(message: impl Into<String>) -> Self {
         Self::BudgetExhausted { message: message.into() }
     }
 
-    /// True for [`AgentError::Transient`]: the call may be retried.
+    /// True for [`AgentError::Transient`] and [`AgentError::Paused`]: the call may be retried.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        matches!(self, Self::Transient { .. } | Self::Paused { .. })
     }
 
     /// True for [`AgentError::Permanent`] only (not for
@@ -79,16 +94,18 @@ impl AgentError {
     /// The message, without the classification prefix `Display` adds.
     pub fn message(&self) -> &str {
         match self {
-            Self::Transient { message, .. } | Self::Permanent { message } | Self::BudgetExhausted { message } => {
-                message
-            }
+            Self::Transient { message, .. }
+            | Self::Permanent { message }
+            | Self::BudgetExhausted { message }
+            | Self::Paused { message, .. } => message,
         }
     }
 
-    /// The retry hint of a transient error, if any.
+    /// The retry hint of a transient or paused error, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Transient { retry_after, .. } => *retry_after,
+            Self::Paused { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -118,6 +135,9 @@ mod tests {
         let b = AgentError::budget_exhausted("tokens");
         assert!(b.is_budget_exhausted() && !b.is_permanent() && !b.is_transient());
         assert_eq!(b.retry_after(), None);
+        let paused = AgentError::paused("circuit open", Duration::from_secs(30));
+        assert!(paused.is_transient() && !paused.is_permanent());
+        assert_eq!((paused.retry_after(), paused.message()), (Some(Duration::from_secs(30)), "circuit open"));
     }
 
     #[test]

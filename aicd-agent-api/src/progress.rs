@@ -17,10 +17,11 @@ pub trait ProgressSink: Send + Sync {
     /// match in src/lib.rs"`. Keep it to one line; long lines may be shortened.
     fn note(&self, message: &str);
 
-    /// Usage the step has consumed and not reported otherwise: the orchestrator adds every
-    /// `spend` of a step to the step's [`Output::usage`](crate::Output::usage) (which must then
-    /// not repeat it), and charges it even when the step fails, so an agent that calls a paid
-    /// model several times per step should report each call here as it completes.
+    /// Usage the step has just consumed (one model call, say). The step's
+    /// [`Output::usage`](crate::Output::usage) must still include it: a step that succeeds is
+    /// charged its output's usage; one that fails is charged the sum of what it reported here.
+    /// So an agent that calls a paid model several times per step should report each call as it
+    /// completes, or a failure after ten calls would be free.
     fn spend(&self, usage: &Usage);
 }
 

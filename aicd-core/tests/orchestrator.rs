@@ -194,6 +194,7 @@ both!(
     the_observer_sees_every_step_of_a_job_that_reaches_pr_open,
     an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_when_it_fails,
     the_coder_is_handed_the_changeset_the_feedback_is_about,
+    a_paused_agent_is_requeued_without_spending_attempts,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -756,8 +757,11 @@ impl Agent for ReportingAgent {
 
     async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
         ctx.progress().note("read README.md:1-1");
-        ctx.progress().spend(&aicd_agent_api::Usage::new("m", 100, 10, 1_000));
-        Ok(self.inner.plan(ctx).await?.with_meta("prompt", "planner@1"))
+        let call = aicd_agent_api::Usage::new("m", 100, 10, 1_000);
+        ctx.progress().spend(&call);
+        let mut out = self.inner.plan(ctx).await?.with_meta("prompt", "planner@1");
+        out.usage.accumulate(&call);
+        Ok(out)
     }
 
     async fn code(
@@ -801,7 +805,8 @@ async fn an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_whe
     let planned = events.iter().find(|e| e.kind == EventKind::StepSucceeded).unwrap();
     assert_eq!(planned.data["agent"]["prompt"], "planner@1", "{:#?}", planned.data);
     assert!(planned.data["usage"]["input_tokens"].as_u64().unwrap() >= 100, "{:#?}", planned.data);
-    // Spending through the sink is charged, the failed coder's too.
+    // The planner is charged its output's usage (which includes what it reported), the failed
+    // coder what it reported before failing.
     let planning_tokens = 100 + 10;
     assert!(job.budget.spent_tokens >= planning_tokens + 10, "{:?}", job.budget);
     assert!(job.budget.spent_cost_micros >= 1_050, "{:?}", job.budget);
@@ -818,5 +823,52 @@ async fn the_coder_is_handed_the_changeset_the_feedback_is_about(w: World) {
     assert_eq!(feedback[0].notes, ["add a docstring"]);
     let previous = feedback[0].previous.as_ref().expect("the reviewed changeset comes with the feedback");
     assert_eq!(previous.paths(), ["a.txt"]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Paused (its provider's circuit open) for the first `pauses` plans.
+struct PausingAgent {
+    inner: ScriptedAgent,
+    pauses: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Agent for PausingAgent {
+    fn name(&self) -> &str {
+        "pausing"
+    }
+
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        use std::sync::atomic::Ordering;
+        if self.pauses.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(aicd_agent_api::AgentError::paused("the provider is failing", Duration::from_millis(50)));
+        }
+        self.inner.plan(ctx).await
+    }
+
+    async fn code(
+        &self,
+        ctx: &TaskContext,
+        plan: &Plan,
+        feedback: Option<&Feedback>,
+    ) -> AgentResult<Output<Changeset>> {
+        self.inner.code(ctx, plan, feedback).await
+    }
+
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        self.inner.review(ctx, plan, changeset).await
+    }
+}
+
+async fn a_paused_agent_is_requeued_without_spending_attempts(w: World) {
+    // More pauses than the step has attempts: they are not attempts.
+    let agent = PausingAgent { inner: ScriptedAgent::new(), pauses: std::sync::atomic::AtomicU32::new(6) };
+    let worker = w.worker(agent);
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert_eq!(job.attempts.planning, 1);
+    let paused = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(paused.len(), 6, "{paused:?}");
+    assert!(paused.iter().all(|m| m.contains("paused") && m.contains("not counted")), "{paused:?}");
     worker.shutdown(Duration::from_secs(5)).await;
 }

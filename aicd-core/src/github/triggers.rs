@@ -153,26 +153,30 @@ mod tests {
     }
 
     #[test]
-    fn malformed_trigger_values_read_as_absent() {
-        let org = serde_json::json!({ "triggers": { "label": "ai", "assignment": false } });
-        for repo in [
-            serde_json::json!({ "triggers": "label" }),
-            serde_json::json!({ "triggers": null }),
-            serde_json::json!({ "triggers": { "label": 5, "assignment": "no", "commands": 0 } }),
-            serde_json::json!({ "triggers": { "label": "" } }),
-            serde_json::json!({ "triggers": { "label": "x".repeat(51) } }),
-            serde_json::json!([1, 2]),
-        ] {
-            assert_eq!(
-                TriggerSettings::resolve(&org_settings(org.clone()), &repo_settings(repo.clone())),
-                TriggerSettings { label: Some("ai".into()), assignment: false, commands: true, bots: false },
-                "{repo}"
-            );
+    fn malformed_stored_trigger_values_turn_their_trigger_off() {
+        let org = serde_json::json!({ "triggers": { "label": "ai", "assignment": true, "commands": true } });
+        let off = TriggerSettings { label: None, assignment: false, commands: false, bots: false };
+        // A `triggers` member that is not an object turns every trigger off.
+        for repo in [serde_json::json!({ "triggers": "label" }), serde_json::json!({ "triggers": null })] {
+            let resolved = TriggerSettings::resolve(&org_settings(org.clone()), &repo_settings(repo.clone()));
+            assert_eq!(resolved, off, "{repo}");
         }
+        // Key by key: what cannot be read is off, the rest still inherits.
+        let repo = serde_json::json!({ "triggers": { "label": 5, "assignment": "no" } });
+        let resolved = TriggerSettings::resolve(&org_settings(org.clone()), &repo_settings(repo));
+        assert_eq!(resolved, TriggerSettings { label: None, assignment: false, commands: true, bots: false });
+        for label in [serde_json::json!(""), serde_json::json!("x".repeat(51))] {
+            let repo = serde_json::json!({ "triggers": { "label": label } });
+            let resolved = TriggerSettings::resolve(&org_settings(org.clone()), &repo_settings(repo));
+            assert_eq!(resolved.label, None, "an invalid stored label is no label, not the default");
+        }
+        // Settings that are not an object at all carry nothing: the org's apply.
+        let resolved = TriggerSettings::resolve(&org_settings(org.clone()), &repo_settings(serde_json::json!([1, 2])));
+        assert_eq!(resolved.label.as_deref(), Some("ai"));
         let bad_org = serde_json::json!({ "triggers": { "label": ["x"], "commands": "yes" } });
         assert_eq!(
             TriggerSettings::resolve(&org_settings(bad_org), &repo_settings(serde_json::json!({}))),
-            TriggerSettings::default()
+            TriggerSettings { label: None, commands: false, ..TriggerSettings::default() }
         );
     }
 

@@ -1,6 +1,6 @@
 //! The progress sink the orchestrator gives an agent for one call: its notes become `activity`
 //! events on the job's timeline (written in the background, in order), and what it spends is
-//! summed so the step is charged for it even if it fails.
+//! summed so a step that fails is charged for it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

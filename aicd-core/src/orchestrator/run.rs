@@ -38,6 +38,9 @@ enum Stop {
     Transient { message: String, retry_after: Option<std::time::Duration> },
     /// A failure that won't: the job fails with this reason.
     Permanent(String),
+    /// Not really attempted (the agent's provider is paused): try again later without counting
+    /// the attempt.
+    Paused { message: String, retry_after: std::time::Duration },
     /// Interrupted (see [`Interrupt`]).
     Interrupted(Interrupt),
 }
@@ -46,6 +49,7 @@ impl From<AgentError> for Stop {
     fn from(err: AgentError) -> Self {
         match err {
             AgentError::Transient { message, retry_after } => Stop::Transient { message, retry_after },
+            AgentError::Paused { message, retry_after } => Stop::Paused { message, retry_after },
             AgentError::BudgetExhausted { message } => Stop::Permanent(format!("budget exhausted: {message}")),
             other => Stop::Permanent(other.message().to_owned()),
         }
@@ -141,6 +145,7 @@ impl JobRun {
                 Stop::Interrupted(Interrupt::Cancel) => self.finish(JobState::Cancelled, None).await,
                 Stop::Interrupted(_) => self.release(None, Vec::new()).await,
                 Stop::Transient { message, retry_after } => self.retry_later(message, retry_after).await,
+                Stop::Paused { message, retry_after } => self.pause(message, retry_after).await,
                 Stop::Permanent(reason) => self.finish(JobState::Failed, Some(reason)).await,
             };
             if let Err(e) = outcome {
@@ -177,7 +182,7 @@ impl JobRun {
         let outcome = match result {
             _ if blocked => StepOutcome::Blocked,
             Ok(_) => StepOutcome::Succeeded,
-            Err(Stop::Transient { .. }) => StepOutcome::Retrying,
+            Err(Stop::Transient { .. } | Stop::Paused { .. }) => StepOutcome::Retrying,
             Err(Stop::Permanent(_)) => StepOutcome::Failed,
             Err(Stop::Interrupted(Interrupt::Cancel)) => StepOutcome::Cancelled,
             Err(Stop::Interrupted(_)) => StepOutcome::Retrying,
@@ -412,6 +417,34 @@ impl JobRun {
         .await
     }
 
+    /// Re-queues the step after `retry_after` and gives its attempt back: the agent made no
+    /// real attempt (what it depends on is known to be down).
+    async fn pause(&mut self, message: String, retry_after: std::time::Duration) -> Result<()> {
+        let mut attempts = self.job.attempts;
+        let counter = match self.job.state {
+            JobState::Planning => &mut attempts.planning,
+            JobState::Coding => &mut attempts.coding,
+            _ => &mut attempts.reviewing,
+        };
+        *counter = counter.saturating_sub(1);
+        let note = format!(
+            "{} paused: {message}; trying again in {:.1}s (not counted as an attempt)",
+            self.job.state,
+            retry_after.as_secs_f64()
+        );
+        let event = self.step_event(EventKind::StepFailed, note);
+        let run_after = now() + chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::MAX);
+        self.write_raw(JobUpdate {
+            release: true,
+            run_after: Some(run_after),
+            attempts: Some(attempts),
+            failure_reason: Some(message),
+            events: vec![event],
+            ..Default::default()
+        })
+        .await
+    }
+
     // --- helpers -----------------------------------------------------------------------------
 
     fn current_attempts(&self) -> u32 {
@@ -445,9 +478,9 @@ impl JobRun {
         }
     }
 
-    /// Calls the agent, racing it against interruptions, and records what it spent: what it
-    /// reported through the call's progress sink (charged even when the call fails) plus its
-    /// output's usage.
+    /// Calls the agent, racing it against interruptions, and records what it spent: its output's
+    /// usage when it succeeds, and what it reported through the call's progress sink when it
+    /// fails (or is interrupted).
     async fn call<T>(
         &mut self,
         step: &str,
@@ -483,7 +516,7 @@ impl JobRun {
                 return Err(Stop::Interrupted(which));
             }
         };
-        spent.accumulate(&out.usage);
+        let spent = out.usage.clone();
         self.usage = Some(spent.clone());
         self.meta = out.meta.clone();
         self.record_usage(step, &spent).await?;
