@@ -5,6 +5,8 @@ mod budget;
 mod changeset;
 mod context;
 mod error;
+#[cfg(feature = "llm")]
+pub mod llm;
 mod plan;
 mod progress;
 mod repo_view;
