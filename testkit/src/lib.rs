@@ -10,7 +10,9 @@
 //! - Redis comes from `AICD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 //! - [`github::FakeGitHub`] stands in for GitHub: stateful, and as strict as GitHub's documented
 //!   rules.
+//! - [`cassette::Recording`] replays recorded LLM interactions (and records new ones).
 
+pub mod cassette;
 pub mod github;
 mod keys;
 mod postgres;
