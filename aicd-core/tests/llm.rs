@@ -21,20 +21,22 @@ use aicd_core::tenancy::Actor;
 use aicd_core::{JobId, OrgId, RepoId};
 use aicd_testkit::cassette::{Recording, cassettes_dir};
 
-/// The package with the bug: `divide` multiplies.
-const FILES: [(&str, &str); 4] = [
-    ("README.md", "# calc\n\nA tiny calculator package.\n\nRun the tests with `pytest`.\n"),
-    ("calc/__init__.py", "from .ops import add, divide\n\n__all__ = [\"add\", \"divide\"]\n"),
-    (
-        "calc/ops.py",
-        "\"\"\"Arithmetic for the calculator.\"\"\"\n\n\ndef add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n    return a + b\n\n\n\
-         def divide(a, b):\n    \"\"\"Return a divided by b; raises ZeroDivisionError when b is 0.\"\"\"\n    return a * b\n",
-    ),
-    (
-        "tests/test_ops.py",
-        "from calc import add, divide\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_divide():\n    assert divide(6, 3) == 2\n",
-    ),
-];
+/// The package with the bug (`divide` multiplies): `tests/fixtures/calc`.
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/calc");
+
+/// Copies the files under `from` to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
 
 struct World {
     h: support::Harness,
@@ -62,11 +64,8 @@ async fn world() -> World {
     let h = support::sqlite().await;
     let (org, _, admin) = h.org_with_admin("Acme").await;
     let dir = h.repos.path().join("calc");
-    for (path, text) in FILES {
-        let file = dir.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, text).unwrap();
-    }
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_tree(std::path::Path::new(FIXTURE), &dir);
     git(&dir, &["init", "-q", "-b", "main"]);
     git(&dir, &["add", "-A"]);
     git(&dir, &["commit", "-q", "-m", "calc"]);

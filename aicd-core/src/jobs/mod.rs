@@ -361,8 +361,21 @@ pub struct DayUsage {
     pub summary: UsageSummary,
 }
 
-/// An organization's usage over `[from, to)`: the totals, and the same split by repository and by
-/// day (UTC).
+/// One step and model's share of a [`UsageReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepUsage {
+    /// The step (`planning`, `coding`, `reviewing`).
+    pub step: String,
+    /// The model (or models, joined with `+`) that did the work.
+    pub model: String,
+    /// What was spent (pull requests are counted by day and repository, not here).
+    #[serde(flatten)]
+    pub summary: UsageSummary,
+}
+
+/// An organization's usage over `[from, to)`: the totals, and the same split by repository, by
+/// day (UTC) and by step and model.
 ///
 /// Only repositories and days with usage or an opened pull request are listed. The days add up to
 /// the totals exactly; so do the repositories, except for usage not tied to a job (hence to no
@@ -380,6 +393,8 @@ pub struct UsageReport {
     pub by_repo: Vec<RepoUsage>,
     /// Per day (UTC), oldest first.
     pub by_day: Vec<DayUsage>,
+    /// Per step and model, sorted by step then model.
+    pub by_step: Vec<StepUsage>,
 }
 
 impl UsageReport {

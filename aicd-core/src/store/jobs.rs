@@ -9,7 +9,7 @@ use super::sql::{One, Tx, constraint_error, int, q};
 use super::{JobStore, NewUsage, SqlStore, now};
 use crate::jobs::{
     DayUsage, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, RepoUsage, StepAttempts,
-    UsageRecord, UsageReport, UsageSummary, UsageTotals,
+    StepUsage, UsageRecord, UsageReport, UsageSummary, UsageTotals,
 };
 use crate::{Error, JobId, OrgId, Result, UsageId};
 
@@ -84,6 +84,14 @@ macro_rules! usage_by_repo_sql {
         )
     };
 }
+
+/// Usage of org `$1` in `[$2, $3)` per step and model.
+const USAGE_BY_STEP_SQL: &str = "SELECT step, model, CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+     CAST(SUM(cost_micros) AS BIGINT), CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) FROM usage_records \
+     WHERE org_id = $1 AND at >= $2 AND at < $3 GROUP BY step, model ORDER BY step, model";
+
+#[derive(sqlx::FromRow)]
+struct StepRow(String, String, i64, i64, i64, i64, i64);
 
 #[async_trait]
 impl JobStore for SqlStore {
@@ -348,12 +356,21 @@ impl JobStore for SqlStore {
         let mut by_repo: Vec<RepoUsage> =
             by_repo.into_iter().map(|r| RepoUsage { repo_id: r.0.into(), summary: r.summary() }).collect();
         by_repo.sort_by_key(|r| r.repo_id);
+        let by_step: Vec<StepRow> = tx.fetch_all(q(USAGE_BY_STEP_SQL).arg(org).arg(from).arg(to)).await?;
+        let by_step = by_step
+            .into_iter()
+            .map(|StepRow(step, model, input, output, cost, calls, prs)| StepUsage {
+                step,
+                model,
+                summary: SummaryRow((), input, output, cost, calls, prs).summary(),
+            })
+            .collect();
         // Every usage record and every opened pull request of the period falls on exactly one day.
         let mut totals = UsageSummary::default();
         for day in &by_day {
             totals.add(&day.summary);
         }
-        Ok(UsageReport { from, to, totals, by_repo, by_day })
+        Ok(UsageReport { from, to, totals, by_repo, by_day, by_step })
     }
 }
 

@@ -547,6 +547,14 @@ pub(crate) async fn a_usage_report_adds_up_per_repository_and_per_day(h: &Harnes
     ];
     by_repo.sort_by_key(|r| r.repo_id);
     assert_eq!(report.by_repo, by_repo);
+    assert_eq!(
+        report.by_step,
+        [aicd_core::jobs::StepUsage {
+            step: "coding".into(),
+            model: "m-1".into(),
+            summary: summary(607, 60, 6_070, 4, 0)
+        }]
+    );
 
     // The JSON form: the summary is flattened into each day and repository.
     let json = serde_json::to_value(&report).unwrap();

@@ -84,12 +84,18 @@ pub async fn open_signals(config: &Config) -> anyhow::Result<SignalSet> {
     })
 }
 
-/// The configured agent (`AICD_AGENT`): the scripted agent, slowed down by its delay if any.
-pub fn build_agent(config: &Config) -> Arc<dyn Agent> {
-    match config.agent {
+/// The configured agent (`AICD_AGENT`): the scripted agent, slowed down by its delay if any, or
+/// the LLM agent over its configured models. Fails when the LLM agent's HTTP client cannot be
+/// built.
+pub fn build_agent(config: &Config) -> anyhow::Result<Arc<dyn Agent>> {
+    Ok(match &config.agent {
         AgentKind::Scripted { delay } if delay.is_zero() => Arc::new(ScriptedAgent::new()),
-        AgentKind::Scripted { delay } => Arc::new(SlowAgent::new(ScriptedAgent::new(), delay)),
-    }
+        AgentKind::Scripted { delay } => Arc::new(SlowAgent::new(ScriptedAgent::new(), *delay)),
+        AgentKind::Llm(llm) => Arc::new(
+            aicd_agent_api::llm::LlmAgent::new(llm.to_llm_config())
+                .map_err(|why| anyhow::anyhow!("the LLM agent: {}", config.scrub(&why)))?,
+        ),
+    })
 }
 
 /// Why a GitHub repository is refused when no GitHub App is configured.
@@ -214,16 +220,16 @@ pub fn build_orchestrator(
     signals: &SignalSet,
     metrics: &Metrics,
     forge: Arc<dyn Forge>,
-) -> Orchestrator {
-    Orchestrator::new(
+) -> anyhow::Result<Orchestrator> {
+    let orchestrator = Orchestrator::new(
         store,
-        build_agent(config),
+        build_agent(config)?,
         forge,
         signals.doorbell.clone(),
         signals.bus.clone(),
         config.orchestrator(),
-    )
-    .with_observer(Arc::new(metrics.clone()))
+    );
+    Ok(orchestrator.with_observer(Arc::new(metrics.clone())))
 }
 
 /// Whether the process can do its work: the database answers, and Redis too when it is used.
@@ -349,8 +355,8 @@ mod tests {
         let signals = open_signals(&config).await.unwrap();
         assert!(signals.redis.is_none());
         let forge = build_forge(&config, store.clone(), None);
-        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new(), forge);
-        assert_eq!(build_agent(&config).name(), ScriptedAgent::new().name());
+        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new(), forge).unwrap();
+        assert_eq!(build_agent(&config).unwrap().name(), ScriptedAgent::new().name());
 
         let report = Readiness::new(store.clone(), None).check().await;
         assert!(report.ready, "{report:?}");

@@ -116,9 +116,12 @@ impl Server {
         // One installation-token cache for the process: routes, forge and command processor share it.
         let tokens = assemble::github_tokens(config)?;
         let forge = assemble::build_forge(config, store.clone(), tokens.as_ref());
-        let worker = config.server.embedded_worker.then(|| {
-            assemble::build_orchestrator(config, store.clone(), &signals, &metrics, forge.clone()).spawn_worker()
-        });
+        let worker = match config.server.embedded_worker {
+            true => Some(
+                assemble::build_orchestrator(config, store.clone(), &signals, &metrics, forge.clone())?.spawn_worker(),
+            ),
+            false => None,
+        };
         let (stop, stopping) = watch::channel(false);
         let commands = if config.server.embedded_worker {
             assemble::build_command_processor(config, core.clone(), tokens.as_ref()).map(|p| p.spawn(stop.subscribe()))

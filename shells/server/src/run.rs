@@ -262,8 +262,9 @@ async fn run_job(
     let signal_set = assemble::open_signals(config).await?;
     let core = assemble::build_core(config, store.clone(), &signal_set);
     let forge = assemble::build_forge(config, store.clone(), None);
-    let agent = assemble::build_agent(config).name().to_owned();
-    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signal_set, &Metrics::new(), forge.clone());
+    let orchestrator =
+        assemble::build_orchestrator(config, store.clone(), &signal_set, &Metrics::new(), forge.clone())?;
+    let agent = config.agent.as_str().to_owned();
     let (actor, org) = local_actor(&core).await?;
     let repo = register(&core, &actor, org, prepared).await?;
     let waiting = store.queue_depth().await.unwrap_or(0);

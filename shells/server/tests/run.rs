@@ -6,6 +6,20 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Copies the files under `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// The script of an issue that writes `docs/hello.md`.
 const HELLO: &str = "Please add a greeting.\n\n```aicd:write docs/hello.md\nHello from AI-CD!\n```\n";
 
@@ -259,4 +273,48 @@ fn ctrl_c_cancels_the_job_and_exits_non_zero() {
     assert!(seen.lines().any(|l| is_event(l, "state_changed") && l.ends_with("-> cancelled")), "{seen}");
     assert_eq!(field(&seen, "state:"), Some("cancelled"), "{seen}");
     assert_eq!(git_ok(&repo, &["for-each-ref", "refs/heads/aicd"]), "", "no branch was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_llm_agent_resolves_an_issue_in_one_command() {
+    let cassette = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cassettes/openai/run_resolves_an_issue.json");
+    let recording = aicd_testkit::cassette::Recording::start(cassette).await;
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("calc");
+    std::fs::create_dir_all(&repo).unwrap();
+    copy_tree(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../aicd-core/tests/fixtures/calc")), &repo);
+    git_ok(&repo, &["init", "-q", "-b", "main"]);
+    git_ok(&repo, &["add", "-A"]);
+    git_ok(&repo, &["commit", "-q", "-m", "calc"]);
+    let data = work.path().join("data");
+    let (base, model) = (recording.base_url("/v1"), recording.model("gpt-4.1-mini"));
+    let command = {
+        let repo = repo.clone();
+        move || {
+            server(&data)
+                .env("TMPDIR", work.path())
+                .env("AICD_AGENT", "llm")
+                .env("AICD_LLM_PROVIDER", "openai")
+                .env("AICD_LLM_BASE_URL", base)
+                .env("AICD_LLM_API_KEY", "test-key-not-a-secret")
+                .env("AICD_LLM_MODEL", model)
+                .env("AICD_LLM_MAX_OUTPUT_TOKENS", "1024")
+                .args(["run", "--repo"])
+                .arg(&repo)
+                .args(["--issue", "divide() multiplies instead of dividing"])
+                .args(["--body", "`divide(6, 3)` returns 18; it should return 2. See calc/ops.py."])
+                .output()
+                .unwrap()
+        }
+    };
+    let out = tokio::task::spawn_blocking(command).await.unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    recording.finish();
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // The agent's work, live, then the outcome: the fix and its test, and what it cost.
+    assert!(stdout.lines().any(|l| is_event(l, "activity") && l.ends_with("searched `def divide`")), "{stdout}");
+    assert_eq!(field(&stdout, "state:"), Some("pr_open"), "{stdout}");
+    assert!(stdout.contains("+    return a / b\n") && stdout.contains("+def test_divide_by_zero():\n"), "{stdout}");
+    let cost = field(&stdout, "cost:").expect("a cost line");
+    assert!(cost.ends_with("(5 agent calls)") && !cost.contains("$0.0000"), "{cost}");
 }

@@ -152,7 +152,7 @@ async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Parts> {
     // One installation-token cache for the process: the forge and the command processor share it.
     let tokens = assemble::github_tokens(config)?;
     let forge = assemble::build_forge(config, store.clone(), tokens.as_ref());
-    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics, forge);
+    let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics, forge)?;
     let core = assemble::build_core(config, store.clone(), &signals);
     let commands = assemble::build_command_processor(config, core, tokens.as_ref());
     tracing::info!(
@@ -160,7 +160,7 @@ async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Parts> {
         environment = config.environment.as_str(),
         database = store.backend(),
         signals = if matches!(config.signals, Signals::Local) { "local" } else { "redis" },
-        agent = assemble::build_agent(config).name(),
+        agent = config.agent.as_str(),
         concurrency = config.worker.concurrency,
         lease_secs = config.worker.lease.as_secs(),
         github_commands = commands.is_some(),

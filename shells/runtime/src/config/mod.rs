@@ -5,6 +5,7 @@
 //!
 //! [`variables`] lists every variable read, with its default and what it does.
 
+mod llm;
 mod reader;
 mod secret;
 #[cfg(test)]
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use aicd_core::orchestrator::OrchestratorConfig;
 
+pub use llm::{LlmModel, LlmSettings};
 pub use secret::Secret;
 
 use reader::{Reader, shorten};
@@ -74,13 +76,25 @@ pub enum Signals {
 }
 
 /// The agent that plans, codes and reviews (`AICD_AGENT`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum AgentKind {
     /// The deterministic scripted agent, each call delayed by `delay` (`AICD_SCRIPTED_AGENT_DELAY_MS`).
     Scripted {
         /// How long each call waits before answering.
         delay: Duration,
     },
+    /// The LLM agent (`AICD_AGENT=llm`), with its models, limits, prices and prompts.
+    Llm(Box<LlmSettings>),
+}
+
+impl AgentKind {
+    /// `scripted` or `llm`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentKind::Scripted { .. } => "scripted",
+            AgentKind::Llm(_) => "llm",
+        }
+    }
 }
 
 /// How log lines are written (`AICD_LOG_FORMAT`).
@@ -358,8 +372,53 @@ static VARIABLES: &[Variable] = &[
     var("AICD_DATA_DIR", "./data", false, "Directory of the embedded SQLite database (aicd.db), without DATABASE_URL"),
     var("REDIS_URL", "", true, "Redis URL (redis:// or rediss://) for cross-process signals; unset: in-process only"),
     var("AICD_REDIS_NAMESPACE", "aicd:", false, "Prefix of every Redis key and channel"),
-    var("AICD_AGENT", "scripted", false, "The agent: `scripted` (the only one in this build)"),
+    var(
+        "AICD_AGENT",
+        "scripted",
+        false,
+        "The agent: `scripted` (deterministic, follows the issue's `aicd:` blocks) or `llm` (a language model, \
+         AICD_LLM_*)",
+    ),
     var("AICD_SCRIPTED_AGENT_DELAY_MS", "0", false, "Delay before each scripted agent call, in milliseconds"),
+    var("AICD_LLM_PROVIDER", "", false, "The LLM's protocol: `openai` (and compatible servers) or `anthropic`"),
+    var(
+        "AICD_LLM_BASE_URL",
+        "<the vendor's>",
+        false,
+        "Where the model is served (https://api.openai.com/v1, https://api.anthropic.com, or e.g. Ollama's \
+         http://localhost:11434/v1)",
+    ),
+    var("AICD_LLM_API_KEY", "", true, "The provider's API key (may be empty only for a server on this machine)"),
+    var("AICD_LLM_MODEL", "", false, "The model's name at the provider (the coder's, and the others' by default)"),
+    var("AICD_LLM_PLANNER_PROVIDER", "", false, "The planner's provider, when it differs (unset: the coder's)"),
+    var("AICD_LLM_PLANNER_BASE_URL", "", false, "The planner's base URL (unset: the coder's, for the same provider)"),
+    var("AICD_LLM_PLANNER_API_KEY", "", true, "The planner's API key (unset: the coder's, at the same address)"),
+    var("AICD_LLM_PLANNER_MODEL", "", false, "The planner's model (unset: the coder's, for the same provider)"),
+    var("AICD_LLM_CRITIC_PROVIDER", "", false, "The critic's provider, when it differs (it may be another vendor)"),
+    var("AICD_LLM_CRITIC_BASE_URL", "", false, "The critic's base URL (unset: the coder's, for the same provider)"),
+    var("AICD_LLM_CRITIC_API_KEY", "", true, "The critic's API key (unset: the coder's, at the same address)"),
+    var("AICD_LLM_CRITIC_MODEL", "", false, "The critic's model (unset: the coder's, for the same provider)"),
+    var("AICD_LLM_MAX_TURNS", "30", false, "Model answers a step may take before it fails (1 to 500)"),
+    var(
+        "AICD_LLM_MAX_OUTPUT_TOKENS",
+        "8192",
+        false,
+        "Most tokens per model answer, less when the budget has less left",
+    ),
+    var(
+        "AICD_LLM_PRICES_PATH",
+        "",
+        false,
+        "A TOML file of model prices (`[models.\"<model>\"]` input_per_mtok, output_per_mtok, \
+         cached_input_per_mtok, in US dollars) extending the built-in table",
+    ),
+    var(
+        "AICD_AGENT_PROMPTS_DIR",
+        "",
+        false,
+        "A directory of planner.md, coder.md, critic.md (each starting `version: <name>`) replacing the built-in \
+         prompts",
+    ),
     var("AICD_WORKER_ID", "<host>-<pid>-<random>", false, "This worker's identity in leases and logs"),
     var("HOSTNAME", "", false, "Host name for the default worker id when the system's cannot be read"),
     var("AICD_WORKER_CONCURRENCY", "4", false, "Jobs a worker runs at once (1 to 256)"),
@@ -537,11 +596,12 @@ impl Config {
                 let delay = r.number("AICD_SCRIPTED_AGENT_DELAY_MS", 0, 0, MAX_MILLIS, "milliseconds");
                 AgentKind::Scripted { delay: Duration::from_millis(delay) }
             }
+            Some("llm") => match llm::read(&mut r) {
+                Some(settings) => AgentKind::Llm(Box::new(settings)),
+                None => AgentKind::Scripted { delay: Duration::ZERO },
+            },
             Some(other) => {
-                r.problem(format!(
-                    "AICD_AGENT must be `scripted`, the only agent in this build (got `{}`)",
-                    shorten(other)
-                ));
+                r.problem(format!("AICD_AGENT must be `scripted` or `llm` (got `{}`)", shorten(other)));
                 AgentKind::Scripted { delay: Duration::ZERO }
             }
         };
@@ -626,6 +686,9 @@ impl Config {
         secrets.extend(&github.private_key);
         secrets.extend(&github.webhook_secret);
         secrets.extend(github.oauth.as_ref().map(|o| &o.client_secret));
+        if let AgentKind::Llm(llm) = &self.agent {
+            secrets.extend(llm.secrets());
+        }
         secrets
     }
 
@@ -653,7 +716,11 @@ impl Config {
             Signals::Redis { namespace, .. } => Some(namespace.clone()),
             Signals::Local => None,
         };
-        let AgentKind::Scripted { delay } = self.agent;
+        if let AgentKind::Llm(llm) = &self.agent
+            && (name.starts_with("AICD_LLM_") || name == "AICD_AGENT_PROMPTS_DIR")
+        {
+            return llm.effective(name);
+        }
         let oidc = s.oidc.as_ref();
         let github = &s.github;
         Some(match name {
@@ -666,8 +733,11 @@ impl Config {
             },
             "REDIS_URL" => redis_namespace.as_ref().map(|_| String::new())?,
             "AICD_REDIS_NAMESPACE" => redis_namespace?,
-            "AICD_AGENT" => "scripted".to_owned(),
-            "AICD_SCRIPTED_AGENT_DELAY_MS" => delay.as_millis().to_string(),
+            "AICD_AGENT" => self.agent.as_str().to_owned(),
+            "AICD_SCRIPTED_AGENT_DELAY_MS" => match self.agent {
+                AgentKind::Scripted { delay } => delay.as_millis().to_string(),
+                AgentKind::Llm(_) => return None,
+            },
             "AICD_WORKER_ID" => w.worker_id.clone(),
             "AICD_WORKER_CONCURRENCY" => w.concurrency.to_string(),
             "AICD_LEASE_SECS" => w.lease.as_secs().to_string(),

@@ -42,7 +42,7 @@ fn defaults_are_the_embedded_database_local_signals_and_the_scripted_agent() {
     assert_eq!(c.environment, Environment::Development);
     assert!(matches!(c.database, Database::Sqlite { ref path } if path == &PathBuf::from("./data/aicd.db")));
     assert!(matches!(c.signals, Signals::Local));
-    assert_eq!(c.agent, AgentKind::Scripted { delay: Duration::ZERO });
+    assert!(matches!(c.agent, AgentKind::Scripted { delay: Duration::ZERO }), "{:?}", c.agent);
     assert_eq!(c.worker.concurrency, 4);
     assert_eq!(c.worker.lease, Duration::from_secs(30));
     assert_eq!(c.worker.poll_interval, Duration::from_millis(2000));
@@ -131,7 +131,7 @@ fn every_setting_is_read() {
                 && migration_url.as_ref().map(Secret::expose) == Some("postgresql://owner:pw2@db/aicd")
     ));
     assert!(matches!(c.signals, Signals::Redis { ref namespace, .. } if namespace == "prod:"));
-    assert_eq!(c.agent, AgentKind::Scripted { delay: Duration::from_millis(1500) });
+    assert!(matches!(c.agent, AgentKind::Scripted { delay } if delay == Duration::from_millis(1500)), "{:?}", c.agent);
     let w = &c.worker;
     assert_eq!((w.concurrency, w.worker_id.as_str()), (256, "w-1"));
     assert_eq!((w.lease, w.poll_interval), (Duration::from_secs(2), Duration::from_millis(10)));
@@ -638,6 +638,16 @@ fn variables_lists_every_variable_read() {
         asked.borrow_mut().insert(name.to_owned());
         (name == "AICD_GITHUB_PRIVATE_KEY_PATH").then(|| key_path.clone())
     });
+    // The LLM agent's variables, asked for only with it.
+    let _ = Config::from_lookup(|name| {
+        asked.borrow_mut().insert(name.to_owned());
+        match name {
+            "AICD_AGENT" => Some("llm".to_owned()),
+            n if n.ends_with("_PROVIDER") => Some("openai".to_owned()),
+            n if n.starts_with("AICD_LLM_") || n == "AICD_AGENT_PROMPTS_DIR" => Some("x".to_owned()),
+            _ => None,
+        }
+    });
     let listed: BTreeSet<String> = variables().iter().map(|v| v.name.to_owned()).collect();
     let asked = asked.into_inner();
     let read_but_unlisted: Vec<_> = asked.difference(&listed).collect();
@@ -654,9 +664,95 @@ fn variables_lists_every_variable_read() {
             "DATABASE_URL",
             "AICD_DATABASE_MIGRATION_URL",
             "REDIS_URL",
+            "AICD_LLM_API_KEY",
+            "AICD_LLM_PLANNER_API_KEY",
+            "AICD_LLM_CRITIC_API_KEY",
             "AICD_GITHUB_PRIVATE_KEY",
             "AICD_GITHUB_WEBHOOK_SECRET",
             "AICD_GITHUB_CLIENT_SECRET"
         ]
     );
+}
+
+#[test]
+fn the_llm_agent_reads_its_models_with_per_role_overrides() {
+    let c = config(&[
+        ("AICD_AGENT", "llm"),
+        ("AICD_LLM_PROVIDER", "anthropic"),
+        ("AICD_LLM_API_KEY", "sk-ant-coder-secret"),
+        ("AICD_LLM_MODEL", "claude-sonnet-4-5"),
+        ("AICD_LLM_PLANNER_MODEL", "claude-haiku-4-5"),
+        ("AICD_LLM_CRITIC_PROVIDER", "openai"),
+        ("AICD_LLM_CRITIC_API_KEY", "sk-critic-secret"),
+        ("AICD_LLM_CRITIC_MODEL", "gpt-4.1"),
+        ("AICD_LLM_MAX_TURNS", "12"),
+    ])
+    .unwrap();
+    let AgentKind::Llm(llm) = &c.agent else { panic!("{:?}", c.agent) };
+    assert_eq!(
+        (llm.coder.base_url.as_str(), llm.coder.model.as_str()),
+        ("https://api.anthropic.com", "claude-sonnet-4-5")
+    );
+    let planner = llm.planner.as_ref().unwrap();
+    assert_eq!(
+        (planner.model.as_str(), planner.api_key.expose()),
+        ("claude-haiku-4-5", "sk-ant-coder-secret"),
+        "inherits the key"
+    );
+    let critic = llm.critic.as_ref().unwrap();
+    assert_eq!((critic.base_url.as_str(), critic.api_key.expose()), ("https://api.openai.com/v1", "sk-critic-secret"));
+    assert_eq!(llm.max_turns, 12);
+    // Keys are secrets: never in the summary, scrubbed from messages.
+    let summary = format!("{:?}", c.summary());
+    assert!(!summary.contains("coder-secret") && !summary.contains("critic-secret"), "{summary}");
+    assert!(summary.contains("(\"AICD_LLM_PLANNER_MODEL\", \"claude-haiku-4-5\")"), "{summary}");
+    assert_eq!(c.scrub("failed: sk-critic-secret"), "failed: [REDACTED]");
+    assert!(!format!("{c:?}").contains("sk-ant-coder-secret"));
+    // A local server needs no key and no price.
+    let local = config(&[
+        ("AICD_AGENT", "llm"),
+        ("AICD_LLM_PROVIDER", "openai"),
+        ("AICD_LLM_BASE_URL", "http://localhost:11434/v1"),
+        ("AICD_LLM_MODEL", "qwen2.5-coder:7b"),
+    ]);
+    assert!(local.is_ok(), "{:?}", local.err().map(|p| p.to_string()));
+}
+
+#[test]
+fn the_llm_agent_refuses_what_it_cannot_use() {
+    let err = problems(&[("AICD_AGENT", "llm")]);
+    assert!(err.contains("AICD_LLM_PROVIDER is required"), "{err}");
+    let err = problems(&[("AICD_AGENT", "llm"), ("AICD_LLM_PROVIDER", "bard"), ("AICD_LLM_MODEL", "x")]);
+    assert!(err.contains("unknown LLM provider `bard`"), "{err}");
+    let err = problems(&[("AICD_AGENT", "llm"), ("AICD_LLM_PROVIDER", "openai"), ("AICD_LLM_MODEL", "gpt-4.1")]);
+    assert!(err.contains("AICD_LLM_API_KEY is required"), "{err}");
+    // A paid platform cannot enforce budgets it cannot price.
+    let err = problems(&[
+        ("AICD_AGENT", "llm"),
+        ("AICD_LLM_PROVIDER", "openai"),
+        ("AICD_LLM_API_KEY", "k"),
+        ("AICD_LLM_MODEL", "mystery-model"),
+    ]);
+    assert!(err.contains("`mystery-model` has no price") && err.contains("AICD_LLM_PRICES_PATH"), "{err}");
+    let mut prices = tempfile::NamedTempFile::new().unwrap();
+    writeln!(prices, "[models.\"mystery-model\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0").unwrap();
+    let path = prices.path().to_str().unwrap().to_owned();
+    let priced = config(&[
+        ("AICD_AGENT", "llm"),
+        ("AICD_LLM_PROVIDER", "openai"),
+        ("AICD_LLM_API_KEY", "k"),
+        ("AICD_LLM_MODEL", "mystery-model"),
+        ("AICD_LLM_PRICES_PATH", &path),
+    ]);
+    assert!(priced.is_ok(), "{:?}", priced.err().map(|p| p.to_string()));
+    let err = problems(&[
+        ("AICD_AGENT", "llm"),
+        ("AICD_LLM_PROVIDER", "openai"),
+        ("AICD_LLM_API_KEY", "k"),
+        ("AICD_LLM_MODEL", "gpt-4.1"),
+        ("AICD_AGENT_PROMPTS_DIR", "/nonexistent/prompts"),
+    ]);
+    assert!(err.contains("AICD_AGENT_PROMPTS_DIR"), "{err}");
+    let err = problems(&[("AICD_AGENT", "gpt")]);
+    assert!(err.contains("AICD_AGENT must be `scripted` or `llm`"), "{err}");
 }
