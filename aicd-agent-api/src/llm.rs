@@ -186,3 +186,171 @@ impl Agent for LlmAgent {
         Ok(self.output(Role::Critic, review.clone(), &finished))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{Budget, Issue, MemoryRepoView, RecordedProgress, RepoRef};
+
+    /// Answers each request with the next canned reply (OpenAI's shape), and keeps the requests.
+    struct Canned {
+        replies: Mutex<Vec<HttpReply>>,
+        requests: Mutex<Vec<Value>>,
+    }
+
+    impl Canned {
+        fn new(replies: Vec<HttpReply>) -> Arc<Self> {
+            Arc::new(Self { replies: Mutex::new(replies.into_iter().rev().collect()), requests: Mutex::default() })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Canned {
+        async fn post(&self, request: &HttpRequest) -> std::result::Result<HttpReply, TransportError> {
+            self.requests.lock().unwrap().push(request.body.clone());
+            self.replies.lock().unwrap().pop().ok_or_else(|| TransportError::Failed("no more replies".into()))
+        }
+    }
+
+    fn ok(body: Value) -> HttpReply {
+        HttpReply { status: 200, headers: vec![], body: body.to_string() }
+    }
+
+    /// A chat completion calling `calls` (name, arguments), finishing with `finish`.
+    fn answer(calls: &[(&str, Value)], finish: &str) -> HttpReply {
+        let calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(n, (name, args))| json!({ "id": format!("call_{n}"), "type": "function", "function": { "name": name, "arguments": args.to_string() } }))
+            .collect();
+        let message = if calls.is_empty() {
+            json!({ "role": "assistant", "content": null })
+        } else {
+            json!({ "role": "assistant", "content": null, "tool_calls": calls })
+        };
+        ok(json!({ "model": "gpt-4.1", "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
+                   "usage": { "prompt_tokens": 100, "completion_tokens": 10 } }))
+    }
+
+    fn agent(transport: Arc<Canned>) -> LlmAgent {
+        let mut config =
+            LlmConfig::new(ModelConfig::new(Provider::OpenAi, "gpt-4.1", "k").at("https://llm.example.test/v1"));
+        config.http = HttpSettings {
+            max_retries: 0,
+            base_backoff: std::time::Duration::from_millis(1),
+            ..HttpSettings::default()
+        };
+        LlmAgent::with_transport(config, transport).unwrap()
+    }
+
+    fn context(progress: Arc<RecordedProgress>) -> TaskContext {
+        let view = MemoryRepoView::from_files([("a.py", "x = 1\n"), ("b.py", "y = 2\n")]);
+        TaskContext::new("j", Issue::new("t", "b"), RepoRef::new("o/r", "main"), Budget::unlimited(), Arc::new(view))
+            .with_progress(progress)
+    }
+
+    #[tokio::test]
+    async fn parallel_calls_run_in_order_and_a_submit_ends_the_step() {
+        let plan = json!({ "summary": "s", "steps": [{ "description": "d", "files": ["a.py", "b.py"] }] });
+        let canned = Canned::new(vec![answer(
+            &[
+                ("read_file", json!({ "path": "a.py" })),
+                ("submit_plan", plan),
+                ("read_file", json!({ "path": "b.py" })),
+            ],
+            "tool_calls",
+        )]);
+        let progress = RecordedProgress::new();
+        let out = agent(canned.clone()).plan(&context(progress.clone())).await.unwrap();
+        assert_eq!(out.value.steps[0].path.as_deref(), Some("a.py"));
+        assert!(out.value.steps[0].description.contains("also b.py"));
+        assert_eq!(progress.notes(), ["read a.py"], "the call after the submission did not run");
+        assert_eq!(out.usage.total_tokens(), 110);
+        assert_eq!(progress.spent(), out.usage);
+    }
+
+    #[tokio::test]
+    async fn empty_and_cut_off_answers_are_asked_again_and_never_sent_back_empty() {
+        let plan = json!({ "summary": "s", "steps": [] });
+        let canned = Canned::new(vec![
+            answer(&[], "length"),
+            answer(&[("submit_plan", json!({ "summary": "half" }))], "length"),
+            answer(&[("submit_plan", plan)], "tool_calls"),
+        ]);
+        let progress = RecordedProgress::new();
+        let out = agent(canned.clone()).plan(&context(progress.clone())).await.unwrap();
+        assert_eq!(out.value.summary, "s");
+        let requests = canned.requests.lock().unwrap();
+        // The empty answer left no empty assistant turn; the nudge says why.
+        let second = &requests[1]["messages"];
+        assert_eq!(second.as_array().unwrap().len(), 3, "{second:#}");
+        assert!(second[2]["content"].as_str().unwrap().contains("output limit"));
+        // The cut-off call was answered without being run.
+        let third = requests[2]["messages"].as_array().unwrap();
+        assert!(third.last().unwrap()["content"].as_str().unwrap().contains("cut off"));
+        assert!(progress.notes().iter().any(|n| n.contains("cut off")));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_answer_is_still_charged() {
+        let canned = Canned::new(vec![ok(
+            json!({ "choices": "nonsense", "usage": { "prompt_tokens": 500, "completion_tokens": 50 } }),
+        )]);
+        let progress = RecordedProgress::new();
+        let error = agent(canned).plan(&context(progress.clone())).await.unwrap_err();
+        assert!(error.is_transient() && error.message().contains("answered oddly"), "{error:?}");
+        assert_eq!(progress.spent().total_tokens(), 550, "what the provider billed is reported");
+        assert!(progress.spent().cost_micros > 0);
+    }
+
+    #[tokio::test]
+    async fn the_budget_refuses_a_turn_it_cannot_afford_before_sending_it() {
+        let canned = Canned::new(vec![answer(&[("read_file", json!({ "path": "a.py" }))], "tool_calls")]);
+        let ctx = context(RecordedProgress::new()).with_budget(Budget::new(1_000, u64::MAX));
+        let error = agent(canned.clone()).plan(&ctx).await.unwrap_err();
+        assert!(error.is_budget_exhausted() && error.message().contains("turn 1"), "{error:?}");
+        assert!(canned.requests.lock().unwrap().is_empty(), "nothing was sent");
+        // With room for one turn, its answer is capped to what is left, and the next turn (whose
+        // input alone would not fit) is not sent.
+        let mut big = answer(&[("read_file", json!({ "path": "a.py" }))], "tool_calls");
+        big.body = big.body.replace("\"prompt_tokens\":100", "\"prompt_tokens\":2000");
+        let canned = Canned::new(vec![big]);
+        let ctx = context(RecordedProgress::new()).with_budget(Budget::new(2_300, u64::MAX));
+        let error = agent(canned.clone()).plan(&ctx).await.unwrap_err();
+        assert!(error.is_budget_exhausted() && error.message().contains("turn 2"), "{error:?}");
+        let max = canned.requests.lock().unwrap()[0]["max_tokens"].as_u64().unwrap();
+        assert!(max < 2_300 && max > 0, "{max}");
+    }
+
+    #[tokio::test]
+    async fn a_circuit_lets_one_trial_through_and_a_failed_trial_counts() {
+        let failing = || HttpReply { status: 500, headers: vec![], body: "{}".into() };
+        let canned = Canned::new((0..10).map(|_| failing()).collect());
+        let mut config =
+            LlmConfig::new(ModelConfig::new(Provider::OpenAi, "gpt-4.1", "k").at("https://llm.example.test/v1"));
+        config.http = HttpSettings {
+            max_retries: 5,
+            base_backoff: std::time::Duration::from_millis(1),
+            breaker_threshold: 2,
+            breaker_cooldown: std::time::Duration::from_millis(50),
+            ..HttpSettings::default()
+        };
+        let agent = LlmAgent::with_transport(config, canned.clone()).unwrap();
+        let ctx = context(RecordedProgress::new());
+        let opened = agent.plan(&ctx).await.unwrap_err();
+        assert!(matches!(opened, AgentError::Paused { .. }), "{opened:?}");
+        assert_eq!(canned.requests.lock().unwrap().len(), 2, "it opened after two failures");
+        let still_open = agent.plan(&ctx).await.unwrap_err();
+        assert!(matches!(still_open, AgentError::Paused { .. }));
+        assert_eq!(canned.requests.lock().unwrap().len(), 2, "no request while open");
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        let trial = agent.plan(&ctx).await.unwrap_err();
+        assert!(matches!(trial, AgentError::Transient { .. }), "a failed trial is a real, counted attempt: {trial:?}");
+        assert!(trial.message().contains("still failing after a pause"));
+        assert_eq!(canned.requests.lock().unwrap().len(), 3);
+    }
+}

@@ -297,7 +297,9 @@ async fn the_budget_running_out_mid_step_fails_the_job_and_is_charged(provider: 
     assert_eq!(job.state, JobState::Failed, "{job:#?}");
     let reason = job.failure_reason.unwrap();
     assert!(reason.contains("budget") && reason.contains("planner's turn 2"), "{reason}");
-    assert!(job.budget.spent_tokens > 2_000, "both answers are charged: {:?}", job.budget);
+    // The first answer is charged; the second turn, whose input alone would not fit, was never
+    // sent (the cassette holds one interaction, and replay checks all were played).
+    assert!(job.budget.spent_tokens > 1_500 && job.budget.spent_tokens <= 2_000, "{:?}", job.budget);
     worker.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -391,6 +391,16 @@ async fn policy_feedback_sends_the_coder_back_once(w: World) {
     assert_eq!(w.events_of(job.id, EventKind::PolicyBlocked).await.len(), 2);
     assert_eq!(job.attempts.policy_blocks, 1);
     worker.shutdown(Duration::from_secs(5)).await;
+
+    // The coder sent back is handed the changeset without what the policy engine blocked.
+    let agent = Arc::new(ReportingAgent { inner: ScriptedAgent::new(), feedback: Mutex::new(Vec::new()) });
+    let worker = w.orchestrator(agent.clone(), OrchestratorConfig { policy_feedback: true, ..config() }).spawn_worker();
+    let body = format!("{}{}", write_block("a.txt", "fine"), write_block(".github/workflows/x.yml", "on: push"));
+    w.settled(w.job(2, &body).await.id).await;
+    let feedback = agent.feedback.lock().unwrap().clone();
+    let previous = feedback.first().and_then(|f| f.previous.clone()).expect("the blocked change comes back");
+    assert_eq!(previous.paths(), ["a.txt"], "{feedback:#?}");
+    worker.shutdown(Duration::from_secs(5)).await;
 }
 
 async fn a_publish_retried_after_a_lost_response_opens_one_pull_request(w: World) {

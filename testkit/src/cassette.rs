@@ -42,6 +42,7 @@ pub struct Recording {
     server: Option<MockServer>,
     state: Arc<Mutex<ReplayState>>,
     recorder: Option<Arc<RecordingTransport>>,
+    finished: bool,
 }
 
 #[derive(Default)]
@@ -86,7 +87,7 @@ impl Recording {
                 (Some(server), None)
             }
         };
-        Self { path, mode, cassette, server, state, recorder }
+        Self { path, mode, cassette, server, state, recorder, finished: false }
     }
 
     /// How it runs.
@@ -142,10 +143,11 @@ impl Recording {
 
     /// Ends the recording: checks that every request matched and every interaction was played
     /// (replay), or writes the cassette (record, bless). Panics with the differences otherwise.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
+        self.finished = true;
         match self.mode {
             Mode::Record => {
-                let recorder = self.recorder.expect("a recorder");
+                let recorder = self.recorder.clone().expect("a recorder");
                 let source = format!(
                     "recorded from {} ({})",
                     std::env::var("AICD_LLM_BASE_URL").unwrap_or_default(),
@@ -180,6 +182,32 @@ impl Recording {
     }
 }
 
+impl Drop for Recording {
+    /// A recording dropped without [`Recording::finish`] (a test that forgot it) still reports
+    /// requests that did not match, unless the test is failing already.
+    fn drop(&mut self) {
+        if self.finished || std::thread::panicking() || self.mode != Mode::Replay {
+            return;
+        }
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(state.mismatches.is_empty(), "{}:\n{}", self.path.display(), state.mismatches.join("\n\n"));
+    }
+}
+
+/// The headers a provider's request must carry: the API key's and, for Anthropic, its version.
+fn missing_headers(request: &Request) -> Option<String> {
+    let has = |name: &str| request.headers.get(name).is_some();
+    let path = request.url.path();
+    let missing: Vec<&str> = if path.ends_with("/messages") {
+        ["x-api-key", "anthropic-version"].into_iter().filter(|h| !has(h)).collect()
+    } else if path.ends_with("/chat/completions") {
+        ["authorization"].into_iter().filter(|h| !has(h)).collect()
+    } else {
+        Vec::new()
+    };
+    (!missing.is_empty()).then(|| format!("the request has no {} header", missing.join(" or ")))
+}
+
 /// Answers requests from the cassette, in order.
 struct Replayer(Arc<Mutex<ReplayState>>);
 
@@ -198,9 +226,15 @@ impl Respond for Replayer {
             state.mismatches.push(message.clone());
             return mismatch(&message);
         };
+        if let Some(missing) = missing_headers(request) {
+            let message = format!("request {}: {missing}", index + 1);
+            state.mismatches.push(message.clone());
+            return mismatch(&message);
+        }
+        // The recorded body is what counts: its stored hash could be stale after an edit.
         let matches = recorded.request.method == actual.method
             && recorded.request.path == actual.path
-            && recorded.request.body_sha256 == actual.body_sha256;
+            && body_hash(&recorded.request.body) == actual.body_sha256;
         if !matches && !state.bless {
             let message = format!(
                 "request {} differs from the recorded one:\n{}",

@@ -43,6 +43,13 @@ pub(crate) fn encode(model: &ModelConfig, request: &ChatRequest<'_>) -> HttpRequ
             }
         }
     }
+    // A third cache point at the end of the conversation, so each turn reads everything before it
+    // from the cache (four are allowed: the system prompt, the context, this).
+    if !request.messages.is_empty()
+        && let Some(last) = messages.last_mut().and_then(|m| m["content"].as_array_mut()).and_then(|c| c.last_mut())
+    {
+        last["cache_control"] = cached.clone();
+    }
     let tools: Vec<Value> = request
         .tools
         .iter()
@@ -125,13 +132,23 @@ pub(crate) fn decode(body: &str) -> Result<ChatResponse, String> {
             Block::Other => {}
         }
     }
-    let usage = answer.usage.map_or_else(TokenUsage::default, |u| TokenUsage {
+    let usage = answer.usage.map_or_else(TokenUsage::default, tokens);
+    Ok(ChatResponse { text, calls, usage, finish: answer.stop_reason.unwrap_or_default(), model: answer.model })
+}
+
+fn tokens(u: Usage) -> TokenUsage {
+    TokenUsage {
         input: u.input_tokens,
         cached_input: u.cache_read_input_tokens.unwrap_or(0),
         cache_write: u.cache_creation_input_tokens.unwrap_or(0),
         output: u.output_tokens,
-    });
-    Ok(ChatResponse { text, calls, usage, finish: answer.stop_reason.unwrap_or_default(), model: answer.model })
+    }
+}
+
+/// The usage block of an answer that could not be read otherwise: what it was billed.
+pub(crate) fn usage_of(body: &str) -> Option<TokenUsage> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    serde_json::from_value::<Usage>(value.get("usage")?.clone()).ok().map(tokens)
 }
 
 /// The message of an error answer (`{"type": "error", "error": {"message": ...}}`).
@@ -180,6 +197,8 @@ mod tests {
             json!({ "type": "tool_use", "id": "toolu_1", "name": "list_files", "input": {} })
         );
         assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "toolu_1");
+        assert_eq!(body["messages"][2]["content"][0]["cache_control"]["type"], "ephemeral", "the last block is cached");
+        assert!(body["messages"][1]["content"][1].get("cache_control").is_none());
         assert_eq!(body["tools"][0]["input_schema"]["type"], "object");
     }
 

@@ -44,12 +44,17 @@ pub(crate) fn encode(model: &ModelConfig, request: &ChatRequest<'_>) -> HttpRequ
         .iter()
         .map(|t| json!({ "type": "function", "function": { "name": t.name, "description": t.description, "parameters": t.parameters } }))
         .collect();
-    let mut body = json!({ "model": request.model, "messages": messages, "tools": tools });
-    // OpenAI's own API wants `max_completion_tokens` (newer models refuse `max_tokens`); the
-    // servers that mimic it know `max_tokens`.
-    let limit = if model.base_url.contains("api.openai.com") { "max_completion_tokens" } else { "max_tokens" };
+    // Every answer calls a tool: the loop ends with a submit tool, never with prose.
+    let mut body = json!({ "model": request.model, "messages": messages, "tools": tools, "tool_choice": "required" });
+    // OpenAI's and Azure's own APIs want `max_completion_tokens` (newer models refuse
+    // `max_tokens`); the servers that mimic them know `max_tokens`.
+    let azure = model.base_url.contains(".openai.azure.com");
+    let limit = if model.base_url.contains("api.openai.com") || azure { "max_completion_tokens" } else { "max_tokens" };
     body[limit] = json!(request.max_tokens);
-    let auth = (!model.api_key.is_empty()).then(|| ("authorization".to_owned(), format!("Bearer {}", model.api_key)));
+    let auth = (!model.api_key.is_empty()).then(|| match azure {
+        true => ("api-key".to_owned(), model.api_key.clone()),
+        false => ("authorization".to_owned(), format!("Bearer {}", model.api_key)),
+    });
     HttpRequest { url: format!("{}/chat/completions", model.base_url), headers: Vec::new(), auth, body }
 }
 
@@ -79,15 +84,18 @@ struct AssistantMessage {
 
 #[derive(Deserialize)]
 struct WireCall {
-    id: String,
+    /// Some compatible servers leave it out.
+    #[serde(default)]
+    id: Option<String>,
     function: WireFunction,
 }
 
 #[derive(Deserialize)]
 struct WireFunction {
     name: String,
+    /// A JSON string (OpenAI), or an object (some compatible servers).
     #[serde(default)]
-    arguments: Option<String>,
+    arguments: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -116,10 +124,16 @@ pub(crate) fn decode(body: &str) -> Result<ChatResponse, String> {
         .tool_calls
         .unwrap_or_default()
         .into_iter()
-        .map(|call| {
-            let raw = call.function.arguments.unwrap_or_else(|| "{}".to_owned());
+        .enumerate()
+        .map(|(n, call)| {
+            let raw = match call.function.arguments {
+                Some(Value::String(text)) => text,
+                Some(Value::Null) | None => "{}".to_owned(),
+                Some(object) => object.to_string(),
+            };
             let arguments = serde_json::from_str::<Value>(&raw).map_err(|e| e.to_string());
-            ToolCall { id: call.id, name: call.function.name, raw: Value::String(raw), arguments }
+            let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| format!("call_{n}"));
+            ToolCall { id, name: call.function.name, raw: Value::String(raw), arguments }
         })
         .collect();
     let usage = completion.usage.map_or_else(TokenUsage::default, |u| {
@@ -138,6 +152,17 @@ pub(crate) fn decode(body: &str) -> Result<ChatResponse, String> {
         finish: choice.finish_reason.unwrap_or_default(),
         model: completion.model,
     })
+}
+
+fn tokens(u: Usage) -> TokenUsage {
+    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0).min(u.prompt_tokens);
+    TokenUsage { input: u.prompt_tokens - cached, cached_input: cached, cache_write: 0, output: u.completion_tokens }
+}
+
+/// The usage block of an answer that could not be read otherwise: what it was billed.
+pub(crate) fn usage_of(body: &str) -> Option<TokenUsage> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    serde_json::from_value::<Usage>(value.get("usage")?.clone()).ok().map(tokens)
 }
 
 /// The message of an error answer (`{"error": {"message": ...}}`), if it has one.
@@ -182,7 +207,12 @@ mod tests {
         assert_eq!(body["messages"][0], json!({ "role": "system", "content": "sys" }));
         assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"path\":\"a.py\"}");
         assert_eq!(body["messages"][3], json!({ "role": "tool", "tool_call_id": "call_1", "content": "error: nope" }));
-        assert_eq!(body["max_completion_tokens"], 100);
+        assert_eq!((&body["max_completion_tokens"], &body["tool_choice"]), (&json!(100), &json!("required")));
+        let azure = encode(
+            &ModelConfig::new(Provider::OpenAi, "m", "k").at("https://acme.openai.azure.com/openai/v1"),
+            &request,
+        );
+        assert_eq!(azure.auth, Some(("api-key".into(), "k".into())));
         let local = encode(&ModelConfig::new(Provider::OpenAi, "m", "").at("http://localhost:11434/v1"), &request);
         assert_eq!((local.auth, &local.body["max_tokens"]), (None, &json!(100)));
     }
@@ -200,6 +230,11 @@ mod tests {
         assert_eq!(answer.usage, TokenUsage { input: 176, cached_input: 1024, cache_write: 0, output: 30 });
         assert_eq!((answer.finish.as_str(), answer.model.as_str()), ("tool_calls", "gpt-4.1-2025-04-14"));
         assert!(answer.calls[0].arguments.is_err(), "broken arguments are kept for the model to repair");
+        // Lenient with compatible servers: no id, arguments as an object.
+        let lenient = json!({ "choices": [{ "message": { "tool_calls": [{ "function": { "name": "list_files", "arguments": {} } }] } }] });
+        let answer = decode(&lenient.to_string()).unwrap();
+        assert_eq!((answer.calls[0].id.as_str(), &answer.calls[0].arguments), ("call_0", &Ok(json!({}))));
+        assert_eq!(usage_of(&body.to_string()).map(|u| u.output), Some(30));
         assert_eq!(error_message(r#"{"error":{"message":"bad","type":"x"}}"#).as_deref(), Some("bad"));
     }
 }

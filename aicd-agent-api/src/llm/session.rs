@@ -12,6 +12,13 @@ use super::workspace::{Workspace, shorten};
 
 /// Invalid submissions (or answers without a tool call) after which a step fails.
 const MAX_INVALID: u32 = 3;
+/// About how many bytes the tools' schemas take in a request.
+const TOOLS_BYTES: usize = 4_000;
+/// The most bytes of tool results kept in the conversation; past it the oldest are elided (the
+/// model may read again), so a long step does not outgrow the model's context.
+const MAX_RESULT_BYTES: usize = 300_000;
+/// What an elided result says.
+const ELIDED: &str = "[this output was removed to save room; call the tool again if you need it]";
 
 /// The role a step plays, and so its submit tool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,27 +90,57 @@ pub(crate) async fn run(
     let mut spent = Usage::zero(step.model.model.clone());
     let mut invalid = 0u32;
     let mut last_problem = String::new();
+    // The input the next request will send, estimated from the last answer's (four bytes a
+    // token): the budget must allow it before it is sent.
+    let mut next_input = estimate_tokens(step.prompt.text.len() + step.context.len() + TOOLS_BYTES);
+    let price = config.prices.get(&step.model.model).copied();
     for turn in 1..=config.max_turns {
         let budget = ctx.budget();
         let tokens_left = budget.remaining_tokens().saturating_sub(spent.total_tokens());
         let cost_left = budget.remaining_cost_micros().saturating_sub(spent.cost_micros);
-        if tokens_left == 0 || cost_left == 0 {
+        let input_cost = price.map_or(0, |p| p.cost_micros(&TokenUsage { input: next_input, ..Default::default() }));
+        if tokens_left <= next_input || cost_left <= input_cost {
             return Err(AgentError::budget_exhausted(format!(
-                "the job's budget ran out during the {role}'s turn {turn} ({} tokens and {} micro-units spent in this step)",
+                "the job's budget does not allow the {role}'s turn {turn} (about {next_input} input tokens; {tokens_left} \
+                 tokens and {cost_left} micro-units left after {} tokens and {} micro-units in this step)",
                 spent.total_tokens(),
                 spent.cost_micros
             )));
         }
+        // The answer may use what is left, in tokens and in money.
+        let mut max_tokens = config.max_output_tokens.min(tokens_left - next_input);
+        if let Some(price) = price.filter(|p| p.output_per_mtok > 0.0) {
+            let affordable = ((cost_left - input_cost) as f64 / price.output_per_mtok).floor() as u64;
+            max_tokens = max_tokens.min(affordable);
+        }
+        elide_old_results(&mut messages);
         let request = ChatRequest {
             model: &step.model.model,
             system: &step.prompt.text,
             context: &step.context,
             messages: &messages,
             tools: &offered,
-            max_tokens: config.max_output_tokens.min(tokens_left).max(1),
+            max_tokens: max_tokens.max(1),
         };
-        let answer = client.chat(step.model, &request).await?;
-        let usage = priced(config, step.model, &answer.usage);
+        let answer = match client.chat(step.model, &request).await {
+            Ok(answer) => answer,
+            Err(failure) => {
+                // Billed even though it could not be read.
+                if let Some(tokens) = failure.usage {
+                    ctx.progress().spend(&priced(config, step.model, &tokens));
+                }
+                return Err(failure.error);
+            }
+        };
+        let mut tokens = answer.usage;
+        if tokens == TokenUsage::default() && !step.model.is_local() {
+            // A server that reports no usage is still paid: estimate it rather than call it free.
+            tracing::warn!(model = %step.model.model, "the provider reported no usage; estimating it");
+            let sent: usize = messages_bytes(&messages) + step.prompt.text.len() + step.context.len() + TOOLS_BYTES;
+            tokens =
+                TokenUsage { input: estimate_tokens(sent), output: estimate_tokens(answer_bytes(&answer)), ..tokens };
+        }
+        let usage = priced(config, step.model, &tokens);
         ctx.progress().spend(&usage);
         spent.accumulate(&usage);
         if spent.total_tokens() > budget.remaining_tokens() || spent.cost_micros > budget.remaining_cost_micros() {
@@ -112,6 +149,43 @@ pub(crate) async fn run(
                 spent.total_tokens(),
                 spent.cost_micros
             )));
+        }
+        next_input = tokens.total_input() + tokens.output;
+        if answer.calls.is_empty() && answer.text.trim().is_empty() {
+            // An empty answer cannot be sent back (the providers refuse empty assistant turns).
+            invalid += 1;
+            last_problem = format!(
+                "answered nothing ({})",
+                if answer.finish.is_empty() { "no reason given" } else { &answer.finish }
+            );
+            ctx.progress().note(&format!("{role} {last_problem}; asked again"));
+            if invalid >= MAX_INVALID {
+                break;
+            }
+            let cut = matches!(answer.finish.as_str(), "length" | "max_tokens");
+            messages.push(Message::User(format!(
+                "Your answer was empty{}. Call a tool; when you are done, call `{submit}`.",
+                if cut { " (it reached the output limit: think less, act in smaller steps)" } else { "" }
+            )));
+            next_input += 40;
+            continue;
+        }
+        if !answer.calls.is_empty() && matches!(answer.finish.as_str(), "length" | "max_tokens") {
+            // Cut off mid-call: the arguments may be incomplete, so nothing runs.
+            invalid += 1;
+            last_problem = "the answer was cut off at the output limit".into();
+            ctx.progress().note(&format!("{role} answer cut off at the output limit; asked again"));
+            messages.push(Message::Assistant { text: answer.text.clone(), calls: answer.calls.clone() });
+            if invalid >= MAX_INVALID {
+                break;
+            }
+            let results = answer
+                .calls
+                .iter()
+                .map(|c| error_result(c, "not run: your answer was cut off at the output limit; send smaller edits"))
+                .collect();
+            messages.push(Message::Results(results));
+            continue;
         }
         let calls = answer.calls.clone();
         messages.push(Message::Assistant { text: answer.text.clone(), calls: calls.clone() });
@@ -163,6 +237,7 @@ pub(crate) async fn run(
         if invalid >= MAX_INVALID {
             break;
         }
+        next_input += estimate_tokens(results.iter().map(|r| r.content.len() + 20).sum());
         messages.push(Message::Results(results));
     }
     if invalid >= MAX_INVALID {
@@ -302,6 +377,53 @@ async fn submission(
             }
         }),
     })
+}
+
+/// Tokens in `bytes` of text, roughly (four bytes a token).
+fn estimate_tokens(bytes: usize) -> u64 {
+    u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+fn messages_bytes(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .map(|m| match m {
+            Message::User(text) => text.len(),
+            Message::Assistant { text, calls } => {
+                text.len() + calls.iter().map(|c| c.raw.to_string().len() + 40).sum::<usize>()
+            }
+            Message::Results(results) => results.iter().map(|r| r.content.len() + 20).sum(),
+        })
+        .sum()
+}
+
+fn answer_bytes(answer: &super::chat::ChatResponse) -> usize {
+    answer.text.len() + answer.calls.iter().map(|c| c.raw.to_string().len()).sum::<usize>()
+}
+
+/// Replaces the oldest tool results by a short note while the results add up to more than
+/// [`MAX_RESULT_BYTES`].
+fn elide_old_results(messages: &mut [Message]) {
+    let mut total: usize = messages
+        .iter()
+        .filter_map(|m| if let Message::Results(r) = m { Some(r) } else { None })
+        .flatten()
+        .map(|r| r.content.len())
+        .sum();
+    for message in messages.iter_mut() {
+        if total <= MAX_RESULT_BYTES {
+            return;
+        }
+        if let Message::Results(results) = message {
+            for result in results.iter_mut().filter(|r| r.content != ELIDED && r.content.len() > ELIDED.len()) {
+                total -= result.content.len() - ELIDED.len();
+                result.content = ELIDED.to_owned();
+                if total <= MAX_RESULT_BYTES {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn error_result(call: &ToolCall, why: &str) -> ToolResult {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// A request to a provider.
-#[derive(Clone, Debug)]
+/// A request to a provider. `Debug` never shows the key.
+#[derive(Clone)]
 pub struct HttpRequest {
     /// The full URL.
     pub url: String,
@@ -17,6 +17,17 @@ pub struct HttpRequest {
     pub auth: Option<(String, String)>,
     /// The JSON body.
     pub body: Value,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("auth", &self.auth.as_ref().map(|(name, _)| (name, "[REDACTED]")))
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 impl HttpRequest {
@@ -121,6 +132,18 @@ fn failure(error: reqwest::Error) -> TransportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_not_in_debug_output() {
+        let request = HttpRequest {
+            url: "https://x/v1".into(),
+            headers: vec![],
+            auth: Some(("x-api-key".into(), "sk-ant-secret".into())),
+            body: Value::Null,
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("sk-ant-secret") && shown.contains("x-api-key"), "{shown}");
+    }
 
     #[test]
     fn the_path_is_what_follows_the_host() {

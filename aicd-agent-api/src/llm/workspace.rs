@@ -15,6 +15,10 @@ const MAX_LISTED: usize = 400;
 const MAX_READ_LINES: usize = 400;
 /// Most bytes `read_file` answers at once.
 const MAX_READ_BYTES: usize = 40_000;
+/// A line longer than this (a minified file) is cut when read.
+const MAX_LINE_BYTES: usize = 2_000;
+/// How much of such a line is shown.
+const MAX_LINE_CHARS: usize = 500;
 /// Most matches `search` answers.
 const MAX_MATCHES: usize = 100;
 /// Most files `search` reads.
@@ -142,6 +146,11 @@ impl Workspace {
         let mut body = String::new();
         let mut end = start - 1;
         for (n, line) in lines.iter().enumerate().take(wanted_end).skip(start - 1) {
+            let line = if line.len() > MAX_LINE_BYTES {
+                format!("{} …[line cut]", shorten(line, MAX_LINE_CHARS))
+            } else {
+                (*line).to_owned()
+            };
             let numbered = format!("{}\t{line}\n", n + 1);
             if end - (start - 1) >= MAX_READ_LINES || body.len() + numbered.len() > MAX_READ_BYTES {
                 break;
@@ -215,8 +224,8 @@ impl Workspace {
         let mut problems = Vec::new();
         for (n, edit) in edits.iter().enumerate() {
             let name = format!("edit {} ({} `{}`)", n + 1, action_name(edit.action), edit.path);
-            if let Err(e) = validate_repo_path(&edit.path) {
-                problems.push(format!("{name}: {e}"));
+            if let Err(why) = check_edit_path(&edit.path) {
+                problems.push(format!("{name}: {why}"));
                 continue;
             }
             let current = match scratch.get(&edit.path) {
@@ -284,6 +293,22 @@ impl Workspace {
     }
 }
 
+/// A path an edit may change: relative, `/`-separated without empty, `.` or `..` parts, and not
+/// in `.git` (the same paths the forges accept).
+fn check_edit_path(path: &str) -> Result<(), String> {
+    validate_repo_path(path).map_err(|e| e.to_string())?;
+    if path.contains('\\') {
+        return Err("use `/` to separate directories".into());
+    }
+    if path.split('/').any(|part| part.is_empty() || part == ".") {
+        return Err("the path has an empty or `.` part; write it as it is listed".into());
+    }
+    if path.split('/').any(|part| part.eq_ignore_ascii_case(".git")) {
+        return Err("files under `.git` cannot be changed".into());
+    }
+    Ok(())
+}
+
 /// What `edit` makes of a file whose content is `current` (`None`: no such file): the new
 /// content, `None` to delete it, or why the edit does not apply.
 fn edit_result(edit: &Edit, current: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
@@ -314,11 +339,17 @@ fn edit_result(edit: &Edit, current: Option<&[u8]>) -> Result<Option<Vec<u8>>, S
             }
             let current = current.ok_or("the file does not exist (use `write` to create it)")?;
             let text = std::str::from_utf8(current).map_err(|_| "the file is not text; use `write`")?;
+            // A file with Windows line ends was shown without its `\r`s: match it the same way.
+            let (search, replace) = if text.contains("\r\n") && !search.contains('\r') {
+                (search.replace('\n', "\r\n"), replace.replace('\n', "\r\n"))
+            } else {
+                (search.clone(), replace.clone())
+            };
             match text.matches(search.as_str()).count() {
                 0 => Err("no match for `search`: it must be the exact current text, including indentation, without \
                      line numbers (read the file again)"
                     .into()),
-                1 => Ok(Some(text.replacen(search.as_str(), replace, 1).into_bytes())),
+                1 => Ok(Some(text.replacen(search.as_str(), &replace, 1).into_bytes())),
                 n => Err(format!("`search` matches {n} places; include more surrounding lines so it matches one")),
             }
         }
@@ -447,6 +478,21 @@ mod tests {
         // Later reads see the edits.
         let read = reading("src/lib.rs", None, None);
         assert!(ws.read_file(&read).await.unwrap().unwrap().contains("fn b() { 1 }"));
+    }
+
+    #[tokio::test]
+    async fn odd_files_and_paths_are_handled() {
+        let base = MemoryRepoView::from_files([("win.txt", "one\r\ntwo\r\n"), ("min.js", "x".repeat(50_000).as_str())]);
+        let mut ws = Workspace::new(Arc::new(base), None);
+        ws.apply(&[replace("win.txt", "one\ntwo\n", "one\nthree\n")]).await.unwrap().unwrap();
+        assert_eq!(ws.read("win.txt").await.unwrap().unwrap().as_slice(), b"one\r\nthree\r\n", "line ends kept");
+        let read = reading("min.js", None, None);
+        let long = ws.read_file(&read).await.unwrap().unwrap();
+        assert!(long.contains("(lines 1-1 of 1)") && long.contains("[line cut]") && long.len() < 1_000, "{long}");
+        for bad in ["./a.txt", "a//b", ".git/config", "src/.git/x", "a\\b"] {
+            let write = Edit { content: Some("x".into()), ..edit(bad, EditAction::Write) };
+            assert!(ws.apply(&[write]).await.unwrap().is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

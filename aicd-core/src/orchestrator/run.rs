@@ -260,7 +260,8 @@ impl JobRun {
                 .write(JobUpdate {
                     state: Some(JobState::Coding),
                     feedback: Some(Some(to_json(
-                        &Feedback::new(self.job.review_round, notes).with_previous(changeset),
+                        &Feedback::new(self.job.review_round, notes)
+                            .with_previous(without_violations(changeset, &blocked)),
                     ))),
                     attempts: Some(attempts),
                     events: vec![event],
@@ -673,6 +674,15 @@ impl JobRun {
         let value = value.ok_or_else(|| Stop::Permanent(format!("the {what} checkpoint is missing")))?;
         serde_json::from_value(value).map_err(|e| Stop::Permanent(format!("the {what} checkpoint is unreadable: {e}")))
     }
+}
+
+/// `changeset` without its changes to the paths the policy engine blocked: a coder building on
+/// it starts from what was acceptable (a protected file it deleted is back, say), and is told
+/// about the rest in the feedback.
+fn without_violations(mut changeset: Changeset, blocked: &PolicyBlocked) -> Changeset {
+    let paths: Vec<&str> = blocked.violations().iter().filter_map(|v| v.path.as_deref()).collect();
+    changeset.changes.retain(|change| !paths.contains(&change.path.as_str()));
+    changeset
 }
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
