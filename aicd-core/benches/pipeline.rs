@@ -2,7 +2,10 @@
 //! CODING -> REVIEWING -> PR_OPEN) with the instant scripted agent and the memory forge, on
 //! PostgreSQL with Redis signals and on SQLite with in-process signals, one process-local worker.
 //!
-//! `cargo bench -p aicd-core --bench pipeline`; `AICD_BENCH_JOBS` sets N (default 200). Run without
+//! `cargo bench -p aicd-core --bench pipeline`; `AICD_BENCH_JOBS` sets N (default 200),
+//! `AICD_BENCH_CONCURRENCY` the worker concurrencies to run (default `8,32`) and
+//! `AICD_BENCH_BACKENDS` the backends (default `postgres,sqlite`); the PostgreSQL pool has
+//! concurrency + 4 connections. Run without
 //! `--bench` (as `cargo test --benches` does) or with `--test` or `--list`, it only pushes a handful
 //! of jobs through SQLite, as a smoke test.
 
@@ -68,15 +71,19 @@ struct World {
     _sqlite: Option<TestSqlite>,
 }
 
-async fn world(backend: Backend) -> Result<World> {
+async fn world(backend: Backend, concurrency: usize) -> Result<World> {
     let (store, doorbell, bus, postgres, redis, sqlite): (_, Arc<dyn Doorbell>, Arc<dyn EventBus>, _, _, _) =
         match backend {
             Backend::PostgresRedis => {
                 let db = TestPostgres::new().await;
                 SqlStore::migrate_postgres(&db.owner_url()).await.context("migrating PostgreSQL")?;
                 let app_url = db.app_url("aicd_app").await;
-                let store =
-                    SqlStore::postgres(&app_url, PostgresOptions::default()).await.context("opening PostgreSQL")?;
+                let store = SqlStore::postgres(
+                    &app_url,
+                    PostgresOptions { max_connections: concurrency as u32 + 4, ..Default::default() },
+                )
+                .await
+                .context("opening PostgreSQL")?;
                 let redis = TestRedis::new().await;
                 let signals =
                     Arc::new(RedisSignals::connect(redis.url(), redis.namespace()).await.context("connecting Redis")?);
@@ -191,8 +198,8 @@ impl World {
         };
         let job =
             NewJob { repo_id: self.repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None };
+        // Creating a job rings the doorbell itself.
         let job = self.core.create_job(&self.admin, self.org, job).await?;
-        self.doorbell.ring().await;
         Ok(job.id)
     }
 
@@ -299,7 +306,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 async fn measure(backend: Backend, concurrency: usize, jobs: usize, warm_up: usize) -> Result<Report> {
     let label = backend.label();
-    let world = world(backend).await.with_context(|| format!("setting up {label}"))?;
+    let world = world(backend, concurrency).await.with_context(|| format!("setting up {label}"))?;
     let (seen, collector) = collect(world.bus.as_ref());
     let config = OrchestratorConfig {
         worker_id: format!("bench-{label}-c{concurrency}"),
@@ -416,8 +423,21 @@ async fn run(smoke: bool) -> Result<()> {
         }
         Err(_) => DEFAULT_JOBS,
     };
+    let concurrencies = list("AICD_BENCH_CONCURRENCY", "8,32")?
+        .iter()
+        .map(|c| c.parse::<usize>().ok().filter(|c| *c > 0).context("AICD_BENCH_CONCURRENCY: positive integers"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut configs = Vec::new();
+    for backend in list("AICD_BENCH_BACKENDS", "postgres,sqlite")? {
+        let backend = match backend.as_str() {
+            "postgres" => Backend::PostgresRedis,
+            "sqlite" => Backend::Sqlite,
+            other => bail!("AICD_BENCH_BACKENDS: unknown backend `{other}` (postgres, sqlite)"),
+        };
+        configs.extend(concurrencies.iter().map(|c| (backend, *c)));
+    }
     let mut reports = Vec::new();
-    for (backend, concurrency) in [(Backend::PostgresRedis, 8), (Backend::Sqlite, 8), (Backend::Sqlite, 1)] {
+    for (backend, concurrency) in configs {
         eprintln!("pipeline: {} with concurrency {concurrency}, {WARM_UP} warm-up + {jobs} jobs", backend.label());
         reports.push(measure(backend, concurrency, jobs, WARM_UP).await?);
     }
@@ -434,6 +454,14 @@ async fn run(smoke: bool) -> Result<()> {
         ms(started.elapsed()) / f64::from(rounds)
     );
     Ok(())
+}
+
+/// A comma-separated list from the environment, or `default`.
+fn list(name: &str, default: &str) -> Result<Vec<String>> {
+    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let items: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    ensure!(!items.is_empty(), "{name} is empty");
+    Ok(items)
 }
 
 fn main() -> ExitCode {

@@ -46,6 +46,10 @@ pub struct JobUpdate {
     pub failure_reason: Option<String>,
     /// Give the lease up (the job becomes claimable again unless terminal).
     pub release: bool,
-    /// Events to append in the same transaction.
+    /// Events to append in the same transaction, after the state change's own event (activity
+    /// events, which tell what led to the result, come before it).
     pub events: Vec<NewEvent>,
+    /// Usage to record against the job in the same transaction (its `job_id` is ignored: the
+    /// usage is the job's), so a step's cost is recorded exactly once, with its result.
+    pub usage: Vec<crate::store::NewUsage>,
 }

@@ -1,12 +1,17 @@
 //! The progress sink the orchestrator gives an agent for one call: its notes become `activity`
-//! events on the job's timeline (written in the background, in order), and what it spends is
-//! summed so a step that fails is charged for it.
+//! events on the job's timeline, and what it spends is summed so a step that fails is charged
+//! for it.
+//!
+//! Notes are written in batches: a note waits up to [`BATCH_WINDOW`] for others, then they are
+//! appended in one transaction, so a long call's timeline moves as it works. Notes still waiting
+//! when the call ends are handed back to go out with the step's result, in its transaction: a
+//! quick call costs no writes of its own.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aicd_agent_api::{ProgressSink, Usage};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, watch};
 
 use crate::jobs::{EventKind, NewEvent};
 use crate::signals::EventBus;
@@ -17,19 +22,24 @@ use crate::{JobId, OrgId};
 const MAX_NOTES: usize = 300;
 /// The longest note written, in characters.
 const MAX_NOTE_CHARS: usize = 300;
-/// How long the end of a call waits for its notes to be written.
+/// How long the end of a call waits for a batch being written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a note waits for others before they are written together.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
-/// One agent call's sink. Dropping the orchestrator's handle ends the writer once the queue is
-/// written.
+/// One agent call's sink.
 pub(crate) struct CallActivity {
-    sender: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    actor: String,
     state: Mutex<State>,
+    noted: Notify,
+    closed: watch::Sender<bool>,
 }
 
 #[derive(Default)]
 struct State {
     notes: usize,
+    pending: Vec<String>,
+    closed: bool,
     spent: Usage,
 }
 
@@ -45,28 +55,63 @@ impl CallActivity {
         job: JobId,
         actor: String,
     ) -> (Arc<Self>, Writer) {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
-        let writer = tokio::spawn(async move {
-            while let Some(message) = receiver.recv().await {
-                match store.append_event(org, job, NewEvent::new(actor.clone(), EventKind::Activity, message)).await {
-                    Ok(event) => bus.publish(&event).await,
-                    Err(error) => tracing::debug!(%job, %error, "an activity note could not be written"),
+        let (closed, _) = watch::channel(false);
+        let sink = Arc::new(Self { actor, state: Mutex::default(), noted: Notify::new(), closed });
+        let writer = tokio::spawn({
+            let sink = sink.clone();
+            async move {
+                let mut closed = sink.closed.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = sink.noted.notified() => {}
+                        _ = closed.wait_for(|c| *c) => return,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(BATCH_WINDOW) => {}
+                        _ = closed.wait_for(|c| *c) => return,
+                    }
+                    let batch = sink.take_pending();
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    match store.append_events(org, job, batch).await {
+                        Ok(events) => {
+                            for event in &events {
+                                bus.publish(event).await;
+                            }
+                        }
+                        Err(error) => tracing::debug!(%job, %error, "activity notes could not be written"),
+                    }
                 }
             }
         });
-        let sink = Arc::new(Self { sender: Mutex::new(Some(sender)), state: Mutex::default() });
         (sink, Writer(writer))
     }
 
-    /// Stops taking notes and returns what the call spent through the sink.
-    pub(crate) fn finish(&self) -> Usage {
-        self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
-        std::mem::take(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner).spent)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_pending(&self) -> Vec<NewEvent> {
+        let pending = std::mem::take(&mut self.lock().pending);
+        pending.into_iter().map(|message| NewEvent::new(self.actor.clone(), EventKind::Activity, message)).collect()
+    }
+
+    /// Stops taking notes; returns what the call spent through the sink and the notes not yet
+    /// written (for the caller to write with the step's result, after [`Writer::flush`]).
+    pub(crate) fn finish(&self) -> (Usage, Vec<NewEvent>) {
+        let spent = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.spent)
+        };
+        self.closed.send_replace(true);
+        (spent, self.take_pending())
     }
 }
 
 impl Writer {
-    /// Waits (a bounded time) for the notes already taken to be written.
+    /// Waits (a bounded time) for a batch being written to be written.
     pub(crate) async fn flush(self) {
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.0).await;
     }
@@ -74,22 +119,24 @@ impl Writer {
 
 impl ProgressSink for CallActivity {
     fn note(&self, message: &str) {
-        let message = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
             state.notes += 1;
-            match state.notes {
+            let message = match state.notes {
                 n if n < MAX_NOTES => shorten(message),
                 MAX_NOTES => "further activity of this step is not shown".to_owned(),
                 _ => return,
-            }
-        };
-        if let Some(sender) = self.sender.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-            let _ = sender.send(message);
+            };
+            state.pending.push(message);
         }
+        self.noted.notify_one();
     }
 
     fn spend(&self, usage: &Usage) {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).spent.accumulate(usage);
+        self.lock().spent.accumulate(usage);
     }
 }
 

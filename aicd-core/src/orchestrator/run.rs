@@ -89,6 +89,13 @@ pub(crate) struct JobRun {
     meta: std::collections::BTreeMap<String, String>,
     /// Whether the policy engine blocked the current attempt, for the observer.
     blocked: bool,
+    /// Usage spent but not yet written: it goes with the next fenced write, so a step's cost is
+    /// recorded exactly once, in the transaction that records its result.
+    unrecorded: Vec<NewUsage>,
+    /// The step whose attempt the last transition already counted (see [`JobRun::write`]).
+    counted: Option<JobState>,
+    /// Activity notes of the last agent call not yet written: they go first in the next write.
+    unwritten: Vec<NewEvent>,
 }
 
 /// What reviewing ended with.
@@ -114,6 +121,9 @@ impl JobRun {
             activity: None,
             meta: Default::default(),
             blocked: false,
+            unrecorded: Vec::new(),
+            counted: None,
+            unwritten: Vec::new(),
         }
     }
 
@@ -140,6 +150,7 @@ impl JobRun {
             let outcome = match stop {
                 Stop::Interrupted(Interrupt::LeaseLost) => {
                     tracing::warn!(job_id = %self.job.id, "lease lost; leaving the job to its new holder");
+                    self.record_unrecorded().await;
                     return;
                 }
                 Stop::Interrupted(Interrupt::Cancel) => self.finish(JobState::Cancelled, None).await,
@@ -150,6 +161,7 @@ impl JobRun {
             };
             if let Err(e) = outcome {
                 tracing::warn!(job_id = %self.job.id, error = %e, "could not record how the step ended");
+                self.record_unrecorded().await;
             }
             return;
         }
@@ -459,6 +471,10 @@ impl JobRun {
     /// Counts an attempt at the current step before doing it, so a job that crashes its worker
     /// every time still runs out of attempts.
     async fn begin_attempt(&mut self, counter: fn(&mut StepAttempts) -> &mut u32) -> StepResult<()> {
+        if self.counted.take() == Some(self.job.state) {
+            // The transition into this step counted it, in the same write.
+            return Ok(());
+        }
         let mut attempts = self.job.attempts;
         let n = counter(&mut attempts);
         if *n >= self.orch.config.max_attempts {
@@ -503,8 +519,10 @@ impl JobRun {
         };
         let mut spent = Usage::default();
         if let Some((sink, writer)) = activity {
-            spent = sink.finish();
+            let notes;
+            (spent, notes) = sink.finish();
             writer.flush().await;
+            self.unwritten.extend(notes);
         }
         let out = match result {
             Ok(Ok(out)) => out,
@@ -559,38 +577,108 @@ impl JobRun {
         )
     }
 
+    /// Adds what a call spent to the job's budget and to the usage the next write records.
     async fn record_usage(&mut self, step: &str, usage: &Usage) -> Result<()> {
-        let record = NewUsage {
+        self.unrecorded.push(NewUsage {
             job_id: Some(self.job.id),
             step: step.to_owned(),
             model: usage.model.clone(),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cost_micros: usage.cost_micros,
-        };
-        self.orch.store.record_usage(self.job.org_id, record).await?;
+        });
         let b = &mut self.job.budget;
         b.spent_tokens = b.spent_tokens.saturating_add(usage.input_tokens.saturating_add(usage.output_tokens));
         b.spent_cost_micros = b.spent_cost_micros.saturating_add(usage.cost_micros);
         Ok(())
     }
 
+    /// Records usage no fenced write could carry (the lease was lost, or the last write
+    /// failed): money spent is recorded even when the result is not.
+    async fn record_unrecorded(&mut self) {
+        let notes = std::mem::take(&mut self.unwritten);
+        if !notes.is_empty()
+            && let Ok(events) = self.orch.store.append_events(self.job.org_id, self.job.id, notes).await
+        {
+            for event in &events {
+                self.orch.bus.publish(event).await;
+            }
+        }
+        for usage in std::mem::take(&mut self.unrecorded) {
+            if let Err(e) = self.orch.store.record_usage(self.job.org_id, usage).await {
+                tracing::warn!(job_id = %self.job.id, error = %e, "could not record the usage of a step");
+            }
+        }
+    }
+
     fn step_event(&self, kind: EventKind, message: impl Into<String>) -> NewEvent {
         NewEvent::new(format!("worker:{}", self.fence.worker), kind, message)
     }
 
-    async fn write(&mut self, update: JobUpdate) -> StepResult<()> {
-        let moved = update.state.is_some();
+    /// A fenced write of a step's result. A transition into a step also counts that step's
+    /// attempt (unless it has none left, which the step itself then reports), so the next step
+    /// starts without a write of its own; and the job's first transition posts the progress
+    /// comment first and records it in the same write.
+    async fn write(&mut self, mut update: JobUpdate) -> StepResult<()> {
+        let Some(to) = update.state else {
+            self.write_raw(update).await?;
+            return Ok(());
+        };
+        let mut counted = None;
+        let mut attempts = update.attempts.unwrap_or(self.job.attempts);
+        let counter = match to {
+            JobState::Planning => Some(&mut attempts.planning),
+            JobState::Coding => Some(&mut attempts.coding),
+            JobState::Reviewing => Some(&mut attempts.reviewing),
+            _ => None,
+        };
+        if let Some(n) = counter.filter(|n| **n < self.orch.config.max_attempts) {
+            *n += 1;
+            update.attempts = Some(attempts);
+            counted = Some(to);
+        }
+        let first_comment = self.job.checkpoints.progress_comment.is_none() && to.is_runnable();
+        if first_comment && let Some(id) = self.post_first_comment(to).await {
+            update.progress_comment = Some(id);
+        }
         self.write_raw(update).await?;
-        if moved {
+        self.counted = counted;
+        if !first_comment {
             self.post_progress().await;
         }
         Ok(())
     }
 
+    /// Posts the progress comment as it will read once the job is in `state`. Best effort.
+    async fn post_first_comment(&mut self, state: JobState) -> Option<u64> {
+        let issue = self.job.issue.number?;
+        let repo = self.repo().await.ok()?;
+        let mut preview = self.job.clone();
+        preview.state = state;
+        let body = progress::comment(&preview);
+        match self.orch.forge.post_comment(&repo, issue, &body).await {
+            Ok(id) => Some(id.0),
+            Err(e) => {
+                tracing::warn!(job_id = %self.job.id, error = %e, "could not post the progress comment");
+                None
+            }
+        }
+    }
+
     /// A fenced write; on success the run continues with the job as written.
-    async fn write_raw(&mut self, update: JobUpdate) -> Result<()> {
-        let (job, events) = self.orch.store.update_job(self.job.org_id, self.job.id, &self.fence, update).await?;
+    async fn write_raw(&mut self, mut update: JobUpdate) -> Result<()> {
+        update.usage = std::mem::take(&mut self.unrecorded);
+        let notes = std::mem::take(&mut self.unwritten);
+        let carried = (update.usage.clone(), notes.clone());
+        update.events.splice(0..0, notes);
+        let (job, events) = match self.orch.store.update_job(self.job.org_id, self.job.id, &self.fence, update).await {
+            Ok(written) => written,
+            Err(e) => {
+                // Not written: keep the usage and notes for the next write (or on their own).
+                (self.unrecorded, self.unwritten) = carried;
+                return Err(e);
+            }
+        };
         self.fence.state = job.state;
         self.job = job;
         for event in &events {

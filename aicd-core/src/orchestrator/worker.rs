@@ -37,6 +37,9 @@ impl WorkerHandle {
     }
 }
 
+/// Most jobs one claim takes.
+const MAX_CLAIM_BATCH: usize = 64;
+
 type Interrupts = Arc<Mutex<HashMap<JobId, watch::Sender<Interrupt>>>>;
 
 /// Raises an interrupt unless a more important one is already raised (lease lost > cancel >
@@ -84,31 +87,45 @@ impl Orchestrator {
                 last_reap = Some(Instant::now());
                 self.reap().await;
             }
-            let permit = tokio::select! {
+            // Wait for a free slot, then take every free slot (up to a batch) and claim that many
+            // jobs in one round: claiming is never one job per round trip.
+            let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
                 _ = shutdown.changed() => break,
             };
-            match self.store.claim_next(&config.worker_id, lease).await {
-                Ok(Some(job)) => {
-                    let this = self.clone();
-                    let interrupts = interrupts.clone();
-                    running.spawn(async move {
-                        this.run_claimed(job, interrupts).await;
-                        drop(permit);
-                    });
+            let mut permits = vec![first];
+            while permits.len() < MAX_CLAIM_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
                 }
-                Ok(None) => {
-                    drop(permit);
+            }
+            match self.store.claim(&config.worker_id, lease, permits.len()).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    for job in jobs {
+                        let Some(permit) = permits.pop() else { break };
+                        let this = self.clone();
+                        let interrupts = interrupts.clone();
+                        running.spawn(async move {
+                            this.run_claimed(job, interrupts).await;
+                            drop(permit);
+                        });
+                    }
+                    // Unused slots go back; the loop claims again at once.
+                    drop(permits);
+                }
+                Ok(_) => {
+                    drop(permits);
                     tokio::select! {
                         _ = self.doorbell.wait(config.poll_interval) => {}
                         _ = shutdown.changed() => {}
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     tracing::warn!(error = %e, "claiming failed; retrying after the poll interval");
                     tokio::select! {
                         _ = tokio::time::sleep(config.poll_interval) => {}

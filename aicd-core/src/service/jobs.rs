@@ -13,8 +13,8 @@ impl Core {
     /// is published on the event bus, if there is one.
     pub async fn create_job(&self, actor: &Actor, org: OrgId, job: NewJob) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCreate)?;
-        let job = self.store.create_job(org, job, &actor.principal.label()).await?;
-        self.publish_created(actor, org, job.id).await;
+        let (job, created) = self.store.create_job_with_event(org, job, &actor.principal.label()).await?;
+        self.publish(std::slice::from_ref(&created)).await;
         self.job_queued().await;
         Ok(job)
     }

@@ -75,8 +75,11 @@ impl SqlStore {
     /// from several processes at once.
     pub async fn migrate_postgres(owner_url: &str) -> Result<()> {
         let options = PgConnectOptions::from_str(owner_url)?;
-        let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(loopback_without_tls(options)).await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
+        // Fresh statistics, so the planner's first plans are not guesses (the dispatch queries do
+        // not depend on them, but reports and admin queries do).
+        sqlx::query("ANALYZE").execute(&pool).await?;
         pool.close().await;
         Ok(())
     }
@@ -84,10 +87,14 @@ impl SqlStore {
     /// Connects to PostgreSQL as the application role, after checking it is safe to (see the type
     /// docs). [`Error::UnsafeDatabase`] names what is wrong.
     pub async fn postgres(app_url: &str, options: PostgresOptions) -> Result<Self> {
-        let connect = PgConnectOptions::from_str(app_url)?.application_name("aicd");
+        let connect = loopback_without_tls(PgConnectOptions::from_str(app_url)?.application_name("aicd"));
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // A broken connection fails its statement, which the caller retries like any
+            // database error; checking every connection before use would cost a round trip
+            // per transaction.
+            .test_before_acquire(false)
             .connect_with(connect)
             .await?;
         let store = Self { pool: Pool::Postgres(pool) };
@@ -137,11 +144,15 @@ impl SqlStore {
     pub(crate) async fn begin(&self, scope: Scope<'_>) -> Result<Tx> {
         match &self.pool {
             Pool::Sqlite(pool) => Ok(Tx::Sqlite(pool.begin().await?)),
-            Pool::Postgres(pool) => {
-                let mut tx = Tx::Postgres(pool.begin().await?);
-                tx.set_scope(scope).await?;
-                Ok(tx)
-            }
+            Pool::Postgres(pool) => match begin_statement(scope) {
+                // BEGIN and the scope in one round trip.
+                Some(statement) => Ok(Tx::Postgres(pool.begin_with(sqlx::AssertSqlSafe(statement)).await?)),
+                None => {
+                    let mut tx = Tx::Postgres(pool.begin().await?);
+                    tx.set_scope(scope).await?;
+                    Ok(tx)
+                }
+            },
         }
     }
 
@@ -193,5 +204,40 @@ impl SqlStore {
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(Error::UnsafeDatabase(problems.join("; "))) }
+    }
+}
+
+/// The statement that opens a transaction already scoped to `scope`, when the scope's value
+/// can be written into SQL safely (ids and fixed words; anything else is bound as an argument
+/// after `BEGIN`).
+fn begin_statement(scope: Scope<'_>) -> Option<String> {
+    let (name, value) = match scope {
+        Scope::Org(org) => ("app.org_id", org.to_string()),
+        Scope::User(user) => ("app.user_id", user.to_string()),
+        Scope::System => ("app.scope", "system".to_owned()),
+        Scope::Global => return Some("BEGIN".to_owned()),
+        Scope::KeyPrefix(prefix) => {
+            if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return None;
+            }
+            ("app.key_prefix", prefix.to_owned())
+        }
+    };
+    Some(format!("BEGIN; SELECT set_config('{name}', '{value}', true)"))
+}
+
+/// Loopback connections whose URL does not ask for TLS do without it: TLS to a database on the
+/// same machine protects nothing and costs a large share of the CPU. A URL with `sslmode` keeps
+/// what it says, so production (`sslmode=require` or stricter) is unchanged.
+fn loopback_without_tls(options: PgConnectOptions) -> PgConnectOptions {
+    use sqlx::postgres::PgSslMode;
+    let host = options.get_host();
+    let loopback = host == "localhost"
+        || host.starts_with('/')
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback && matches!(options.get_ssl_mode(), PgSslMode::Prefer) {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
     }
 }

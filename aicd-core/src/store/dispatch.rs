@@ -6,68 +6,159 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::connect::Scope;
-use super::jobs::{fetch_job, insert_event, lock_job};
+use super::jobs::{insert_event, insert_events, insert_usage};
 use super::rows::{JobRow, job_columns};
 use super::sql::{One, Tx, int, q};
 use super::{DispatchStore, SqlStore, now};
 use crate::jobs::{EventKind, Fence, Job, JobEvent, JobState, JobUpdate, NewEvent};
 use crate::{Error, JobId, OrgId, Result};
 
-/// The oldest runnable, unheld job of an org that is under its concurrency limit.
-macro_rules! candidate_sql {
-    ($lock:literal) => {
+/// The states a worker drives, as SQL (they must match `jobs_org_runnable_idx`'s predicate).
+macro_rules! runnable {
+    ($alias:literal) => {
+        concat!($alias, "lease_owner IS NULL AND ", $alias, "state IN ('queued', 'planning', 'coding', 'reviewing')")
+    };
+}
+
+/// The orgs with a runnable, unheld job whose `run_after` (`$1`) has come, at most `$2` of them,
+/// with how many jobs each holds, its concurrency limit and since when its oldest runnable job
+/// has waited: fewest held first, then the longest waiting. The orgs are found by walking
+/// `jobs_org_runnable_idx` one org at a time (a loose index scan), so the cost grows with the
+/// number of orgs that have work, not with the number of queued jobs.
+pub(crate) const RUNNABLE_ORGS_SQL: &str = concat!(
+    "WITH RECURSIVE r(org_id) AS (SELECT (SELECT j.org_id FROM jobs j WHERE ",
+    runnable!("j."),
+    " AND j.run_after <= $1 ORDER BY j.org_id LIMIT 1) \
+     UNION ALL SELECT (SELECT j.org_id FROM jobs j WHERE ",
+    runnable!("j."),
+    " AND j.run_after <= $1 AND j.org_id > r.org_id ORDER BY j.org_id LIMIT 1) FROM r WHERE r.org_id IS NOT NULL) \
+     SELECT w.org_id, \
+     (SELECT COUNT(*) FROM jobs h WHERE h.org_id = w.org_id AND h.lease_owner IS NOT NULL) AS held, \
+     o.max_concurrent_jobs, \
+     (SELECT j.run_after FROM jobs j WHERE j.org_id = w.org_id AND ",
+    runnable!("j."),
+    " AND j.run_after <= $1 ORDER BY j.run_after, j.id LIMIT 1) AS oldest \
+     FROM (SELECT org_id FROM r WHERE org_id IS NOT NULL LIMIT $2) w JOIN orgs o ON o.id = w.org_id \
+     ORDER BY held, oldest, w.org_id"
+);
+
+/// Leases up to `$2` of org `$1`'s runnable jobs (oldest first) to worker `$3` until `$4`, never
+/// beyond the org's concurrency limit as it stands when the statement runs. `$greatest` and
+/// `$least` are the backend's two-argument maximum and minimum.
+macro_rules! claim_sql {
+    ($greatest:literal, $least:literal) => {
         concat!(
-            "SELECT j.id, j.org_id FROM jobs j JOIN orgs o ON o.id = j.org_id \
-             WHERE j.lease_owner IS NULL AND j.state IN ('queued', 'planning', 'coding', 'reviewing') \
-             AND j.run_after <= $1 \
-             AND (SELECT COUNT(*) FROM jobs h WHERE h.org_id = j.org_id AND h.lease_owner IS NOT NULL) \
-                 < o.max_concurrent_jobs \
-             ORDER BY j.run_after, j.id LIMIT 1",
-            $lock
+            "UPDATE jobs SET lease_owner = $3, lease_expires_at = $4, epoch = epoch + 1, updated_at = $5 \
+             WHERE id IN (SELECT j.id FROM jobs j WHERE j.org_id = $1 AND ",
+            runnable!("j."),
+            " AND j.run_after <= $5 ORDER BY j.run_after, j.id LIMIT ",
+            $greatest,
+            "(0, ",
+            $least,
+            "($2, (SELECT max_concurrent_jobs FROM orgs WHERE id = $1) \
+             - (SELECT COUNT(*) FROM jobs h WHERE h.org_id = $1 AND h.lease_owner IS NOT NULL)))) AND ",
+            runnable!(""),
+            " RETURNING ",
+            job_columns!()
         )
     };
 }
 
-#[async_trait]
-impl DispatchStore for SqlStore {
-    async fn claim_next(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Job>> {
+/// [`claim_sql!`] for PostgreSQL.
+pub(crate) fn claim_sql_postgres() -> &'static str {
+    claim_sql!("GREATEST", "LEAST")
+}
+
+/// Takes, without waiting, the claim lock of each org in `$1` (comma-separated ids) and returns
+/// those it got. The lock is held to the end of the transaction; a claimer that finds an org's
+/// lock taken passes the org over instead of queueing behind the other claim.
+const LOCK_ORGS_SQL: &str = "SELECT o FROM unnest(CAST(string_to_array($1, ',') AS uuid[])) AS o \
+     WHERE pg_try_advisory_xact_lock(1095320388, hashtext(CAST(o AS text)))";
+
+/// Most orgs one claim looks at.
+const MAX_ORGS_PER_CLAIM: i64 = 1000;
+/// How often a claim that found every candidate org locked by other claimers tries again.
+const LOCKED_RETRIES: u32 = 3;
+
+/// An org with runnable work, as [`RUNNABLE_ORGS_SQL`] returns it.
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    org_id: Uuid,
+    held: i64,
+    max_concurrent_jobs: i32,
+    #[allow(dead_code)]
+    oldest: Option<DateTime<Utc>>,
+}
+
+/// Shares `max` claims between `orgs` (ordered fewest held first, then longest waiting): each
+/// next claim goes to the org whose held jobs plus claims so far are fewest, first in order
+/// among equals, while it is below its limit. Returns each org's share, in order, zeros left out.
+fn fair_shares(orgs: &[Candidate], max: usize) -> Vec<(Uuid, usize)> {
+    let mut given = vec![0usize; orgs.len()];
+    for _ in 0..max {
+        let next = orgs
+            .iter()
+            .zip(&given)
+            .enumerate()
+            .filter(|(_, (o, g))| o.held + (**g as i64) < i64::from(o.max_concurrent_jobs))
+            .min_by_key(|(i, (o, g))| (o.held + (**g as i64), *i))
+            .map(|(i, _)| i);
+        match next {
+            Some(i) => given[i] += 1,
+            None => break,
+        }
+    }
+    orgs.iter().zip(given).filter(|(_, g)| *g > 0).map(|(o, g)| (o.org_id, g)).collect()
+}
+
+impl SqlStore {
+    /// One claim transaction; also says whether an org was passed over because another
+    /// claimer held its lock.
+    async fn claim_once(&self, worker: &str, lease: chrono::Duration, max: usize) -> Result<(Vec<Job>, bool)> {
         let at = now();
         let mut tx = self.begin(Scope::System).await?;
         let postgres = matches!(tx, Tx::Postgres(_));
-        let candidate: Option<(Uuid, Uuid)> = if postgres {
-            // SKIP LOCKED: concurrent claimers pass over each other's candidates instead of waiting.
-            tx.fetch_optional(q(candidate_sql!(" FOR UPDATE OF j SKIP LOCKED")).arg(at)).await?
-        } else {
-            // SQLite has one writer: the transaction alone serializes claims.
-            tx.fetch_optional(q(candidate_sql!("")).arg(at)).await?
-        };
-        let Some((job, org)) = candidate else { return Ok(None) };
-        if postgres {
-            // Serialize claims within the org so two workers cannot both take its last free slot.
-            let limit: One<i32> =
-                tx.fetch_one(q("SELECT max_concurrent_jobs FROM orgs WHERE id = $1 FOR UPDATE").arg(org)).await?;
-            let held: One<i64> = tx
-                .fetch_one(q("SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND lease_owner IS NOT NULL").arg(org))
-                .await?;
-            if held.0 >= i64::from(limit.0) {
-                return Ok(None);
+        let orgs: Vec<Candidate> = tx.fetch_all(q(RUNNABLE_ORGS_SQL).arg(at).arg(MAX_ORGS_PER_CLAIM)).await?;
+        let mut shares = fair_shares(&orgs, max);
+        let mut passed_over = false;
+        if postgres && !shares.is_empty() {
+            // SQLite has one writer: its transaction alone serializes claims.
+            let ids = shares.iter().map(|(org, _)| org.to_string()).collect::<Vec<_>>().join(",");
+            let locked: Vec<One<Uuid>> = tx.fetch_all(q(LOCK_ORGS_SQL).arg(ids)).await?;
+            let before = shares.len();
+            shares.retain(|(org, _)| locked.iter().any(|l| l.0 == *org));
+            passed_over = shares.len() < before;
+        }
+        let mut claimed = Vec::with_capacity(max);
+        for (org, share) in shares {
+            let sql = if postgres { claim_sql_postgres() } else { claim_sql!("MAX", "MIN") };
+            let rows: Vec<JobRow> =
+                tx.fetch_all(q(sql).arg(org).arg(int(share)).arg(worker).arg(at + lease).arg(at)).await?;
+            for row in rows {
+                claimed.push(Job::try_from(row)?);
             }
         }
-        let row: JobRow = tx
-            .fetch_one(
-                q(concat!(
-                    "UPDATE jobs SET lease_owner = $2, lease_expires_at = $3, epoch = epoch + 1, updated_at = $4 \
-                     WHERE id = $1 RETURNING ",
-                    job_columns!()
-                ))
-                .arg(job)
-                .arg(worker)
-                .arg(at + lease)
-                .arg(at),
-            )
-            .await?;
         tx.commit().await?;
-        row.try_into().map(Some)
+        Ok((claimed, passed_over))
+    }
+}
+
+#[async_trait]
+impl DispatchStore for SqlStore {
+    async fn claim(&self, worker: &str, lease: chrono::Duration, max: usize) -> Result<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut retries = 0;
+        loop {
+            let (claimed, passed_over) = self.claim_once(worker, lease, max).await?;
+            if !claimed.is_empty() || !passed_over || retries == LOCKED_RETRIES {
+                return Ok(claimed);
+            }
+            // Every org with work was being claimed by someone else: look again shortly.
+            retries += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(2 * u64::from(retries))).await;
+        }
     }
 
     async fn heartbeat(&self, org: OrgId, job: JobId, fence: &Fence, lease: chrono::Duration) -> Result<bool> {
@@ -97,70 +188,81 @@ impl DispatchStore for SqlStore {
         mut update: JobUpdate,
     ) -> Result<(Job, Vec<JobEvent>)> {
         let at = now();
-        let mut tx = self.begin(Scope::Org(org)).await?;
-        let current = lock_job(&mut tx, org, job).await?;
-        let held = current.state == fence.state
-            && current.epoch == fence.epoch
-            && current.lease.as_ref().is_some_and(|l| l.owner == fence.worker && l.expires_at > at);
-        if !held {
-            return Err(Error::LeaseLost { job_id: job });
-        }
-        let mut next = current.clone();
-        let mut events = Vec::new();
+        let to = update.state.unwrap_or(fence.state);
+        // Activity notes happened before the step's result: they come before its state change.
+        let (mut events, others): (Vec<NewEvent>, Vec<NewEvent>) =
+            std::mem::take(&mut update.events).into_iter().partition(|e| e.kind == EventKind::Activity);
         if let Some(to) = update.state {
-            current.state.check_transition(to)?;
-            next.state = to;
-            let mut event = NewEvent::state_changed(format!("worker:{}", fence.worker), current.state, to);
+            fence.state.check_transition(to)?;
+            let mut event = NewEvent::state_changed(format!("worker:{}", fence.worker), fence.state, to);
             if let Some(reason) = update.failure_reason.as_deref().filter(|_| to == JobState::Failed) {
-                event.message = format!("{} -> {}: {reason}", current.state, to);
+                event.message = format!("{} -> {}: {reason}", fence.state, to);
             }
             events.push(event);
         }
-        let extra_events = std::mem::take(&mut update.events);
-        let release = update.release;
-        apply(&mut next, update, at);
-        if release || next.state.is_terminal() || !next.state.is_runnable() {
-            next.lease = None;
-        }
-        let c = &next.checkpoints;
-        let written = tx
-            .execute(
-                q("UPDATE jobs SET state = $3, attempts = $4, review_round = $5, run_after = $6, plan = $7, \
-                   changeset = $8, review = $9, feedback = $10, pull_request = $11, progress_comment_id = $12, \
-                   failure_reason = $13, lease_owner = $14, lease_expires_at = $15, finished_at = $16, \
-                   updated_at = $17 WHERE org_id = $1 AND id = $2 AND epoch = $18 AND state = $19")
+        events.extend(others);
+        let usage = std::mem::take(&mut update.usage);
+        let (tokens, cost) = usage.iter().fold((0u64, 0u64), |(t, c), u| {
+            (t.saturating_add(u.input_tokens.saturating_add(u.output_tokens)), c.saturating_add(u.cost_micros))
+        });
+        let release = update.release || to.is_terminal() || !to.is_runnable();
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        // One compare-and-set: the job is written only if this worker still holds it, in the
+        // state and epoch it was claimed in, with the lease not yet expired.
+        let row: Option<JobRow> = tx
+            .fetch_optional(
+                q(concat!(
+                    "UPDATE jobs SET state = $3, attempts = COALESCE($4, attempts), \
+                     review_round = COALESCE($5, review_round), run_after = COALESCE($6, run_after), \
+                     plan = COALESCE($7, plan), changeset = CASE WHEN $8 THEN $9 ELSE changeset END, \
+                     review = CASE WHEN $10 THEN $11 ELSE review END, \
+                     feedback = CASE WHEN $12 THEN $13 ELSE feedback END, \
+                     pull_request = COALESCE($14, pull_request), \
+                     progress_comment_id = COALESCE($15, progress_comment_id), \
+                     failure_reason = COALESCE($16, failure_reason), \
+                     lease_owner = CASE WHEN $17 THEN NULL ELSE lease_owner END, \
+                     lease_expires_at = CASE WHEN $17 THEN NULL ELSE lease_expires_at END, \
+                     finished_at = CASE WHEN $18 THEN COALESCE(finished_at, $19) ELSE finished_at END, \
+                     spent_tokens = spent_tokens + $23, spent_cost_micros = spent_cost_micros + $24, \
+                     updated_at = $19 \
+                     WHERE org_id = $1 AND id = $2 AND epoch = $20 AND state = $21 AND lease_owner = $22 \
+                     AND lease_expires_at > $19 RETURNING ",
+                    job_columns!()
+                ))
                 .arg(org)
                 .arg(job)
-                .arg(next.state.as_str())
-                .arg(serde_json::to_value(next.attempts).unwrap_or_default())
-                .arg(int(next.review_round))
-                .arg(next.run_after)
-                .arg(c.plan.clone())
-                .arg(c.changeset.clone())
-                .arg(c.review.clone())
-                .arg(c.feedback.clone())
-                .arg(c.pull_request.as_ref().and_then(|pr| serde_json::to_value(pr).ok()))
-                .arg(c.progress_comment.map(|n| n as i64))
-                .arg(next.failure_reason.clone())
-                .arg(next.lease.as_ref().map(|l| l.owner.clone()))
-                .arg(next.lease.as_ref().map(|l| l.expires_at))
-                .arg(next.finished_at)
+                .arg(to.as_str())
+                .arg(update.attempts.map(|a| serde_json::to_value(a).unwrap_or_default()))
+                .arg(update.review_round.map(i64::from))
+                .arg(update.run_after)
+                .arg(update.plan)
+                .arg(update.changeset.is_some())
+                .arg(update.changeset.flatten())
+                .arg(update.review.is_some())
+                .arg(update.review.flatten())
+                .arg(update.feedback.is_some())
+                .arg(update.feedback.flatten())
+                .arg(update.pull_request.as_ref().and_then(|pr| serde_json::to_value(pr).ok()))
+                .arg(update.progress_comment.map(|n| n as i64))
+                .arg(update.failure_reason)
+                .arg(release)
+                .arg(to.is_terminal())
                 .arg(at)
                 .arg(fence.epoch)
-                .arg(fence.state.as_str()),
+                .arg(fence.state.as_str())
+                .arg(fence.worker.as_str())
+                .arg(int(tokens))
+                .arg(int(cost)),
             )
             .await?;
-        if written != 1 {
-            return Err(Error::LeaseLost { job_id: job });
+        let Some(row) = row else { return Err(Error::LeaseLost { job_id: job }) };
+        let written = Job::try_from(row)?;
+        let appended = insert_events(&mut tx, org, job, events).await?;
+        for spent in usage {
+            insert_usage(&mut tx, org, job, written.repo_id, spent).await?;
         }
-        events.extend(extra_events);
-        let mut appended = Vec::with_capacity(events.len());
-        for event in events {
-            appended.push(insert_event(&mut tx, org, job, event).await?);
-        }
-        let job = fetch_job(&mut tx, org, job).await?;
         tx.commit().await?;
-        Ok((job, appended))
+        Ok((written, appended))
     }
 
     async fn reap_expired_leases(&self) -> Result<Vec<JobEvent>> {
@@ -202,42 +304,5 @@ impl DispatchStore for SqlStore {
         let queued: One<i64> = tx.fetch_one(q("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")).await?;
         tx.commit().await?;
         Ok(u64::try_from(queued.0).unwrap_or(0))
-    }
-}
-
-fn apply(job: &mut Job, update: JobUpdate, at: DateTime<Utc>) {
-    let c = &mut job.checkpoints;
-    if let Some(plan) = update.plan {
-        c.plan = Some(plan);
-    }
-    if let Some(changeset) = update.changeset {
-        c.changeset = changeset;
-    }
-    if let Some(review) = update.review {
-        c.review = review;
-    }
-    if let Some(feedback) = update.feedback {
-        c.feedback = feedback;
-    }
-    if let Some(pr) = update.pull_request {
-        c.pull_request = Some(pr);
-    }
-    if let Some(comment) = update.progress_comment {
-        c.progress_comment = Some(comment);
-    }
-    if let Some(attempts) = update.attempts {
-        job.attempts = attempts;
-    }
-    if let Some(round) = update.review_round {
-        job.review_round = round;
-    }
-    if let Some(run_after) = update.run_after {
-        job.run_after = run_after;
-    }
-    if let Some(reason) = update.failure_reason {
-        job.failure_reason = Some(reason);
-    }
-    if job.state.is_terminal() && job.finished_at.is_none() {
-        job.finished_at = Some(at);
     }
 }

@@ -93,9 +93,31 @@ const USAGE_BY_STEP_SQL: &str = "SELECT step, model, CAST(SUM(input_tokens) AS B
 #[derive(sqlx::FromRow)]
 struct StepRow(String, String, i64, i64, i64, i64, i64);
 
+/// A page of org `$1`'s jobs below id `$2`, newest first, at most `$3`.
+pub(crate) const LIST_JOBS_SQL: &str =
+    concat!("SELECT ", job_columns!(), " FROM jobs WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+/// [`LIST_JOBS_SQL`] of the jobs in state `$4`.
+pub(crate) const LIST_JOBS_BY_STATE_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE org_id = $1 AND state = $4 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+/// [`LIST_JOBS_SQL`] of the jobs of repository `$4`.
+pub(crate) const LIST_JOBS_BY_REPO_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE org_id = $1 AND repo_id = $4 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+/// [`LIST_JOBS_SQL`] of the jobs of repository `$4` in state `$5`.
+pub(crate) const LIST_JOBS_BY_REPO_AND_STATE_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE org_id = $1 AND repo_id = $4 AND state = $5 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+
 #[async_trait]
 impl JobStore for SqlStore {
-    async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job> {
+    async fn create_job_with_event(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<(Job, JobEvent)> {
         let issue = job.issue.validate()?;
         let max_tokens = job.max_tokens.unwrap_or(crate::jobs::DEFAULT_MAX_TOKENS);
         let max_cost = job.max_cost_micros.unwrap_or(crate::jobs::DEFAULT_MAX_COST_MICROS);
@@ -136,9 +158,10 @@ impl JobStore for SqlStore {
             )
             .await
             .map_err(|e| constraint_error(e, &duplicate, "repository"))?;
-        insert_event(&mut tx, org, id, NewEvent::new(created_by, EventKind::Created, "job queued")).await?;
+        let created =
+            insert_event(&mut tx, org, id, NewEvent::new(created_by, EventKind::Created, "job queued")).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok((row.try_into()?, created))
     }
 
     async fn get_job(&self, org: OrgId, job: JobId) -> Result<Job> {
@@ -149,21 +172,25 @@ impl JobStore for SqlStore {
     async fn list_jobs(&self, org: OrgId, filter: JobFilter) -> Result<Page<Job>> {
         let limit = filter.limit()?;
         let mut tx = self.begin(Scope::Org(org)).await?;
-        let rows: Vec<JobRow> = tx
-            .fetch_all(
-                q(concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobs WHERE org_id = $1 AND ($2 IS NULL OR state = $2) \
-                     AND ($3 IS NULL OR repo_id = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
-                ))
-                .arg(org)
-                .arg(filter.state.map(JobState::as_str))
-                .arg(filter.repo_id)
-                .arg(filter.before)
-                .arg(int(limit + 1)),
-            )
-            .await?;
+        // One statement per filter, each an index range scan newest first (a cursor-less page
+        // starts below the largest id).
+        let before = filter.before.map_or(uuid::Uuid::max(), |id| id.0);
+        let page = q(match (filter.state, filter.repo_id) {
+            (None, None) => LIST_JOBS_SQL,
+            (Some(_), None) => LIST_JOBS_BY_STATE_SQL,
+            (None, Some(_)) => LIST_JOBS_BY_REPO_SQL,
+            (Some(_), Some(_)) => LIST_JOBS_BY_REPO_AND_STATE_SQL,
+        })
+        .arg(org)
+        .arg(before)
+        .arg(int(limit + 1));
+        let query = match (filter.state, filter.repo_id) {
+            (None, None) => page,
+            (Some(state), None) => page.arg(state.as_str()),
+            (None, Some(repo)) => page.arg(repo),
+            (Some(state), Some(repo)) => page.arg(repo).arg(state.as_str()),
+        };
+        let rows: Vec<JobRow> = tx.fetch_all(query).await?;
         let mut items = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
@@ -234,6 +261,15 @@ impl JobStore for SqlStore {
             insert_event(&mut tx, org, job, event).await.map_err(|e| constraint_error(e, "duplicate event", "job"))?;
         tx.commit().await?;
         Ok(event)
+    }
+
+    async fn append_events(&self, org: OrgId, job: JobId, events: Vec<NewEvent>) -> Result<Vec<JobEvent>> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let events = insert_events(&mut tx, org, job, events)
+            .await
+            .map_err(|e| constraint_error(e, "duplicate event", "job"))?;
+        tx.commit().await?;
+        Ok(events)
     }
 
     async fn list_events(&self, org: OrgId, job: JobId, after: Option<i64>, limit: u32) -> Result<Vec<JobEvent>> {
@@ -414,6 +450,83 @@ pub(crate) async fn insert_event(tx: &mut Tx, org: OrgId, job: JobId, event: New
             .arg(event.to_state.map(JobState::as_str))
             .arg(event.message)
             .arg(event.data),
+        )
+        .await?;
+    row.try_into()
+}
+
+/// Appends `events` in one statement, in order; returns them as stored, oldest first.
+pub(crate) async fn insert_events(tx: &mut Tx, org: OrgId, job: JobId, events: Vec<NewEvent>) -> Result<Vec<JobEvent>> {
+    match events.len() {
+        0 => return Ok(Vec::new()),
+        1 => {
+            let event = events.into_iter().next().expect("one event");
+            return Ok(vec![insert_event(tx, org, job, event).await?]);
+        }
+        _ => {}
+    }
+    let batch: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "actor": e.actor,
+                "kind": e.kind.as_str(),
+                "from_state": e.from_state.map(JobState::as_str),
+                "to_state": e.to_state.map(JobState::as_str),
+                "message": e.message,
+                "data": e.data,
+            })
+        })
+        .collect();
+    let sql = match tx {
+        Tx::Postgres(_) => concat!(
+            "INSERT INTO job_events (org_id, job_id, at, actor, kind, from_state, to_state, message, data) \
+             SELECT $1, $2, $3, e.v->>'actor', e.v->>'kind', e.v->>'from_state', e.v->>'to_state', \
+             e.v->>'message', e.v->'data' FROM jsonb_array_elements($4) WITH ORDINALITY AS e(v, n) ORDER BY e.n \
+             RETURNING ",
+            event_columns!()
+        ),
+        Tx::Sqlite(_) => concat!(
+            "INSERT INTO job_events (org_id, job_id, at, actor, kind, from_state, to_state, message, data) \
+             SELECT $1, $2, $3, e.value->>'$.actor', e.value->>'$.kind', e.value->>'$.from_state', \
+             e.value->>'$.to_state', e.value->>'$.message', e.value->'$.data' FROM json_each($4) AS e \
+             ORDER BY e.key RETURNING ",
+            event_columns!()
+        ),
+    };
+    let rows: Vec<EventRow> =
+        tx.fetch_all(q(sql).arg(org).arg(job).arg(now()).arg(serde_json::Value::Array(batch))).await?;
+    let mut appended = rows.into_iter().map(JobEvent::try_from).collect::<Result<Vec<_>>>()?;
+    appended.sort_by_key(|e| e.id);
+    Ok(appended)
+}
+
+/// Inserts a usage record of `job` (of repository `repo`), leaving the job's spent counters to
+/// the caller.
+pub(crate) async fn insert_usage(
+    tx: &mut Tx,
+    org: OrgId,
+    job: JobId,
+    repo: crate::RepoId,
+    usage: NewUsage,
+) -> Result<UsageRecord> {
+    let row: UsageRow = tx
+        .fetch_one(
+            q(concat!(
+                "INSERT INTO usage_records (id, org_id, job_id, repo_id, step, model, input_tokens, \
+                 output_tokens, cost_micros, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+                usage_columns!()
+            ))
+            .arg(UsageId::new())
+            .arg(org)
+            .arg(job)
+            .arg(repo)
+            .arg(usage.step)
+            .arg(usage.model)
+            .arg(int(usage.input_tokens))
+            .arg(int(usage.output_tokens))
+            .arg(int(usage.cost_micros))
+            .arg(now()),
         )
         .await?;
     row.try_into()

@@ -8,6 +8,8 @@ pub(crate) mod connect;
 mod deliveries;
 mod dispatch;
 pub(crate) mod jobs;
+#[cfg(test)]
+mod plans_tests;
 mod repos;
 pub(crate) mod rows;
 pub(crate) mod sql;
@@ -52,7 +54,7 @@ pub struct ApiKeyRecord {
 }
 
 /// A usage record to insert.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewUsage {
     /// The job it was spent on.
     pub job_id: Option<JobId>,
@@ -133,7 +135,12 @@ pub trait JobStore: Send + Sync {
     /// Creates a job in QUEUED with its `created` event, in one transaction: the insert is the
     /// enqueue. [`crate::Error::NotFound`] if the repository is not the org's;
     /// [`crate::Error::Conflict`] if the issue already has an active job.
-    async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job>;
+    async fn create_job(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<Job> {
+        Ok(self.create_job_with_event(org, job, created_by).await?.0)
+    }
+    /// [`JobStore::create_job`], also returning the `created` event as stored (to publish it
+    /// without reading it back).
+    async fn create_job_with_event(&self, org: OrgId, job: NewJob, created_by: &str) -> Result<(Job, JobEvent)>;
     /// Reads a job.
     async fn get_job(&self, org: OrgId, job: JobId) -> Result<Job>;
     /// An organization's jobs, newest first, one page at a time.
@@ -147,6 +154,14 @@ pub trait JobStore: Send + Sync {
     async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()>;
     /// Appends an event to a job's timeline.
     async fn append_event(&self, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent>;
+    /// Appends events to a job's timeline in order, in one transaction.
+    async fn append_events(&self, org: OrgId, job: JobId, events: Vec<NewEvent>) -> Result<Vec<JobEvent>> {
+        let mut appended = Vec::with_capacity(events.len());
+        for event in events {
+            appended.push(self.append_event(org, job, event).await?);
+        }
+        Ok(appended)
+    }
     /// A job's events after `after` (exclusive), oldest first, at most `limit`.
     async fn list_events(&self, org: OrgId, job: JobId, after: Option<i64>, limit: u32) -> Result<Vec<JobEvent>>;
     /// Records one agent call's usage against the org (and the job, if given).
@@ -190,7 +205,16 @@ pub trait DispatchStore: Send + Sync {
     /// Claims the runnable, unheld job that has waited longest (`run_after` reached) among
     /// organizations below their concurrency limit: it gets a lease for `lease` and its epoch is
     /// incremented. `None` when there is nothing to do.
-    async fn claim_next(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Job>>;
+    async fn claim_next(&self, worker: &str, lease: chrono::Duration) -> Result<Option<Job>> {
+        Ok(self.claim(worker, lease, 1).await?.pop())
+    }
+    /// Claims up to `max` runnable, unheld jobs at once (as [`DispatchStore::claim_next`] does
+    /// one), shared fairly between organizations: each next job goes to the org holding the
+    /// fewest jobs (its own held ones plus those given in this claim), the longest-waiting org
+    /// first among equals, and no org beyond its concurrency limit, however many workers claim
+    /// at the same time. Within an org, the job that has waited longest comes first. Empty when
+    /// there is nothing to do.
+    async fn claim(&self, worker: &str, lease: chrono::Duration, max: usize) -> Result<Vec<Job>>;
     /// Extends the lease by `lease` from now if the worker still holds the job under `fence`;
     /// returns whether a person asked to cancel it. [`crate::Error::LeaseLost`] otherwise
     /// (including when the lease has already expired).

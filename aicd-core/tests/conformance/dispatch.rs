@@ -157,3 +157,81 @@ pub(crate) async fn the_queue_depth_counts_queued_jobs_of_every_org(h: &Harness)
 mod queue_depth_tests {
     crate::conformance!(dispatch: the_queue_depth_counts_queued_jobs_of_every_org);
 }
+
+pub(crate) async fn a_small_org_is_not_starved_by_another_orgs_backlog(h: &Harness) {
+    let (big, big_admin, big_repo) = org_with_repo(h, "Acme").await;
+    h.store.update_org(big, OrgPatch { max_concurrent_jobs: Some(1000), ..Default::default() }).await.unwrap();
+    for n in 1..=100 {
+        h.core.create_job(&big_admin, big, new_job(big_repo.id, Some(n))).await.unwrap();
+    }
+    let (small, small_admin, small_repo) = org_with_repo(h, "Other").await;
+    let theirs = h.core.create_job(&small_admin, small, new_job(small_repo.id, Some(1))).await.unwrap();
+    // Four workers claim at the same moment, one job each.
+    let claims = (0..4).map(|i| {
+        let store = h.store.clone();
+        tokio::spawn(async move { store.claim_next(&format!("w{i}"), Duration::seconds(30)).await.unwrap() })
+    });
+    let mut claimed = Vec::new();
+    for claim in claims {
+        claimed.extend(claim.await.unwrap());
+    }
+    assert!(
+        claimed.iter().any(|j| j.id == theirs.id),
+        "the small org's job is among the first claims: {:?}",
+        claimed.iter().map(|j| j.org_id == small).collect::<Vec<_>>()
+    );
+    // One at a time, the org holding fewer jobs goes first.
+    let (late, late_admin, late_repo) = org_with_repo(h, "Late").await;
+    let waiting = h.core.create_job(&late_admin, late, new_job(late_repo.id, Some(1))).await.unwrap();
+    let next = h.store.claim_next("w9", Duration::seconds(30)).await.unwrap().expect("a job");
+    assert_eq!(next.id, waiting.id, "an org holding nothing is served before one holding several");
+}
+
+pub(crate) async fn a_batch_claim_is_shared_fairly_within_each_limit(h: &Harness) {
+    let (a, a_admin, a_repo) = org_with_repo(h, "Acme").await;
+    h.store.update_org(a, OrgPatch { max_concurrent_jobs: Some(4), ..Default::default() }).await.unwrap();
+    for n in 1..=6 {
+        h.core.create_job(&a_admin, a, new_job(a_repo.id, Some(n))).await.unwrap();
+    }
+    let (b, b_admin, b_repo) = org_with_repo(h, "Other").await;
+    for n in 1..=3 {
+        h.core.create_job(&b_admin, b, new_job(b_repo.id, Some(n))).await.unwrap();
+    }
+    let first = h.store.claim("w1", Duration::seconds(30), 4).await.unwrap();
+    let count = |jobs: &[Job], org| jobs.iter().filter(|j| j.org_id == org).count();
+    assert_eq!((count(&first, a), count(&first, b)), (2, 2), "four claims shared two and two");
+    assert!(first.iter().all(|j| j.lease.as_ref().is_some_and(|l| l.owner == "w1")));
+    let rest = h.store.claim("w2", Duration::seconds(30), 10).await.unwrap();
+    assert_eq!((count(&rest, a), count(&rest, b)), (2, 1), "Acme stops at its limit of 4, Other runs out");
+    assert!(h.store.claim("w3", Duration::seconds(30), 10).await.unwrap().is_empty());
+    let mut ids: Vec<_> = first.iter().chain(&rest).map(|j| j.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "no job is claimed twice");
+}
+
+pub(crate) async fn the_concurrency_limit_holds_under_many_concurrent_claimers(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    h.store.update_org(org, OrgPatch { max_concurrent_jobs: Some(3), ..Default::default() }).await.unwrap();
+    for n in 1..=30 {
+        h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap();
+    }
+    for round in 0..3 {
+        let claims = (0..16).map(|i| {
+            let store = h.store.clone();
+            tokio::spawn(async move { store.claim(&format!("w{round}-{i}"), Duration::seconds(30), 4).await.unwrap() })
+        });
+        let mut claimed = Vec::new();
+        for claim in claims {
+            claimed.extend(claim.await.unwrap());
+        }
+        assert_eq!(claimed.len(), 3, "round {round}: exactly the limit is held, whoever claims");
+        // Finish them, freeing the slots for the next round.
+        for job in claimed {
+            h.store
+                .update_job(org, job.id, &fence(&job.lease.as_ref().unwrap().owner, &job), to(JobState::Cancelled))
+                .await
+                .unwrap();
+        }
+    }
+}

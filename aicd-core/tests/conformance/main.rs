@@ -73,6 +73,9 @@ mod isolation_tests {
 mod dispatch_tests {
     crate::conformance!(dispatch:
         claims_take_the_oldest_runnable_job_once_with_a_new_epoch,
+        a_small_org_is_not_starved_by_another_orgs_backlog,
+        a_batch_claim_is_shared_fairly_within_each_limit,
+        the_concurrency_limit_holds_under_many_concurrent_claimers,
         the_per_org_concurrency_limit_holds_when_claiming,
         a_checkpoint_and_its_transition_are_written_together,
         writes_follow_the_transition_table,
