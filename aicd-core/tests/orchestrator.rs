@@ -195,6 +195,8 @@ both!(
     an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_when_it_fails,
     the_coder_is_handed_the_changeset_the_feedback_is_about,
     a_paused_agent_is_requeued_without_spending_attempts,
+    a_panicking_step_is_retried_and_its_lease_released_meanwhile,
+    an_agent_that_always_panics_fails_the_job_after_its_attempts,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -880,5 +882,105 @@ async fn a_paused_agent_is_requeued_without_spending_attempts(w: World) {
     let paused = w.events_of(job.id, EventKind::StepFailed).await;
     assert_eq!(paused.len(), 6, "{paused:?}");
     assert!(paused.iter().all(|m| m.contains("paused") && m.contains("not counted")), "{paused:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// What [`TroubledCoder`] does instead of coding.
+#[derive(Clone, Copy)]
+enum Trouble {
+    /// Panics.
+    Panic,
+}
+
+/// Has `trouble` in its first `times` calls to `code`, and otherwise works as the scripted
+/// agent does.
+struct TroubledCoder {
+    inner: ScriptedAgent,
+    trouble: Trouble,
+    times: std::sync::atomic::AtomicU32,
+}
+
+impl TroubledCoder {
+    fn new(trouble: Trouble, times: u32) -> Self {
+        Self { inner: ScriptedAgent::new(), trouble, times: std::sync::atomic::AtomicU32::new(times) }
+    }
+}
+
+#[async_trait]
+impl Agent for TroubledCoder {
+    fn name(&self) -> &str {
+        "troubled"
+    }
+
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        self.inner.plan(ctx).await
+    }
+
+    async fn code(
+        &self,
+        ctx: &TaskContext,
+        plan: &Plan,
+        feedback: Option<&Feedback>,
+    ) -> AgentResult<Output<Changeset>> {
+        use std::sync::atomic::Ordering;
+        if self.times.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            match self.trouble {
+                Trouble::Panic => panic!("the coder panicked on purpose"),
+            }
+        }
+        self.inner.code(ctx, plan, feedback).await
+    }
+
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        self.inner.review(ctx, plan, changeset).await
+    }
+}
+
+impl World {
+    /// The job as it is once its first `step_failed` event is written, and that event's message.
+    async fn at_first_step_failure(&self, job: JobId) -> (Job, String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let failed = self.events_of(job, EventKind::StepFailed).await;
+            if let Some(message) = failed.into_iter().next() {
+                return (self.h.store.get_job(self.org, job).await.unwrap(), message);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no step_failed event within 30 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn a_panicking_step_is_retried_and_its_lease_released_meanwhile(w: World) {
+    // A backoff of half a second at least, to look at the job between the attempts.
+    let backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(1) };
+    let worker = w.orchestrator(TroubledCoder::new(Trouble::Panic, 1), OrchestratorConfig { backoff, ..config() });
+    let worker = worker.spawn_worker();
+    let job = w.job(1, &write_block("a.txt", "a")).await;
+
+    let (between, failure) = w.at_first_step_failure(job.id).await;
+    assert!(failure.contains("panicked") && failure.contains("the coder panicked on purpose"), "{failure}");
+    assert!(failure.contains("retrying in"), "{failure}");
+    assert_eq!(between.state, JobState::Coding, "{between:#?}");
+    assert!(between.lease.is_none(), "the lease is released, not kept alive by the heartbeat: {between:#?}");
+    assert!(between.run_after > chrono::Utc::now(), "the retry waits for the backoff: {between:#?}");
+
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert_eq!(job.attempts.coding, 2, "the panicked attempt counts");
+    assert_eq!(w.forge.pull_requests(REPO).len(), 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_agent_that_always_panics_fails_the_job_after_its_attempts(w: World) {
+    let worker = w.worker(TroubledCoder::new(Trouble::Panic, u32::MAX));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let reason = job.failure_reason.as_deref().unwrap();
+    assert!(reason.contains("did not succeed in 4 attempts") && reason.contains("panicked"), "{reason}");
+    assert_eq!(job.attempts.coding, 4);
+    assert!(job.lease.is_none());
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 4, "{failures:?}");
     worker.shutdown(Duration::from_secs(5)).await;
 }

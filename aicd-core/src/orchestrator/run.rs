@@ -418,6 +418,18 @@ impl JobRun {
         .await
     }
 
+    /// Releases `job` after the run driving it panicked, as a transient failure of its current
+    /// step: a `step_failed` event saying the step panicked (with `panic`, the panic's message),
+    /// and a retry after the backoff. `job` must be as just read back from the store, still held
+    /// by this worker under the run's epoch (the write is fenced by it). The attempt was counted
+    /// before the step ran, so a step that always panics still runs out of attempts.
+    pub(crate) async fn retry_after_panic(orch: Orchestrator, job: Job, panic: &str) -> Result<()> {
+        let (_, interrupt) = watch::channel(Interrupt::None);
+        let mut run = JobRun::new(orch, job, interrupt);
+        let message = format!("the {} step panicked: {panic}", run.job.state);
+        run.retry_later(message, None).await
+    }
+
     /// Re-queues the step after `retry_after` and gives its attempt back: the agent made no
     /// real attempt (what it depends on is known to be down).
     async fn pause(&mut self, message: String, retry_after: std::time::Duration) -> Result<()> {
