@@ -13,9 +13,11 @@ use aicd_agent_api::testing::{FailingAgent, FlakyAgent, OverspendingAgent, Rejec
 use aicd_agent_api::{
     Agent, Changeset, Feedback, Output, Plan, Result as AgentResult, Review, ScriptedAgent, TaskContext, async_trait,
 };
-use aicd_core::forge::{ForgeCall, ForgeFailure, MemoryForge};
-use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, Trigger};
-use aicd_core::orchestrator::{Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, WorkerHandle};
+use aicd_core::forge::{BranchRef, CommentId, Forge, ForgeCall, ForgeFailure, MemoryForge, NewPullRequest};
+use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, PullRequestRef, Trigger};
+use aicd_core::orchestrator::{
+    Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, StepTimeouts, WorkerHandle,
+};
 use aicd_core::repos::{NewRepo, RepoSource, Repository};
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{JobStore, TenancyStore};
@@ -197,6 +199,8 @@ both!(
     a_paused_agent_is_requeued_without_spending_attempts,
     a_panicking_step_is_retried_and_its_lease_released_meanwhile,
     an_agent_that_always_panics_fails_the_job_after_its_attempts,
+    an_agent_call_past_its_timeout_is_retried_like_a_transient_error,
+    a_stalled_forge_call_times_out_and_publishing_is_retried,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -229,12 +233,17 @@ async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World
 #[derive(Default)]
 struct RecordingObserver {
     steps: Mutex<Vec<(JobState, StepOutcome, Option<u64>)>>,
+    timeouts: Mutex<Vec<(JobState, Duration)>>,
 }
 
 impl StepObserver for RecordingObserver {
     fn step_finished(&self, step: JobState, outcome: StepOutcome, _: Duration, usage: Option<&aicd_agent_api::Usage>) {
         let tokens = usage.map(|u| u.input_tokens + u.output_tokens);
         self.steps.lock().unwrap().push((step, outcome, tokens));
+    }
+
+    fn step_timed_out(&self, step: JobState, limit: Duration) {
+        self.timeouts.lock().unwrap().push((step, limit));
     }
 }
 
@@ -890,6 +899,8 @@ async fn a_paused_agent_is_requeued_without_spending_attempts(w: World) {
 enum Trouble {
     /// Panics.
     Panic,
+    /// Sleeps this long first (then codes).
+    Stall(Duration),
 }
 
 /// Has `trouble` in its first `times` calls to `code`, and otherwise works as the scripted
@@ -926,6 +937,7 @@ impl Agent for TroubledCoder {
         if self.times.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             match self.trouble {
                 Trouble::Panic => panic!("the coder panicked on purpose"),
+                Trouble::Stall(how_long) => tokio::time::sleep(how_long).await,
             }
         }
         self.inner.code(ctx, plan, feedback).await
@@ -982,5 +994,92 @@ async fn an_agent_that_always_panics_fails_the_job_after_its_attempts(w: World) 
     assert!(job.lease.is_none());
     let failures = w.events_of(job.id, EventKind::StepFailed).await;
     assert_eq!(failures.len(), 4, "{failures:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_agent_call_past_its_timeout_is_retried_like_a_transient_error(w: World) {
+    let observer = Arc::new(RecordingObserver::default());
+    let step_timeouts = StepTimeouts { coding: Duration::from_millis(200), ..StepTimeouts::default() };
+    let agent = TroubledCoder::new(Trouble::Stall(Duration::from_secs(20)), 1);
+    let orchestrator = w.orchestrator(agent, OrchestratorConfig { step_timeouts, ..config() });
+    let worker = orchestrator.with_observer(observer.clone()).spawn_worker();
+    let started = std::time::Instant::now();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the stalled call was abandoned");
+    assert_eq!(job.attempts.coding, 2, "the timed-out attempt counts");
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("coding timed out after 200 ms") && failures[0].contains("retrying in"),
+        "{failures:?}"
+    );
+    assert_eq!(*observer.timeouts.lock().unwrap(), [(JobState::Coding, Duration::from_millis(200))]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The memory forge, with its first `open_pull_request` stalling for `stall`.
+struct StallingForge {
+    inner: MemoryForge,
+    stall: Duration,
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Forge for StallingForge {
+    async fn repo_view(&self, repo: &Repository) -> aicd_core::Result<Arc<dyn aicd_agent_api::RepoView>> {
+        self.inner.repo_view(repo).await
+    }
+    async fn create_branch(&self, repo: &Repository, branch: &str) -> aicd_core::Result<BranchRef> {
+        self.inner.create_branch(repo, branch).await
+    }
+    async fn commit_changes(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        changeset: &Changeset,
+        message: &str,
+    ) -> aicd_core::Result<BranchRef> {
+        self.inner.commit_changes(repo, branch, changeset, message).await
+    }
+    async fn delete_branch(&self, repo: &Repository, branch: &str) -> aicd_core::Result<()> {
+        self.inner.delete_branch(repo, branch).await
+    }
+    async fn open_pull_request(&self, repo: &Repository, pr: &NewPullRequest) -> aicd_core::Result<PullRequestRef> {
+        if !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(self.stall).await;
+        }
+        self.inner.open_pull_request(repo, pr).await
+    }
+    async fn post_comment(&self, repo: &Repository, issue: u64, body: &str) -> aicd_core::Result<CommentId> {
+        self.inner.post_comment(repo, issue, body).await
+    }
+    async fn update_comment(&self, repo: &Repository, issue: u64, id: CommentId, body: &str) -> aicd_core::Result<()> {
+        self.inner.update_comment(repo, issue, id, body).await
+    }
+}
+
+async fn a_stalled_forge_call_times_out_and_publishing_is_retried(w: World) {
+    let observer = Arc::new(RecordingObserver::default());
+    let forge = StallingForge { inner: w.forge.clone(), stall: Duration::from_secs(20), stalled: Default::default() };
+    let step_timeouts = StepTimeouts { forge: Duration::from_millis(300), ..StepTimeouts::default() };
+    let config = OrchestratorConfig { step_timeouts, ..config() };
+    let orchestrator = Orchestrator::new(
+        w.h.store.clone(),
+        Arc::new(ScriptedAgent::new()),
+        Arc::new(forge),
+        w.doorbell.clone(),
+        w.bus.clone(),
+        config,
+    );
+    let worker = orchestrator.with_observer(observer.clone()).spawn_worker();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let expected = "publishing (opening the pull request) timed out after 300 ms";
+    assert!(failures[0].starts_with("reviewing failed") && failures[0].contains(expected), "{failures:?}");
+    assert_eq!(w.forge.pull_requests(REPO).len(), 1, "exactly one pull request");
+    assert_eq!(*observer.timeouts.lock().unwrap(), [(JobState::PrOpen, Duration::from_millis(300))]);
     worker.shutdown(Duration::from_secs(5)).await;
 }

@@ -224,7 +224,12 @@ async fn health_ready_and_metrics() {
     server.get(&format!("/v1/orgs/{}/jobs", org.id), &viewer).await;
     let metrics = server.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    for name in ["aicd_http_requests_total", "aicd_http_request_duration_seconds", "aicd_jobs_queued"] {
+    for name in [
+        "aicd_http_requests_total",
+        "aicd_http_request_duration_seconds",
+        "aicd_jobs_queued",
+        "aicd_step_timeouts_total",
+    ] {
         assert!(metrics.text.contains(name), "{name} missing:\n{}", metrics.text);
     }
     assert!(metrics.text.contains("route=\"/v1/orgs/{org_id}/jobs\""), "routes are templates:\n{}", metrics.text);

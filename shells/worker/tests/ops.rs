@@ -129,6 +129,10 @@ async fn health_ready_and_metrics_are_served_on_the_worker_listen_addr() {
     assert_eq!(content_type, aicd_runtime::metrics::CONTENT_TYPE);
     let text = metrics.text().await.unwrap();
     assert!(text.lines().any(|l| l == "aicd_jobs_queued 0"), "{text}");
+    for step in ["planning", "coding", "reviewing", "publishing"] {
+        let line = format!("aicd_step_timeouts_total{{step=\"{step}\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} is missing:\n{text}");
+    }
 
     let line = worker.log_line("ops listening", Duration::from_secs(5)).await;
     assert!(line.contains(&format!("addr={addr}")), "{line}");
