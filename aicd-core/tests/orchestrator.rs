@@ -201,6 +201,7 @@ both!(
     an_agent_that_always_panics_fails_the_job_after_its_attempts,
     an_agent_call_past_its_timeout_is_retried_like_a_transient_error,
     a_stalled_forge_call_times_out_and_publishing_is_retried,
+    a_forge_panic_between_steps_is_retried_and_attempts_count_from_1,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -1018,15 +1019,24 @@ async fn an_agent_call_past_its_timeout_is_retried_like_a_transient_error(w: Wor
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
-/// The memory forge, with its first `open_pull_request` stalling for `stall`.
-struct StallingForge {
+/// The memory forge, with trouble once: its first `open_pull_request` stalls for `stall` (if
+/// given), and its first `post_comment` panics (if `panic_on_comment`).
+struct TroubledForge {
     inner: MemoryForge,
-    stall: Duration,
+    stall: Option<Duration>,
+    panic_on_comment: bool,
     stalled: std::sync::atomic::AtomicBool,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+impl TroubledForge {
+    fn new(inner: MemoryForge, stall: Option<Duration>, panic_on_comment: bool) -> Self {
+        Self { inner, stall, panic_on_comment, stalled: Default::default(), panicked: Default::default() }
+    }
 }
 
 #[async_trait]
-impl Forge for StallingForge {
+impl Forge for TroubledForge {
     async fn repo_view(&self, repo: &Repository) -> aicd_core::Result<Arc<dyn aicd_agent_api::RepoView>> {
         self.inner.repo_view(repo).await
     }
@@ -1046,12 +1056,17 @@ impl Forge for StallingForge {
         self.inner.delete_branch(repo, branch).await
     }
     async fn open_pull_request(&self, repo: &Repository, pr: &NewPullRequest) -> aicd_core::Result<PullRequestRef> {
-        if !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(self.stall).await;
+        if let Some(stall) = self.stall
+            && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(stall).await;
         }
         self.inner.open_pull_request(repo, pr).await
     }
     async fn post_comment(&self, repo: &Repository, issue: u64, body: &str) -> aicd_core::Result<CommentId> {
+        if self.panic_on_comment && !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("the forge panicked on purpose");
+        }
         self.inner.post_comment(repo, issue, body).await
     }
     async fn update_comment(&self, repo: &Repository, issue: u64, id: CommentId, body: &str) -> aicd_core::Result<()> {
@@ -1059,19 +1074,19 @@ impl Forge for StallingForge {
     }
 }
 
+impl World {
+    /// An orchestrator with the scripted agent over `forge`.
+    fn orchestrator_over(&self, forge: TroubledForge, config: OrchestratorConfig) -> Orchestrator {
+        let agent = Arc::new(ScriptedAgent::new());
+        Orchestrator::new(self.h.store.clone(), agent, Arc::new(forge), self.doorbell.clone(), self.bus.clone(), config)
+    }
+}
+
 async fn a_stalled_forge_call_times_out_and_publishing_is_retried(w: World) {
     let observer = Arc::new(RecordingObserver::default());
-    let forge = StallingForge { inner: w.forge.clone(), stall: Duration::from_secs(20), stalled: Default::default() };
+    let forge = TroubledForge::new(w.forge.clone(), Some(Duration::from_secs(20)), false);
     let step_timeouts = StepTimeouts { forge: Duration::from_millis(300), ..StepTimeouts::default() };
-    let config = OrchestratorConfig { step_timeouts, ..config() };
-    let orchestrator = Orchestrator::new(
-        w.h.store.clone(),
-        Arc::new(ScriptedAgent::new()),
-        Arc::new(forge),
-        w.doorbell.clone(),
-        w.bus.clone(),
-        config,
-    );
+    let orchestrator = w.orchestrator_over(forge, OrchestratorConfig { step_timeouts, ..config() });
     let worker = orchestrator.with_observer(observer.clone()).spawn_worker();
     let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
     assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
@@ -1081,5 +1096,18 @@ async fn a_stalled_forge_call_times_out_and_publishing_is_retried(w: World) {
     assert!(failures[0].starts_with("reviewing failed") && failures[0].contains(expected), "{failures:?}");
     assert_eq!(w.forge.pull_requests(REPO).len(), 1, "exactly one pull request");
     assert_eq!(*observer.timeouts.lock().unwrap(), [(JobState::PrOpen, Duration::from_millis(300))]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_forge_panic_between_steps_is_retried_and_attempts_count_from_1(w: World) {
+    // The progress comment is posted right after QUEUED -> PLANNING, before planning's attempt
+    // is counted.
+    let worker = w.orchestrator_over(TroubledForge::new(w.forge.clone(), None, true), config()).spawn_worker();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].starts_with("planning failed (attempt 1 of 4)"), "{failures:?}");
+    assert!(failures[0].contains("the forge panicked on purpose"), "{failures:?}");
     worker.shutdown(Duration::from_secs(5)).await;
 }

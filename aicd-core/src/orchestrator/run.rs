@@ -411,7 +411,9 @@ impl JobRun {
     }
 
     async fn retry_later(&mut self, message: String, retry_after: Option<std::time::Duration>) -> Result<()> {
-        let attempt = self.current_attempts();
+        // Counted from 1: a step that failed before its attempt was counted (between steps, or
+        // when counting it failed) was on its first attempt at least.
+        let attempt = self.current_attempts().max(1);
         let delay = self.orch.config.backoff.delay(attempt, retry_after);
         let note = format!(
             "{} failed (attempt {attempt} of {}): {message}; retrying in {:.1}s",
