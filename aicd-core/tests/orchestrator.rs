@@ -13,9 +13,11 @@ use aicd_agent_api::testing::{FailingAgent, FlakyAgent, OverspendingAgent, Rejec
 use aicd_agent_api::{
     Agent, Changeset, Feedback, Output, Plan, Result as AgentResult, Review, ScriptedAgent, TaskContext, async_trait,
 };
-use aicd_core::forge::{ForgeCall, ForgeFailure, MemoryForge};
-use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, Trigger};
-use aicd_core::orchestrator::{Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, WorkerHandle};
+use aicd_core::forge::{BranchRef, CommentId, Forge, ForgeCall, ForgeFailure, MemoryForge, NewPullRequest};
+use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, PullRequestRef, Trigger};
+use aicd_core::orchestrator::{
+    Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, StepTimeouts, WorkerHandle,
+};
 use aicd_core::repos::{NewRepo, RepoSource, Repository};
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::store::{JobStore, TenancyStore};
@@ -195,6 +197,11 @@ both!(
     an_agents_notes_reach_the_timeline_and_its_spending_is_charged_even_when_it_fails,
     the_coder_is_handed_the_changeset_the_feedback_is_about,
     a_paused_agent_is_requeued_without_spending_attempts,
+    a_panicking_step_is_retried_and_its_lease_released_meanwhile,
+    an_agent_that_always_panics_fails_the_job_after_its_attempts,
+    an_agent_call_past_its_timeout_is_retried_like_a_transient_error,
+    a_stalled_forge_call_times_out_and_publishing_is_retried,
+    a_forge_panic_between_steps_is_retried_and_attempts_count_from_1,
 );
 
 async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World) {
@@ -227,12 +234,17 @@ async fn the_scripted_agent_drives_a_job_through_every_state_to_pr_open(w: World
 #[derive(Default)]
 struct RecordingObserver {
     steps: Mutex<Vec<(JobState, StepOutcome, Option<u64>)>>,
+    timeouts: Mutex<Vec<(JobState, Duration)>>,
 }
 
 impl StepObserver for RecordingObserver {
     fn step_finished(&self, step: JobState, outcome: StepOutcome, _: Duration, usage: Option<&aicd_agent_api::Usage>) {
         let tokens = usage.map(|u| u.input_tokens + u.output_tokens);
         self.steps.lock().unwrap().push((step, outcome, tokens));
+    }
+
+    fn step_timed_out(&self, step: JobState, limit: Duration) {
+        self.timeouts.lock().unwrap().push((step, limit));
     }
 }
 
@@ -880,5 +892,222 @@ async fn a_paused_agent_is_requeued_without_spending_attempts(w: World) {
     let paused = w.events_of(job.id, EventKind::StepFailed).await;
     assert_eq!(paused.len(), 6, "{paused:?}");
     assert!(paused.iter().all(|m| m.contains("paused") && m.contains("not counted")), "{paused:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// What [`TroubledCoder`] does instead of coding.
+#[derive(Clone, Copy)]
+enum Trouble {
+    /// Panics.
+    Panic,
+    /// Sleeps this long first (then codes).
+    Stall(Duration),
+}
+
+/// Has `trouble` in its first `times` calls to `code`, and otherwise works as the scripted
+/// agent does.
+struct TroubledCoder {
+    inner: ScriptedAgent,
+    trouble: Trouble,
+    times: std::sync::atomic::AtomicU32,
+}
+
+impl TroubledCoder {
+    fn new(trouble: Trouble, times: u32) -> Self {
+        Self { inner: ScriptedAgent::new(), trouble, times: std::sync::atomic::AtomicU32::new(times) }
+    }
+}
+
+#[async_trait]
+impl Agent for TroubledCoder {
+    fn name(&self) -> &str {
+        "troubled"
+    }
+
+    async fn plan(&self, ctx: &TaskContext) -> AgentResult<Output<Plan>> {
+        self.inner.plan(ctx).await
+    }
+
+    async fn code(
+        &self,
+        ctx: &TaskContext,
+        plan: &Plan,
+        feedback: Option<&Feedback>,
+    ) -> AgentResult<Output<Changeset>> {
+        use std::sync::atomic::Ordering;
+        if self.times.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            match self.trouble {
+                Trouble::Panic => panic!("the coder panicked on purpose"),
+                Trouble::Stall(how_long) => tokio::time::sleep(how_long).await,
+            }
+        }
+        self.inner.code(ctx, plan, feedback).await
+    }
+
+    async fn review(&self, ctx: &TaskContext, plan: &Plan, changeset: &Changeset) -> AgentResult<Output<Review>> {
+        self.inner.review(ctx, plan, changeset).await
+    }
+}
+
+impl World {
+    /// The job as it is once its first `step_failed` event is written, and that event's message.
+    async fn at_first_step_failure(&self, job: JobId) -> (Job, String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let failed = self.events_of(job, EventKind::StepFailed).await;
+            if let Some(message) = failed.into_iter().next() {
+                return (self.h.store.get_job(self.org, job).await.unwrap(), message);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no step_failed event within 30 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn a_panicking_step_is_retried_and_its_lease_released_meanwhile(w: World) {
+    // A backoff of half a second at least, to look at the job between the attempts.
+    let backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(1) };
+    let worker = w.orchestrator(TroubledCoder::new(Trouble::Panic, 1), OrchestratorConfig { backoff, ..config() });
+    let worker = worker.spawn_worker();
+    let job = w.job(1, &write_block("a.txt", "a")).await;
+
+    let (between, failure) = w.at_first_step_failure(job.id).await;
+    assert!(failure.contains("panicked") && failure.contains("the coder panicked on purpose"), "{failure}");
+    assert!(failure.contains("retrying in"), "{failure}");
+    assert_eq!(between.state, JobState::Coding, "{between:#?}");
+    assert!(between.lease.is_none(), "the lease is released, not kept alive by the heartbeat: {between:#?}");
+    assert!(between.run_after > chrono::Utc::now(), "the retry waits for the backoff: {between:#?}");
+
+    let job = w.settled(job.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert_eq!(job.attempts.coding, 2, "the panicked attempt counts");
+    assert_eq!(w.forge.pull_requests(REPO).len(), 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_agent_that_always_panics_fails_the_job_after_its_attempts(w: World) {
+    let worker = w.worker(TroubledCoder::new(Trouble::Panic, u32::MAX));
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let reason = job.failure_reason.as_deref().unwrap();
+    assert!(reason.contains("did not succeed in 4 attempts") && reason.contains("panicked"), "{reason}");
+    assert_eq!(job.attempts.coding, 4);
+    assert!(job.lease.is_none());
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 4, "{failures:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_agent_call_past_its_timeout_is_retried_like_a_transient_error(w: World) {
+    let observer = Arc::new(RecordingObserver::default());
+    let step_timeouts = StepTimeouts { coding: Duration::from_millis(200), ..StepTimeouts::default() };
+    let agent = TroubledCoder::new(Trouble::Stall(Duration::from_secs(20)), 1);
+    let orchestrator = w.orchestrator(agent, OrchestratorConfig { step_timeouts, ..config() });
+    let worker = orchestrator.with_observer(observer.clone()).spawn_worker();
+    let started = std::time::Instant::now();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the stalled call was abandoned");
+    assert_eq!(job.attempts.coding, 2, "the timed-out attempt counts");
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("coding timed out after 200 ms") && failures[0].contains("retrying in"),
+        "{failures:?}"
+    );
+    assert_eq!(*observer.timeouts.lock().unwrap(), [(JobState::Coding, Duration::from_millis(200))]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The memory forge, with trouble once: its first `open_pull_request` stalls for `stall` (if
+/// given), and its first `post_comment` panics (if `panic_on_comment`).
+struct TroubledForge {
+    inner: MemoryForge,
+    stall: Option<Duration>,
+    panic_on_comment: bool,
+    stalled: std::sync::atomic::AtomicBool,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+impl TroubledForge {
+    fn new(inner: MemoryForge, stall: Option<Duration>, panic_on_comment: bool) -> Self {
+        Self { inner, stall, panic_on_comment, stalled: Default::default(), panicked: Default::default() }
+    }
+}
+
+#[async_trait]
+impl Forge for TroubledForge {
+    async fn repo_view(&self, repo: &Repository) -> aicd_core::Result<Arc<dyn aicd_agent_api::RepoView>> {
+        self.inner.repo_view(repo).await
+    }
+    async fn create_branch(&self, repo: &Repository, branch: &str) -> aicd_core::Result<BranchRef> {
+        self.inner.create_branch(repo, branch).await
+    }
+    async fn commit_changes(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        changeset: &Changeset,
+        message: &str,
+    ) -> aicd_core::Result<BranchRef> {
+        self.inner.commit_changes(repo, branch, changeset, message).await
+    }
+    async fn delete_branch(&self, repo: &Repository, branch: &str) -> aicd_core::Result<()> {
+        self.inner.delete_branch(repo, branch).await
+    }
+    async fn open_pull_request(&self, repo: &Repository, pr: &NewPullRequest) -> aicd_core::Result<PullRequestRef> {
+        if let Some(stall) = self.stall
+            && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(stall).await;
+        }
+        self.inner.open_pull_request(repo, pr).await
+    }
+    async fn post_comment(&self, repo: &Repository, issue: u64, body: &str) -> aicd_core::Result<CommentId> {
+        if self.panic_on_comment && !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("the forge panicked on purpose");
+        }
+        self.inner.post_comment(repo, issue, body).await
+    }
+    async fn update_comment(&self, repo: &Repository, issue: u64, id: CommentId, body: &str) -> aicd_core::Result<()> {
+        self.inner.update_comment(repo, issue, id, body).await
+    }
+}
+
+impl World {
+    /// An orchestrator with the scripted agent over `forge`.
+    fn orchestrator_over(&self, forge: TroubledForge, config: OrchestratorConfig) -> Orchestrator {
+        let agent = Arc::new(ScriptedAgent::new());
+        Orchestrator::new(self.h.store.clone(), agent, Arc::new(forge), self.doorbell.clone(), self.bus.clone(), config)
+    }
+}
+
+async fn a_stalled_forge_call_times_out_and_publishing_is_retried(w: World) {
+    let observer = Arc::new(RecordingObserver::default());
+    let forge = TroubledForge::new(w.forge.clone(), Some(Duration::from_secs(20)), false);
+    let step_timeouts = StepTimeouts { forge: Duration::from_millis(300), ..StepTimeouts::default() };
+    let orchestrator = w.orchestrator_over(forge, OrchestratorConfig { step_timeouts, ..config() });
+    let worker = orchestrator.with_observer(observer.clone()).spawn_worker();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let expected = "publishing (opening the pull request) timed out after 300 ms";
+    assert!(failures[0].starts_with("reviewing failed") && failures[0].contains(expected), "{failures:?}");
+    assert_eq!(w.forge.pull_requests(REPO).len(), 1, "exactly one pull request");
+    assert_eq!(*observer.timeouts.lock().unwrap(), [(JobState::PrOpen, Duration::from_millis(300))]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_forge_panic_between_steps_is_retried_and_attempts_count_from_1(w: World) {
+    // The progress comment is posted right after QUEUED -> PLANNING, before planning's attempt
+    // is counted.
+    let worker = w.orchestrator_over(TroubledForge::new(w.forge.clone(), None, true), config()).spawn_worker();
+    let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
+    assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
+    let failures = w.events_of(job.id, EventKind::StepFailed).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].starts_with("planning failed (attempt 1 of 4)"), "{failures:?}");
+    assert!(failures[0].contains("the forge panicked on purpose"), "{failures:?}");
     worker.shutdown(Duration::from_secs(5)).await;
 }

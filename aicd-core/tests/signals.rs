@@ -9,7 +9,7 @@ use aicd_core::Error;
 use aicd_core::jobs::{EventKind, JobEvent, JobState};
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
 use aicd_core::{JobId, OrgId};
-use aicd_testkit::TestRedis;
+use aicd_testkit::{RedisServer, TestRedis};
 use deadpool_redis::redis as rd;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -373,4 +373,106 @@ async fn redis_dropping_the_last_handle_stops_the_subscriber() {
     let closed = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("the bus closes");
     assert!(matches!(closed, Err(RecvError::Closed)), "got {closed:?}");
     eventually("the subscriber connection is closed", || async { subscriber_ids(&redis).await.is_empty() }).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis down: a private `redis-server` on a port of the test's own, started late or stopped.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lazy_handle_works_while_nothing_listens_and_subscribes_once_redis_starts() {
+    let port = RedisServer::free_port();
+    let url = RedisServer::url_for(port);
+    let namespace = "aicd-test:late:";
+    let started = Instant::now();
+    let early = RedisSignals::connect_lazy(&url, namespace).expect("a lazy handle needs no Redis");
+    assert!(started.elapsed() < Duration::from_millis(500), "returned only after {:?}", started.elapsed());
+    assert!(!early.is_subscribed());
+    assert!(early.ping().await.is_err(), "ping says Redis is down");
+
+    // A wait ends after its timeout, as a worker's poll interval does.
+    let started = Instant::now();
+    assert!(!early.wait(Duration::from_millis(200)).await, "nobody rang");
+    assert!(started.elapsed() >= Duration::from_millis(150), "returned after only {:?}", started.elapsed());
+
+    // Publishing and ringing neither fail nor hang, and this process still hears itself.
+    let mut rx = early.subscribe();
+    let started = Instant::now();
+    for id in 1..=20 {
+        early.publish(&event(id)).await;
+        early.ring().await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "20 publishes and rings took {:?}", started.elapsed());
+    assert_eq!(recv(&mut rx).await.id, 1, "the handle's own subscribers hear it while Redis is down");
+    assert!(early.wait(PATIENCE).await, "its own waiters hear its rings");
+    while rx.try_recv().is_ok() {}
+    while early.wait(Duration::from_millis(50)).await {}
+
+    // Redis starts: the handle subscribes by itself and wakes its waiters once.
+    let server = RedisServer::start(port).await;
+    assert!(early.wait_subscribed(PATIENCE * 3).await, "subscribed once Redis answers");
+    assert!(early.wait(PATIENCE).await, "subscribing wakes waiters (rings may have been lost)");
+    while early.wait(Duration::from_millis(200)).await {}
+    eventually("ping reports Redis up", || async { early.ping().await.is_ok() }).await;
+
+    // Rings and events cross processes both ways now.
+    let other = RedisSignals::connect(&server.url(), namespace).await.expect("a second handle");
+    let waiting = {
+        let early = early.clone();
+        tokio::spawn(async move { early.wait(PATIENCE).await })
+    };
+    settle().await;
+    other.ring().await;
+    assert!(waiting.await.unwrap(), "the late subscription delivers rings");
+    let mut other_rx = other.subscribe();
+    let e = event(99);
+    other.publish(&e).await;
+    assert_eq!(recv(&mut rx).await, e, "the late subscription delivers events");
+    assert_eq!(recv(&mut other_rx).await, e, "the other handle hears itself");
+    let e = event(100);
+    early.publish(&e).await;
+    assert_eq!(recv(&mut other_rx).await, e, "its publishing reaches Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_publishing_resumes_after_redis_restarts_and_is_quick_while_it_is_down() {
+    let port = RedisServer::free_port();
+    let server = RedisServer::start(port).await;
+    let namespace = "aicd-test:restart:";
+    let (speaker, listener) = (
+        RedisSignals::connect(&server.url(), namespace).await.unwrap(),
+        RedisSignals::connect(&server.url(), namespace).await.unwrap(),
+    );
+    let mut rx = listener.subscribe();
+    speaker.publish(&event(1)).await;
+    assert_eq!(recv(&mut rx).await.id, 1);
+
+    drop(server);
+    eventually("both handles notice Redis is gone", || async { !speaker.is_subscribed() && !listener.is_subscribed() })
+        .await;
+    let started = Instant::now();
+    for id in 2..=50 {
+        speaker.publish(&event(id)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "49 publishes while down took {:?}", started.elapsed());
+
+    let _server = RedisServer::start(port).await;
+    assert!(speaker.wait_subscribed(PATIENCE * 3).await && listener.wait_subscribed(PATIENCE * 3).await);
+    while rx.try_recv().is_ok() {}
+    let e = event(51);
+    speaker.publish(&e).await;
+    assert_eq!(recv(&mut rx).await, e, "publishing reconnects after Redis came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_publishing_does_not_ping_for_each_publish() {
+    let server = RedisServer::start(RedisServer::free_port()).await;
+    let signals = RedisSignals::connect(&server.url(), "aicd-test:pings:").await.unwrap();
+    let pings_before = server.calls("ping").await;
+    for id in 1..=50 {
+        signals.publish(&event(id)).await;
+        signals.ring().await;
+    }
+    assert_eq!(server.calls("publish").await, 100);
+    let pings = server.calls("ping").await - pings_before;
+    assert!(pings <= 1, "100 publishes cost {pings} PINGs");
 }

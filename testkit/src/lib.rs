@@ -7,7 +7,9 @@
 //!   With the `docker` feature, when nothing answers there, a PostgreSQL container is started
 //!   through testcontainers. When neither works the test fails and says how to provide one:
 //!   nothing is ever skipped.
-//! - Redis comes from `AICD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! - Redis comes from `AICD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); a test that
+//!   needs Redis down at first, or gone and back, starts a private one with [`RedisServer`]
+//!   (`redis-server` must be on `PATH`).
 //! - [`github::FakeGitHub`] stands in for GitHub: stateful, and as strict as GitHub's documented
 //!   rules.
 //! - [`cassette::Recording`] replays recorded LLM interactions (and records new ones).
@@ -18,12 +20,14 @@ mod keys;
 mod postgres;
 mod proxy;
 mod redis;
+mod redis_server;
 mod sqlite;
 
 pub use keys::{RsaKeyPair, rsa_key_pair};
 pub use postgres::TestPostgres;
 pub use proxy::TcpProxy;
 pub use redis::TestRedis;
+pub use redis_server::RedisServer;
 pub use sqlite::TestSqlite;
 
 /// Runs an async clean-up to completion from a `Drop`, on a thread of its own so it works both

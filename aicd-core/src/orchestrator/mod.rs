@@ -24,6 +24,7 @@ pub use observer::{StepObserver, StepOutcome};
 pub use worker::WorkerHandle;
 
 use crate::forge::Forge;
+use crate::jobs::JobState;
 use crate::policy::PolicyConfig;
 use crate::signals::{Doorbell, EventBus};
 use crate::store::Store;
@@ -53,6 +54,42 @@ pub struct OrchestratorConfig {
     /// The organization-wide policy defaults (a repository's `.aicd.toml` and settings add to
     /// them).
     pub policy: PolicyConfig,
+    /// How long each step may take before it is abandoned and retried.
+    pub step_timeouts: StepTimeouts,
+}
+
+/// How long one attempt's agent call, or one forge call of publishing, may take. A call that takes
+/// longer is abandoned (its future dropped) and the step is retried after the backoff, as after a
+/// transient error; the attempt counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTimeouts {
+    /// [`Agent::plan`] (default 15 minutes).
+    pub planning: Duration,
+    /// [`Agent::code`] (default 15 minutes).
+    pub coding: Duration,
+    /// [`Agent::review`] (default 15 minutes).
+    pub reviewing: Duration,
+    /// Each forge call while publishing: creating the branch, committing, opening the pull
+    /// request (default 2 minutes).
+    pub forge: Duration,
+}
+
+impl Default for StepTimeouts {
+    fn default() -> Self {
+        let agent = Duration::from_secs(15 * 60);
+        Self { planning: agent, coding: agent, reviewing: agent, forge: Duration::from_secs(2 * 60) }
+    }
+}
+
+impl StepTimeouts {
+    /// The limit of the agent call made in `state`: PLANNING's, CODING's, or else REVIEWING's.
+    pub(crate) fn agent_call(&self, state: JobState) -> Duration {
+        match state {
+            JobState::Planning => self.planning,
+            JobState::Coding => self.coding,
+            _ => self.reviewing,
+        }
+    }
 }
 
 impl Default for OrchestratorConfig {
@@ -68,6 +105,7 @@ impl Default for OrchestratorConfig {
             max_review_rounds: 3,
             policy_feedback: false,
             policy: PolicyConfig::default(),
+            step_timeouts: StepTimeouts::default(),
         }
     }
 }

@@ -54,4 +54,11 @@ impl std::fmt::Display for StepOutcome {
 pub trait StepObserver: Send + Sync {
     /// One attempt at `step` ended with `outcome` after `elapsed`.
     fn step_finished(&self, step: JobState, outcome: StepOutcome, elapsed: Duration, usage: Option<&Usage>);
+
+    /// A call of `step` (the agent's, or for [`JobState::PrOpen`] one of the forge's) was
+    /// abandoned after its `limit` ([`super::StepTimeouts`]); the attempt then ends as
+    /// [`StepOutcome::Retrying`]. Does nothing unless implemented.
+    fn step_timed_out(&self, step: JobState, limit: Duration) {
+        let _ = (step, limit);
+    }
 }

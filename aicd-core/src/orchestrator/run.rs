@@ -72,6 +72,13 @@ impl From<Error> for Stop {
 
 type StepResult<T> = std::result::Result<T, Stop>;
 
+/// Why an agent call was given up before it returned.
+enum CutShort {
+    Interrupted(Interrupt),
+    /// It took longer than its step's timeout.
+    TimedOut,
+}
+
 /// One claimed job being driven by one worker.
 pub(crate) struct JobRun {
     orch: Orchestrator,
@@ -339,22 +346,28 @@ impl JobRun {
         let title = progress::pull_request_title(&self.job);
         let message = format!("{title}\n\n{}\n\nAI-CD job {}", changeset.summary, self.job.id);
         let message = progress::fit_commit_message(&message);
-        forge.create_branch(&repo, &branch).await?;
+        self.forge_call("creating the branch", forge.create_branch(&repo, &branch)).await?;
         let published = async {
             self.checkpoint_reached()?;
-            let head = forge.commit_changes(&repo, &branch, &changeset, &message).await?;
+            let commit = forge.commit_changes(&repo, &branch, &changeset, &message);
+            let head = self.forge_call("committing", commit).await?;
             self.checkpoint_reached()?;
             let body = progress::pull_request_body(&self.job, &plan, &review);
             let pr = NewPullRequest { branch: branch.clone(), title, body, issue_number: self.job.issue.number };
-            let pr = forge.open_pull_request(&repo, &pr).await?;
+            let pr = self.forge_call("opening the pull request", forge.open_pull_request(&repo, &pr)).await?;
             Ok::<_, Stop>((head, pr))
         }
         .await;
         let (head, pr) = match published {
             Err(Stop::Permanent(reason)) => {
-                let cleaned = match forge.delete_branch(&repo, &branch).await {
-                    Ok(()) => format!("the branch `{branch}` it had created was deleted"),
-                    Err(e) => format!("the branch `{branch}` it had created could not be deleted ({e})"),
+                let limit = self.orch.config.step_timeouts.forge;
+                let cleaned = match tokio::time::timeout(limit, forge.delete_branch(&repo, &branch)).await {
+                    Ok(Ok(())) => format!("the branch `{branch}` it had created was deleted"),
+                    Ok(Err(e)) => format!("the branch `{branch}` it had created could not be deleted ({e})"),
+                    Err(_) => format!(
+                        "the branch `{branch}` it had created could not be deleted (no answer within {})",
+                        describe_duration(limit)
+                    ),
                 };
                 return Err(Stop::Permanent(format!("{reason}; {cleaned}")));
             }
@@ -410,7 +423,9 @@ impl JobRun {
     }
 
     async fn retry_later(&mut self, message: String, retry_after: Option<std::time::Duration>) -> Result<()> {
-        let attempt = self.current_attempts();
+        // Counted from 1: a step that failed before its attempt was counted (between steps, or
+        // when counting it failed) was on its first attempt at least.
+        let attempt = self.current_attempts().max(1);
         let delay = self.orch.config.backoff.delay(attempt, retry_after);
         let note = format!(
             "{} failed (attempt {attempt} of {}): {message}; retrying in {:.1}s",
@@ -428,6 +443,18 @@ impl JobRun {
             ..Default::default()
         })
         .await
+    }
+
+    /// Releases `job` after the run driving it panicked, as a transient failure of its current
+    /// step: a `step_failed` event saying the step panicked (with `panic`, the panic's message),
+    /// and a retry after the backoff. `job` must be as just read back from the store, still held
+    /// by this worker under the run's epoch (the write is fenced by it). The attempt was counted
+    /// before the step ran, so a step that always panics still runs out of attempts.
+    pub(crate) async fn retry_after_panic(orch: Orchestrator, job: Job, panic: &str) -> Result<()> {
+        let (_, interrupt) = watch::channel(Interrupt::None);
+        let mut run = JobRun::new(orch, job, interrupt);
+        let message = format!("the {} step panicked: {panic}", run.job.state);
+        run.retry_later(message, None).await
     }
 
     /// Re-queues the step after `retry_after` and gives its attempt back: the agent made no
@@ -495,9 +522,10 @@ impl JobRun {
         }
     }
 
-    /// Calls the agent, racing it against interruptions, and records what it spent: its output's
-    /// usage when it succeeds, and what it reported through the call's progress sink when it
-    /// fails (or is interrupted).
+    /// Calls the agent, racing it against interruptions and the step's timeout, and records what
+    /// it spent: its output's usage when it succeeds, and what it reported through the call's
+    /// progress sink when it fails (or is interrupted, or times out). A timeout is a transient
+    /// failure.
     async fn call<T>(
         &mut self,
         step: &str,
@@ -508,14 +536,16 @@ impl JobRun {
         if self.job.budget.is_exhausted() {
             return Err(Stop::Permanent(self.budget_message()));
         }
+        let limit = self.orch.config.step_timeouts.agent_call(self.job.state);
         let mut interrupt = self.interrupt.clone();
         let span = tracing::info_span!("agent_call", job_id = %self.job.id, org_id = %self.job.org_id, step);
         let result = tokio::select! {
             result = tracing::Instrument::instrument(call, span) => Ok(result),
             which = interrupt.wait_for(|i| *i != Interrupt::None) => {
                 // A closed channel means the worker is gone: treat it as a shutdown.
-                Err(which.map(|i| *i).unwrap_or(Interrupt::Shutdown))
+                Err(CutShort::Interrupted(which.map(|i| *i).unwrap_or(Interrupt::Shutdown)))
             }
+            () = tokio::time::sleep(limit) => Err(CutShort::TimedOut),
         };
         let mut spent = Usage::default();
         if let Some((sink, writer)) = activity {
@@ -530,9 +560,13 @@ impl JobRun {
                 self.charge(step, spent).await?;
                 return Err(error.into());
             }
-            Err(which) => {
+            Err(CutShort::Interrupted(which)) => {
                 self.charge(step, spent).await?;
                 return Err(Stop::Interrupted(which));
+            }
+            Err(CutShort::TimedOut) => {
+                self.charge(step, spent).await?;
+                return Err(self.timed_out(step, self.job.state, limit));
             }
         };
         let spent = out.usage.clone();
@@ -545,6 +579,29 @@ impl JobRun {
             return Err(Stop::Permanent(self.budget_message()));
         }
         Ok(out)
+    }
+
+    /// `call`, a forge call of publishing (`what` it does), abandoned as a transient failure after
+    /// the forge's timeout.
+    async fn forge_call<T>(&self, what: &str, call: impl Future<Output = Result<T>>) -> StepResult<T> {
+        let limit = self.orch.config.step_timeouts.forge;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(self.timed_out(&format!("publishing ({what})"), JobState::PrOpen, limit)),
+        }
+    }
+
+    /// The transient failure of a call of `step` (in `state`) abandoned after `limit`, logged at
+    /// warn and told to the observer: a job stuck on a call is something an operator wants to
+    /// see.
+    fn timed_out(&self, step: &str, state: JobState, limit: std::time::Duration) -> Stop {
+        let message = format!("{step} timed out after {}", describe_duration(limit));
+        tracing::warn!(job_id = %self.job.id, org_id = %self.job.org_id, step, limit_ms = limit.as_millis() as u64,
+            "{message}; the step is retried");
+        if let Some(observer) = &self.orch.observer {
+            observer.step_timed_out(state, limit);
+        }
+        Stop::Transient { message, retry_after: None }
     }
 
     /// Records what a call that did not succeed spent, if anything.
@@ -771,6 +828,15 @@ fn without_violations(mut changeset: Changeset, blocked: &PolicyBlocked) -> Chan
     let paths: Vec<&str> = blocked.violations().iter().filter_map(|v| v.path.as_deref()).collect();
     changeset.changes.retain(|change| !paths.contains(&change.path.as_str()));
     changeset
+}
+
+/// `d` for people: whole seconds (`900 s`), or milliseconds under ten seconds (`200 ms`).
+fn describe_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(10) && d.subsec_millis() != 0 {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs())
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {

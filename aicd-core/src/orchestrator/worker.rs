@@ -42,6 +42,34 @@ const MAX_CLAIM_BATCH: usize = 64;
 
 type Interrupts = Arc<Mutex<HashMap<JobId, watch::Sender<Interrupt>>>>;
 
+/// The longest panic message kept in a job's timeline.
+const MAX_PANIC_CHARS: usize = 500;
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a panic said, cut to [`MAX_PANIC_CHARS`] characters.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "(no message)".to_owned(),
+        },
+    };
+    if text.chars().count() <= MAX_PANIC_CHARS {
+        text
+    } else {
+        format!("{}...", text.chars().take(MAX_PANIC_CHARS).collect::<String>())
+    }
+}
+
 /// Raises an interrupt unless a more important one is already raised (lease lost > cancel >
 /// shutdown).
 fn raise(tx: &watch::Sender<Interrupt>, interrupt: Interrupt) {
@@ -166,12 +194,46 @@ impl Orchestrator {
         if let Ok(mut map) = interrupts.lock() {
             map.insert(id, tx.clone());
         }
-        let heartbeat = tokio::spawn(self.clone().heartbeat(org, id, fence, tx));
-        run.drive().instrument(span).await;
-        heartbeat.abort();
+        let epoch = fence.epoch;
+        // Both tasks stop when this function returns, however it returns (or is aborted).
+        let _heartbeat = AbortOnDrop(tokio::spawn(self.clone().heartbeat(org, id, fence, tx)));
+        // The run is a task of its own so that a panic in it (the agent's, say) ends that task only.
+        let mut drive = AbortOnDrop(tokio::spawn(run.drive().instrument(span.clone())));
+        if let Err(ended) = (&mut drive.0).await
+            && ended.is_panic()
+        {
+            let panic = panic_message(ended.into_panic());
+            self.recover_from_panic(org, id, epoch, &panic).instrument(span).await;
+        }
         if let Ok(mut map) = interrupts.lock() {
             map.remove(&id);
         }
+    }
+
+    /// After the run of job `id` (claimed at `epoch`) panicked: releases the job for a retry
+    /// through the run's own transient-failure path (the attempt was counted before the step ran),
+    /// if this worker still holds it and it is still runnable. Bounded by the lease period; if the
+    /// release cannot be written, the heartbeat stops anyway, the lease lapses and the reaper
+    /// re-queues the job.
+    async fn recover_from_panic(&self, org: OrgId, id: JobId, epoch: i64, panic: &str) {
+        tracing::error!(job_id = %id, %panic, "a job's step panicked; releasing the job for a retry");
+        let release = self.release_after_panic(org, id, epoch, panic);
+        let outcome = match tokio::time::timeout(self.config.lease, release).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.config.lease),
+        };
+        tracing::warn!(job_id = %id, error = %outcome,
+            "could not release the job after a panic; its lease lapses and the reaper re-queues it");
+    }
+
+    async fn release_after_panic(&self, org: OrgId, id: JobId, epoch: i64, panic: &str) -> crate::Result<()> {
+        let job = self.store.get_job(org, id).await?;
+        let held = job.epoch == epoch && job.lease.as_ref().is_some_and(|lease| lease.owner == self.config.worker_id);
+        if !held || !job.state.is_runnable() {
+            return Ok(());
+        }
+        JobRun::retry_after_panic(self.clone(), job, panic).await
     }
 
     async fn heartbeat(self, org: OrgId, job: JobId, fence: Fence, tx: watch::Sender<Interrupt>) {

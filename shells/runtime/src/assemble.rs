@@ -67,14 +67,15 @@ impl std::fmt::Debug for SignalSet {
     }
 }
 
-/// Connects the signals: through Redis (`REDIS_URL`), or in-process ones. Errors name the
-/// variable and never carry a secret.
+/// The signals: through Redis (`REDIS_URL`), or in-process ones. Redis need not answer: the
+/// signals subscribe in the background and keep trying ([`RedisSignals::connect_lazy`]), so a
+/// binary starts (and runs, polling the database) while Redis is down. Fails only for a malformed
+/// `REDIS_URL`; errors name the variable and never carry a secret.
 pub async fn open_signals(config: &Config) -> anyhow::Result<SignalSet> {
     Ok(match &config.signals {
         Signals::Redis { url, namespace } => {
-            let redis = RedisSignals::connect(url.expose(), namespace)
-                .await
-                .map_err(|e| anyhow::anyhow!("connecting to REDIS_URL: {}", config.scrub(&e.to_string())))?;
+            let redis = RedisSignals::connect_lazy(url.expose(), namespace)
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {}", config.scrub(&e.to_string())))?;
             let redis = Arc::new(redis);
             SignalSet { doorbell: redis.clone(), bus: redis.clone(), redis: Some(redis) }
         }
@@ -232,7 +233,8 @@ pub fn build_orchestrator(
     Ok(orchestrator.with_observer(Arc::new(metrics.clone())))
 }
 
-/// Whether the process can do its work: the database answers, and Redis too when it is used.
+/// Whether the process can do its work: the database answers (required), and Redis when it is
+/// used (not required: without it the process still works, degraded).
 #[derive(Clone, Debug)]
 pub struct Readiness {
     store: Arc<SqlStore>,
@@ -242,8 +244,11 @@ pub struct Readiness {
 /// The outcome of every readiness check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReadinessReport {
-    /// Whether every check passed.
+    /// Whether every required check passed.
     pub ready: bool,
+    /// Whether a check that is not required failed (Redis is down: signals cross no processes,
+    /// workers poll).
+    pub degraded: bool,
     /// Each check, `database` first.
     pub checks: Vec<CheckResult>,
 }
@@ -255,6 +260,8 @@ pub struct CheckResult {
     pub name: &'static str,
     /// Whether it answered in time.
     pub ok: bool,
+    /// Whether the process is not ready without it (the database is required; Redis is not).
+    pub required: bool,
     /// How long it took, in milliseconds.
     pub latency_ms: u64,
     /// Why not, in short and without credentials.
@@ -270,19 +277,21 @@ impl Readiness {
 
     /// Runs every check at once, each within 2 seconds.
     pub async fn check(&self) -> ReadinessReport {
-        let database = timed("database", self.store.ping());
+        let database = timed("database", true, self.store.ping());
         let checks = match &self.redis {
             Some(redis) => {
-                let (database, redis) = tokio::join!(database, timed("redis", redis.ping()));
+                let (database, redis) = tokio::join!(database, timed("redis", false, redis.ping()));
                 vec![database, redis]
             }
             None => vec![database.await],
         };
-        ReadinessReport { ready: checks.iter().all(|c| c.ok), checks }
+        let ready = checks.iter().all(|c| c.ok || !c.required);
+        let degraded = checks.iter().any(|c| !c.ok && !c.required);
+        ReadinessReport { ready, degraded, checks }
     }
 }
 
-async fn timed(name: &'static str, check: impl Future<Output = aicd_core::Result<()>>) -> CheckResult {
+async fn timed(name: &'static str, required: bool, check: impl Future<Output = aicd_core::Result<()>>) -> CheckResult {
     let started = Instant::now();
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -291,7 +300,7 @@ async fn timed(name: &'static str, check: impl Future<Output = aicd_core::Result
         Ok(Err(e)) => Some(short(&redact_userinfo(&e.to_string()))),
         Err(_) => Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
     };
-    CheckResult { name, ok: error.is_none(), latency_ms, error }
+    CheckResult { name, ok: error.is_none(), required, latency_ms, error }
 }
 
 /// `text` with the user information of any URL in it (`scheme://user:password@`) replaced.
@@ -327,7 +336,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use aicd_testkit::{TestRedis, TestSqlite};
+    use aicd_testkit::{RedisServer, TestRedis, TestSqlite};
 
     fn sqlite_config(dir: &Path) -> Config {
         let dir = dir.to_str().expect("a UTF-8 path").to_owned();
@@ -385,10 +394,54 @@ mod tests {
         .unwrap();
         let store = open_store(&config).await.unwrap();
         let signals = open_signals(&config).await.unwrap();
-        let report = Readiness::new(store, signals.redis.clone()).check().await;
-        assert!(report.ready, "{report:?}");
+        let redis = signals.redis.clone().expect("Redis signals");
+        assert!(redis.wait_subscribed(Duration::from_secs(10)).await, "subscribed in the background");
+        let report = Readiness::new(store, Some(redis)).check().await;
+        assert!(report.ready && !report.degraded, "{report:?}");
         let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
         assert_eq!(names, ["database", "redis"]);
+        assert!(report.checks.iter().all(|c| c.ok), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn redis_down_at_start_is_degraded_not_fatal_and_recovers_when_it_answers() {
+        let db = TestSqlite::new();
+        let port = RedisServer::free_port();
+        let config = Config::from_lookup(|name| match name {
+            "AICD_DATA_DIR" => db.dir().to_str().map(str::to_owned),
+            "REDIS_URL" => Some(RedisServer::url_for(port)),
+            "AICD_REDIS_NAMESPACE" => Some("aicd-test:runtime-late:".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let store = open_store(&config).await.unwrap();
+        let started = Instant::now();
+        let signals = open_signals(&config).await.expect("Redis being down does not stop the start");
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        let forge = build_forge(&config, store.clone(), None);
+        let _orchestrator = build_orchestrator(&config, store.clone(), &signals, &Metrics::new(), forge).unwrap();
+
+        let readiness = Readiness::new(store, signals.redis.clone());
+        let report = readiness.check().await;
+        assert!(report.ready && report.degraded, "ready, without Redis: {report:?}");
+        let redis = &report.checks[1];
+        assert_eq!((redis.name, redis.ok, redis.required), ("redis", false, false), "{report:?}");
+        assert!(redis.error.as_deref().is_some_and(|e| e.contains("down")), "{report:?}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!((json["ready"].clone(), json["degraded"].clone()), (true.into(), true.into()));
+        assert_eq!(json["checks"][0]["required"], true);
+
+        let _server = RedisServer::start(port).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let report = readiness.check().await;
+            if !report.degraded {
+                assert!(report.ready && report.checks.iter().all(|c| c.ok), "{report:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "still degraded once Redis answers: {report:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]

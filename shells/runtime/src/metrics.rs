@@ -94,6 +94,7 @@ struct Inner {
     step_duration: HistogramFamily<StepLabels>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<StepLabels, Counter>,
+    step_timeouts: Family<StepLabels, Counter>,
     /// The free-form label values seen so far, per label.
     seen: Mutex<HashMap<&'static str, HashSet<String>>>,
 }
@@ -104,7 +105,8 @@ struct Inner {
 /// `aicd_http_request_duration_seconds{method,route}`, `aicd_rate_limited_total{scope}`,
 /// `aicd_webhook_deliveries_total{event,outcome}`, `aicd_jobs_queued`,
 /// `aicd_job_steps_total{step,outcome}`, `aicd_job_step_duration_seconds{step}`,
-/// `aicd_agent_tokens_total{step,direction}`, `aicd_agent_cost_micros_total{step}` and
+/// `aicd_agent_tokens_total{step,direction}`, `aicd_agent_cost_micros_total{step}`,
+/// `aicd_step_timeouts_total{step}` (present at zero for every step from the start) and
 /// `aicd_build_info{version}`. Steps are `planning`, `coding`, `reviewing` and `publishing`.
 #[derive(Clone)]
 pub struct Metrics {
@@ -136,6 +138,10 @@ impl Metrics {
         let step_duration = HistogramFamily::<StepLabels>::new_with_constructor(step_histogram);
         let tokens = Family::<TokenLabels, Counter>::default();
         let cost = Family::<StepLabels, Counter>::default();
+        let step_timeouts = Family::<StepLabels, Counter>::default();
+        for step in [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrOpen] {
+            step_timeouts.get_or_create(&StepLabels { step: step_label(step) }).inc_by(0);
+        }
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
 
@@ -156,6 +162,11 @@ impl Metrics {
         );
         registry.register("aicd_agent_tokens", "Tokens used by agent calls", tokens.clone());
         registry.register("aicd_agent_cost_micros", "Cost of agent calls, in micro-units of currency", cost.clone());
+        registry.register(
+            "aicd_step_timeouts",
+            "Agent and forge calls abandoned after their step's timeout",
+            step_timeouts.clone(),
+        );
         registry.register("aicd_build_info", "The running version (always 1)", build_info);
         let inner = Inner {
             registry,
@@ -168,6 +179,7 @@ impl Metrics {
             step_duration,
             tokens,
             cost,
+            step_timeouts,
             seen: Mutex::default(),
         };
         Self { inner: Arc::new(inner) }
@@ -265,6 +277,10 @@ impl StepObserver for Metrics {
             inner.cost.get_or_create(&StepLabels { step }).inc_by(usage.cost_micros);
         }
     }
+
+    fn step_timed_out(&self, step: JobState, _limit: Duration) {
+        self.inner.step_timeouts.get_or_create(&StepLabels { step: step_label(step) }).inc();
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +298,7 @@ mod tests {
         assert!(text.contains("# TYPE aicd_jobs_queued gauge"), "{text}");
         assert_eq!(sample(&text, "aicd_jobs_queued "), Some(0.0), "{text}");
         assert!(text.contains(&format!("aicd_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
+        assert_eq!(sample(&text, r#"aicd_step_timeouts_total{step="coding"}"#), Some(0.0), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
         assert!(CONTENT_TYPE.starts_with("application/openmetrics-text"));
     }
@@ -305,6 +322,7 @@ mod tests {
             ("aicd_job_step_duration_seconds", "histogram"),
             ("aicd_agent_tokens", "counter"),
             ("aicd_agent_cost_micros", "counter"),
+            ("aicd_step_timeouts", "counter"),
         ] {
             assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} missing:\n{text}");
         }
@@ -366,5 +384,17 @@ mod tests {
         assert_eq!(sample(&text, r#"aicd_agent_tokens_total{step="planning",direction="output"}"#), Some(20.0));
         assert_eq!(sample(&text, r#"aicd_agent_cost_micros_total{step="planning"}"#), Some(3000.0));
         assert_eq!(sample(&text, r#"aicd_job_step_duration_seconds_sum{step="coding"}"#), Some(2.0), "{text}");
+    }
+
+    #[test]
+    fn step_timeouts_are_counted_per_step() {
+        let m = Metrics::new();
+        m.step_timed_out(JobState::Coding, Duration::from_secs(900));
+        m.step_timed_out(JobState::Coding, Duration::from_secs(900));
+        m.step_timed_out(JobState::PrOpen, Duration::from_secs(120));
+        let text = m.render();
+        assert_eq!(sample(&text, r#"aicd_step_timeouts_total{step="coding"}"#), Some(2.0), "{text}");
+        assert_eq!(sample(&text, r#"aicd_step_timeouts_total{step="publishing"}"#), Some(1.0), "{text}");
+        assert_eq!(sample(&text, r#"aicd_step_timeouts_total{step="planning"}"#), Some(0.0), "{text}");
     }
 }

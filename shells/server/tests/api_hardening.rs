@@ -224,7 +224,12 @@ async fn health_ready_and_metrics() {
     server.get(&format!("/v1/orgs/{}/jobs", org.id), &viewer).await;
     let metrics = server.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    for name in ["aicd_http_requests_total", "aicd_http_request_duration_seconds", "aicd_jobs_queued"] {
+    for name in [
+        "aicd_http_requests_total",
+        "aicd_http_request_duration_seconds",
+        "aicd_jobs_queued",
+        "aicd_step_timeouts_total",
+    ] {
         assert!(metrics.text.contains(name), "{name} missing:\n{}", metrics.text);
     }
     assert!(metrics.text.contains("route=\"/v1/orgs/{org_id}/jobs\""), "routes are templates:\n{}", metrics.text);
@@ -317,22 +322,47 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_is_503_naming_redis_when_redis_goes_away() {
+async fn ready_reports_redis_degraded_when_it_goes_away_and_the_api_keeps_serving() {
     let redis = aicd_testkit::TestRedis::new().await;
     let mut proxy = aicd_testkit::TcpProxy::redis(redis.url()).await;
     let url = format!("redis://127.0.0.1:{}", proxy.port());
     let server = TestServer::postgres(&[("REDIS_URL", &url)]).await;
-    assert_eq!(server.call(Method::GET, "/ready", None, None).await.status, StatusCode::OK);
+    let ready = server.wait_until_ready_with_redis().await;
+    assert_eq!(ready.body["degraded"], false, "{}", ready.text);
     proxy.cut();
     let ready = server.call(Method::GET, "/ready", None, None).await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text);
-    assert_eq!(ready.body["ready"], false);
-    let redis_check = ready.body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap().clone();
-    assert_eq!(redis_check["ok"], false, "{}", ready.text);
-    let database = ready.body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "database").unwrap().clone();
-    assert_eq!(database["ok"], true);
-    // Liveness is unaffected.
+    assert_degraded_by_redis(&ready);
+    // Liveness is unaffected, and so is the API.
     assert_eq!(server.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
+    let (org, viewer, _, _) = server.org_with_keys("acme").await;
+    assert_eq!(server.get(&format!("/v1/orgs/{}/jobs", org.id), &viewer).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_starts_while_redis_is_down_and_subscribes_once_it_answers() {
+    let port = aicd_testkit::RedisServer::free_port();
+    let url = aicd_testkit::RedisServer::url_for(port);
+    let server = TestServer::postgres(&[("REDIS_URL", &url)]).await;
+    let ready = server.call(Method::GET, "/ready", None, None).await;
+    assert_degraded_by_redis(&ready);
+    let (org, viewer, _, _) = server.org_with_keys("acme").await;
+    assert_eq!(server.get(&format!("/v1/orgs/{}/jobs", org.id), &viewer).await.status, StatusCode::OK);
+
+    let _redis = aicd_testkit::RedisServer::start(port).await;
+    let ready = server.wait_until_ready_with_redis().await;
+    assert_eq!(ready.body["degraded"], false, "{}", ready.text);
+}
+
+/// `/ready` answered 200, ready but degraded: the database is fine, Redis is not.
+fn assert_degraded_by_redis(ready: &support::Reply) {
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!((&ready.body["ready"], &ready.body["degraded"]), (&true.into(), &true.into()), "{}", ready.text);
+    let check =
+        |name: &str| ready.body["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    let redis = check("redis");
+    assert_eq!((&redis["ok"], &redis["required"]), (&false.into(), &false.into()), "{}", ready.text);
+    assert!(redis["error"].is_string(), "{}", ready.text);
+    assert_eq!(check("database")["ok"], true, "{}", ready.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

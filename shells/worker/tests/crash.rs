@@ -5,8 +5,9 @@
 //! finished steps were not re-run. It runs on PostgreSQL with Redis signals, and on the embedded
 //! SQLite file shared by two processes (WAL mode) with in-process signals.
 //!
-//! Also: SIGTERM mid-step stops the worker within its grace period and releases the lease, and a
-//! bad configuration exits non-zero naming the variable without ever printing a password.
+//! Also: SIGTERM mid-step stops the worker within its grace period and releases the lease, a
+//! worker whose Redis is down starts and finishes a job by polling, and a bad configuration exits
+//! non-zero naming the variable without ever printing a password.
 //!
 //! Each test sets up, in the test process, a fresh database, a git repository in a temporary
 //! directory, an organization, the repository registered as a local one, and a job whose issue
@@ -355,6 +356,26 @@ async fn sigterm_mid_step_releases_the_lease_and_exits_0(w: World) {
     assert!(job.state.is_runnable() && job.checkpoints.plan.is_none(), "{job:#?}");
     let log = worker.log();
     assert!(log.contains("SIGTERM") && log.contains("worker exited"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_worker_starts_and_finishes_a_job_by_polling() {
+    let w = postgres_and_redis().await;
+    let nowhere = aicd_testkit::RedisServer::url_for(aicd_testkit::RedisServer::free_port());
+    let mut worker = w.worker("worker-r", &[("REDIS_URL", &nowhere)]);
+    let job = w.job().await;
+    let done =
+        w.wait_for(job.id, "PR_OPEN", Duration::from_secs(60), Some(&mut worker), |j| !j.state.is_runnable()).await;
+    assert_eq!(done.state, JobState::PrOpen, "{done:#?}\n{}", worker.log());
+    assert_eq!(
+        w.git(&["show", &format!("{}:hello.txt", done.checkpoints.pull_request.unwrap().branch)]),
+        format!("{HELLO}\n")
+    );
+    let log = worker.log();
+    assert!(log.contains("could not subscribe to Redis signals"), "{log}");
+    worker.terminate();
+    let status = worker.exited(Duration::from_secs(15)).await.expect("the worker exits after SIGTERM");
+    assert!(status.success(), "{status}\n{}", worker.log());
 }
 
 /// Runs the worker with `env` until it exits (at most 30 s) and returns its status and stderr.

@@ -129,6 +129,10 @@ async fn health_ready_and_metrics_are_served_on_the_worker_listen_addr() {
     assert_eq!(content_type, aicd_runtime::metrics::CONTENT_TYPE);
     let text = metrics.text().await.unwrap();
     assert!(text.lines().any(|l| l == "aicd_jobs_queued 0"), "{text}");
+    for step in ["planning", "coding", "reviewing", "publishing"] {
+        let line = format!("aicd_step_timeouts_total{{step=\"{step}\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} is missing:\n{text}");
+    }
 
     let line = worker.log_line("ops listening", Duration::from_secs(5)).await;
     assert!(line.contains(&format!("addr={addr}")), "{line}");
@@ -136,6 +140,51 @@ async fn health_ready_and_metrics_are_served_on_the_worker_listen_addr() {
     assert!(client.get(format!("http://{addr}/health")).send().await.is_err(), "the ops server stopped");
     let log = worker.log();
     assert!(log.contains("SIGTERM") && log.contains("worker exited"), "{log}");
+}
+
+/// The worker's `/ready` report once `done` holds for it, within 20 s.
+async fn ready_once(
+    client: &reqwest::Client,
+    addr: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = get_when_up(client, &format!("http://{addr}/ready")).await;
+        assert_eq!(ready.status(), 200, "Redis is not required to be ready");
+        let report: serde_json::Value = ready.json().await.unwrap();
+        if done(&report) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "/ready never got there: {report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_the_worker_starts_degraded_and_subscribes_once_redis_answers() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let redis_port = aicd_testkit::RedisServer::free_port();
+    let redis_url = aicd_testkit::RedisServer::url_for(redis_port);
+    let mut worker = Worker::start(&[
+        ("AICD_WORKER_LISTEN_ADDR", &addr),
+        ("REDIS_URL", &redis_url),
+        ("AICD_REDIS_NAMESPACE", "aicd-test:worker-late:"),
+    ]);
+    let client = client();
+
+    let report = ready_once(&client, &addr, |_| true).await;
+    assert_eq!((&report["ready"], &report["degraded"]), (&true.into(), &true.into()), "{report}");
+    let redis = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap().clone();
+    assert_eq!((&redis["ok"], &redis["required"]), (&false.into(), &false.into()), "{report}");
+    worker.log_line("worker started", Duration::from_secs(10)).await;
+    let warning = worker.log_line("could not subscribe to Redis signals", Duration::from_secs(10)).await;
+    assert!(warning.contains("attempt=1"), "attempts count from 1: {warning}");
+
+    let _redis = aicd_testkit::RedisServer::start(redis_port).await;
+    ready_once(&client, &addr, |report| report["degraded"] == false).await;
+    worker.log_line("Redis signals subscription established", Duration::from_secs(5)).await;
+    worker.terminate().await;
 }
 
 #[tokio::test]

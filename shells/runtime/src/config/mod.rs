@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aicd_core::orchestrator::OrchestratorConfig;
+use aicd_core::orchestrator::{OrchestratorConfig, StepTimeouts};
 
 pub use llm::{LlmModel, LlmSettings};
 pub use secret::Secret;
@@ -286,6 +286,10 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// How often an idle worker polls when no doorbell rings (`AICD_POLL_INTERVAL_MS`).
     pub poll_interval: Duration,
+    /// How long each step's agent call, and each forge call of publishing, may take
+    /// (`AICD_STEP_TIMEOUT_PLANNING_SECS`, `AICD_STEP_TIMEOUT_CODING_SECS`,
+    /// `AICD_STEP_TIMEOUT_REVIEWING_SECS`, `AICD_FORGE_TIMEOUT_SECS`).
+    pub step_timeouts: StepTimeouts,
     /// Where the standalone worker serves /health, /ready and /metrics
     /// (`AICD_WORKER_LISTEN_ADDR`; port 0 picks a free port).
     pub listen_addr: SocketAddr,
@@ -424,6 +428,31 @@ static VARIABLES: &[Variable] = &[
     var("AICD_WORKER_CONCURRENCY", "4", false, "Jobs a worker runs at once (1 to 256)"),
     var("AICD_LEASE_SECS", "30", false, "Seconds a claim lasts without a heartbeat (2 to 86400)"),
     var("AICD_POLL_INTERVAL_MS", "2000", false, "Milliseconds an idle worker waits for the doorbell before polling"),
+    var(
+        "AICD_STEP_TIMEOUT_PLANNING_SECS",
+        "900",
+        false,
+        "Seconds the planner's call may take before it is abandoned and the step retried (1 to 86400)",
+    ),
+    var(
+        "AICD_STEP_TIMEOUT_CODING_SECS",
+        "900",
+        false,
+        "Seconds the coder's call may take before it is abandoned and the step retried (1 to 86400)",
+    ),
+    var(
+        "AICD_STEP_TIMEOUT_REVIEWING_SECS",
+        "900",
+        false,
+        "Seconds the critic's call may take before it is abandoned and the step retried (1 to 86400)",
+    ),
+    var(
+        "AICD_FORGE_TIMEOUT_SECS",
+        "120",
+        false,
+        "Seconds each forge call of publishing (branch, commit, pull request) may take before it is retried \
+         (1 to 86400)",
+    ),
     var(
         "AICD_WORKER_LISTEN_ADDR",
         "127.0.0.1:9090",
@@ -659,6 +688,7 @@ impl Config {
             lease: w.lease,
             heartbeat_every: w.lease / 3,
             poll_interval: w.poll_interval,
+            step_timeouts: w.step_timeouts,
             ..OrchestratorConfig::default()
         }
     }
@@ -742,6 +772,10 @@ impl Config {
             "AICD_WORKER_CONCURRENCY" => w.concurrency.to_string(),
             "AICD_LEASE_SECS" => w.lease.as_secs().to_string(),
             "AICD_POLL_INTERVAL_MS" => w.poll_interval.as_millis().to_string(),
+            "AICD_STEP_TIMEOUT_PLANNING_SECS" => w.step_timeouts.planning.as_secs().to_string(),
+            "AICD_STEP_TIMEOUT_CODING_SECS" => w.step_timeouts.coding.as_secs().to_string(),
+            "AICD_STEP_TIMEOUT_REVIEWING_SECS" => w.step_timeouts.reviewing.as_secs().to_string(),
+            "AICD_FORGE_TIMEOUT_SECS" => w.step_timeouts.forge.as_secs().to_string(),
             "AICD_WORKER_LISTEN_ADDR" => w.listen_addr.to_string(),
             "AICD_SHUTDOWN_GRACE_SECS" => self.shutdown_grace.as_secs().to_string(),
             "AICD_LOG_FORMAT" => match self.log_format {
@@ -876,13 +910,28 @@ fn read_worker(r: &mut Reader<'_>) -> WorkerSettings {
     let concurrency = r.number("AICD_WORKER_CONCURRENCY", 4, 1, MAX_CONCURRENCY, "jobs");
     let lease = r.number("AICD_LEASE_SECS", 30, 2, MAX_SECS, "seconds");
     let poll_interval = r.number("AICD_POLL_INTERVAL_MS", 2000, 10, MAX_MILLIS, "milliseconds");
+    let step_timeouts = read_step_timeouts(r);
     let listen_addr = r.socket_addr("AICD_WORKER_LISTEN_ADDR", SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)));
     WorkerSettings {
         worker_id,
         concurrency: usize::try_from(concurrency).unwrap_or(1),
         lease: Duration::from_secs(lease),
         poll_interval: Duration::from_millis(poll_interval),
+        step_timeouts,
         listen_addr,
+    }
+}
+
+/// The step timeouts, each 1 s to a day, defaulting to the orchestrator's.
+fn read_step_timeouts(r: &mut Reader<'_>) -> StepTimeouts {
+    let defaults = StepTimeouts::default();
+    let mut secs =
+        |name: &str, default: Duration| Duration::from_secs(r.number(name, default.as_secs(), 1, MAX_SECS, "seconds"));
+    StepTimeouts {
+        planning: secs("AICD_STEP_TIMEOUT_PLANNING_SECS", defaults.planning),
+        coding: secs("AICD_STEP_TIMEOUT_CODING_SECS", defaults.coding),
+        reviewing: secs("AICD_STEP_TIMEOUT_REVIEWING_SECS", defaults.reviewing),
+        forge: secs("AICD_FORGE_TIMEOUT_SECS", defaults.forge),
     }
 }
 

@@ -414,6 +414,8 @@ fn the_summary_shows_each_effective_value_in_the_documented_order() {
     assert_eq!(value("AICD_DATA_DIR").as_deref(), Some("./data"));
     assert_eq!(value("AICD_WORKER_ID").as_deref(), Some("w-9"));
     assert_eq!(value("AICD_WORKER_LISTEN_ADDR").as_deref(), Some("127.0.0.1:9090"));
+    assert_eq!(value("AICD_STEP_TIMEOUT_CODING_SECS").as_deref(), Some("900"));
+    assert_eq!(value("AICD_FORGE_TIMEOUT_SECS").as_deref(), Some("120"));
     assert_eq!(value("AICD_EMBEDDED_WORKER").as_deref(), Some("true"));
     assert_eq!(value("AICD_CORS_ORIGINS").as_deref(), Some("http://localhost:3000"));
     assert_eq!(value("AICD_GITHUB_API_URL").as_deref(), Some("https://api.github.com"));
@@ -755,4 +757,43 @@ fn the_llm_agent_refuses_what_it_cannot_use() {
     assert!(err.contains("AICD_AGENT_PROMPTS_DIR"), "{err}");
     let err = problems(&[("AICD_AGENT", "gpt")]);
     assert!(err.contains("AICD_AGENT must be `scripted` or `llm`"), "{err}");
+}
+
+#[test]
+fn step_timeouts_default_to_15_minutes_and_the_forge_to_2_and_reach_the_orchestrator() {
+    let c = config(&[]).unwrap();
+    let t = c.worker.step_timeouts;
+    let quarter_hour = Duration::from_secs(900);
+    assert_eq!((t.planning, t.coding, t.reviewing), (quarter_hour, quarter_hour, quarter_hour));
+    assert_eq!(t.forge, Duration::from_secs(120));
+
+    let c = config(&[
+        ("AICD_STEP_TIMEOUT_PLANNING_SECS", "60"),
+        ("AICD_STEP_TIMEOUT_CODING_SECS", "1800"),
+        ("AICD_STEP_TIMEOUT_REVIEWING_SECS", "1"),
+        ("AICD_FORGE_TIMEOUT_SECS", "86400"),
+    ])
+    .unwrap();
+    let t = c.orchestrator().step_timeouts;
+    assert_eq!(t.planning, Duration::from_secs(60));
+    assert_eq!(t.coding, Duration::from_secs(1800));
+    assert_eq!(t.reviewing, Duration::from_secs(1));
+    assert_eq!(t.forge, Duration::from_secs(86400));
+
+    let err = config(&[
+        ("AICD_STEP_TIMEOUT_PLANNING_SECS", "0"),
+        ("AICD_STEP_TIMEOUT_CODING_SECS", "soon"),
+        ("AICD_STEP_TIMEOUT_REVIEWING_SECS", "86401"),
+        ("AICD_FORGE_TIMEOUT_SECS", "-1"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.0.len(), 4, "{err}");
+    for name in [
+        "AICD_STEP_TIMEOUT_PLANNING_SECS",
+        "AICD_STEP_TIMEOUT_CODING_SECS",
+        "AICD_STEP_TIMEOUT_REVIEWING_SECS",
+        "AICD_FORGE_TIMEOUT_SECS",
+    ] {
+        assert!(err.0.iter().any(|l| l.starts_with(name) && l.contains("1 to 86400")), "{name}:\n{err}");
+    }
 }

@@ -30,13 +30,14 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), uptime_secs: state.uptime().as_secs() })
 }
 
-/// Readiness: the database (and Redis, when configured) answer. 503 when one does not, so a load
-/// balancer stops sending traffic here.
+/// Readiness: the database answers (and Redis, when configured). 503 when the database does not,
+/// so a load balancer stops sending traffic here; Redis is not required, so without it the answer
+/// is 200 with `degraded: true` and its check failing.
 #[utoipa::path(
     get, path = "/ready", tag = "system",
     responses(
-        (status = 200, description = "Every dependency answers", body = Object),
-        (status = 503, description = "A dependency does not answer; `checks` says which", body = Object),
+        (status = 200, description = "The database answers; `degraded` is true if Redis does not", body = Object),
+        (status = 503, description = "The database does not answer; `checks` says why", body = Object),
     )
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {

@@ -154,6 +154,19 @@ impl TestServer {
         reply(request.send().await.expect("the server answers")).await
     }
 
+    /// `/ready` once it reports nothing degraded (Redis subscribed), within 15 s.
+    pub async fn wait_until_ready_with_redis(&self) -> Reply {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready = self.call(Method::GET, "/ready", None, None).await;
+            if ready.status == StatusCode::OK && ready.body["degraded"] == false {
+                return ready;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "/ready stayed degraded: {}", ready.text);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call(Method::GET, path, Some(token), None).await
     }
