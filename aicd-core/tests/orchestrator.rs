@@ -1100,14 +1100,15 @@ async fn a_stalled_forge_call_times_out_and_publishing_is_retried(w: World) {
 }
 
 async fn a_forge_panic_between_steps_is_retried_and_attempts_count_from_1(w: World) {
-    // The progress comment is posted right after QUEUED -> PLANNING, before planning's attempt
-    // is counted.
+    // The progress comment is posted while the job starts, before QUEUED -> PLANNING is written
+    // (its id goes with that write): starting has no attempts to count.
     let worker = w.orchestrator_over(TroubledForge::new(w.forge.clone(), None, true), config()).spawn_worker();
     let job = w.settled(w.job(1, &write_block("a.txt", "a")).await.id).await;
     assert_eq!(job.state, JobState::PrOpen, "{job:#?}");
     let failures = w.events_of(job.id, EventKind::StepFailed).await;
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(failures[0].starts_with("planning failed (attempt 1 of 4)"), "{failures:?}");
+    assert!(failures[0].starts_with("queued failed: the queued step panicked"), "{failures:?}");
     assert!(failures[0].contains("the forge panicked on purpose"), "{failures:?}");
+    assert_eq!(job.attempts.planning, 1, "planning was attempted once, after the retry");
     worker.shutdown(Duration::from_secs(5)).await;
 }

@@ -424,15 +424,15 @@ impl JobRun {
 
     async fn retry_later(&mut self, message: String, retry_after: Option<std::time::Duration>) -> Result<()> {
         // Counted from 1: a step that failed before its attempt was counted (between steps, or
-        // when counting it failed) was on its first attempt at least.
+        // when counting it failed) was on its first attempt at least. Starting a job (QUEUED)
+        // has no attempts of its own.
         let attempt = self.current_attempts().max(1);
         let delay = self.orch.config.backoff.delay(attempt, retry_after);
-        let note = format!(
-            "{} failed (attempt {attempt} of {}): {message}; retrying in {:.1}s",
-            self.job.state,
-            self.orch.config.max_attempts,
-            delay.as_secs_f64()
-        );
+        let counted = match self.job.state {
+            JobState::Queued => String::new(),
+            _ => format!(" (attempt {attempt} of {})", self.orch.config.max_attempts),
+        };
+        let note = format!("{} failed{counted}: {message}; retrying in {:.1}s", self.job.state, delay.as_secs_f64());
         let event = self.step_event(EventKind::StepFailed, note);
         let run_after = now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         self.write_raw(JobUpdate {
