@@ -5,7 +5,8 @@
 //! `cargo bench -p aicd-core --bench pipeline`; `AICD_BENCH_JOBS` sets N (default 200),
 //! `AICD_BENCH_CONCURRENCY` the worker concurrencies to run (default `8,32`) and
 //! `AICD_BENCH_BACKENDS` the backends (default `postgres,sqlite`); the PostgreSQL pool has
-//! concurrency + 4 connections. Run without
+//! concurrency + 4 connections. `AICD_BENCH_MODE=backlog` enqueues every job before the worker
+//! starts and times the drain (the wall time and jobs/s then count from the worker's start). Run without
 //! `--bench` (as `cargo test --benches` does) or with `--test` or `--list`, it only pushes a handful
 //! of jobs through SQLite, as a smoke test.
 
@@ -215,42 +216,62 @@ impl World {
     /// Enqueues `count` jobs numbered from `first` and waits until all reach PR_OPEN.
     async fn batch(&self, seen: &Mutex<Seen>, first: u64, count: usize) -> Result<Batch> {
         let started = Instant::now();
+        let jobs = self.enqueue_all(first, count).await?;
+        let enqueue_time = started.elapsed();
+        self.wait(seen, jobs, started, enqueue_time).await
+    }
+
+    /// Enqueues `count` jobs numbered from `first`, one after the other.
+    async fn enqueue_all(&self, first: u64, count: usize) -> Result<Vec<Enqueued>> {
         let mut jobs = Vec::with_capacity(count);
         for number in first..first + count as u64 {
             let (at, utc) = (Instant::now(), Utc::now());
             jobs.push(Enqueued { id: self.enqueue(number).await?, at, utc });
         }
-        let enqueue_time = started.elapsed();
+        Ok(jobs)
+    }
+
+    /// Waits until every job of `jobs` reached PR_OPEN.
+    async fn wait(
+        &self,
+        seen: &Mutex<Seen>,
+        jobs: Vec<Enqueued>,
+        started: Instant,
+        enqueue_time: Duration,
+    ) -> Result<Batch> {
+        let count = jobs.len();
         let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_millis(200) * count as u32;
         let mut done = HashMap::with_capacity(count);
         let (mut polled, mut lag_handled, mut progress_at) = (0, 0, Instant::now());
+        // The jobs not yet seen at PR_OPEN; each tick looks at these only, so waiting costs
+        // little next to the work measured (and never holds the collector up for long).
+        let mut remaining: Vec<&Enqueued> = jobs.iter().collect();
         loop {
             let (lagged, failed) = {
                 let seen = seen.lock().unwrap();
-                for job in &jobs {
-                    if let Some(at) = seen.stages.get(&job.id).and_then(|s| s[3])
-                        && done.insert(job.id, at).is_none()
-                    {
+                remaining.retain(|job| match seen.stages.get(&job.id).and_then(|s| s[3]) {
+                    Some(at) => {
+                        done.insert(job.id, at);
                         progress_at = Instant::now();
+                        false
                     }
-                }
-                (seen.lagged, jobs.iter().find(|j| seen.failed.contains(&j.id)).map(|j| j.id))
+                    None => true,
+                });
+                (seen.lagged, remaining.iter().find(|j| seen.failed.contains(&j.id)).map(|j| j.id))
             };
             if let Some(id) = failed {
                 let job = self.store.get_job(self.org, id).await?;
                 bail!("job {id} ended in {:?}: {:?}", job.state, job.failure_reason);
             }
-            if done.len() == count {
+            if remaining.is_empty() {
                 break;
             }
             if lagged > lag_handled || progress_at.elapsed() >= STALL {
                 // The bus missed something (or is slow): read the missing jobs from the store.
                 lag_handled = lagged;
                 progress_at = Instant::now();
-                for job in &jobs {
-                    if done.contains_key(&job.id) {
-                        continue;
-                    }
+                let mut still = Vec::with_capacity(remaining.len());
+                for job in remaining {
                     let state = self.store.get_job(self.org, job.id).await?;
                     if state.state == JobState::PrOpen {
                         let at = self.pr_open_at(job.id).await?.context("PR_OPEN without its event")?;
@@ -259,14 +280,17 @@ impl World {
                         polled += 1;
                     } else if !state.state.is_runnable() {
                         bail!("job {} ended in {:?}: {:?}", job.id, state.state, state.failure_reason);
+                    } else {
+                        still.push(job);
                     }
                 }
+                remaining = still;
                 continue;
             }
             if Instant::now() > deadline {
                 bail!("timed out: {} of {count} jobs reached PR_OPEN", done.len());
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Batch { jobs, done, started, enqueue_time, polled })
     }
@@ -304,7 +328,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-async fn measure(backend: Backend, concurrency: usize, jobs: usize, warm_up: usize) -> Result<Report> {
+async fn measure(backend: Backend, concurrency: usize, jobs: usize, warm_up: usize, backlog: bool) -> Result<Report> {
     let label = backend.label();
     let world = world(backend, concurrency).await.with_context(|| format!("setting up {label}"))?;
     let (seen, collector) = collect(world.bus.as_ref());
@@ -314,23 +338,30 @@ async fn measure(backend: Backend, concurrency: usize, jobs: usize, warm_up: usi
         poll_interval: Duration::from_millis(100),
         ..OrchestratorConfig::default()
     };
-    let worker = Orchestrator::new(
+    let orchestrator = Orchestrator::new(
         world.store.clone(),
         Arc::new(ScriptedAgent::new()),
         Arc::new(world.forge.clone()),
         world.doorbell.clone(),
         world.bus.clone(),
         config,
-    )
-    .spawn_worker();
+    );
+    // A backlog is enqueued before the worker starts, and timed from its start.
+    let backlog = if backlog { Some(world.enqueue_all(1, jobs).await.context("enqueuing the backlog")?) } else { None };
+    let worker = orchestrator.spawn_worker();
 
     let outcome = async {
         let mut all = Vec::with_capacity(warm_up + jobs);
-        if warm_up > 0 {
-            let warm = world.batch(&seen, 1, warm_up).await.context("warm-up")?;
-            all.extend(warm.jobs.iter().map(|j| j.id));
-        }
-        let batch = world.batch(&seen, warm_up as u64 + 1, jobs).await?;
+        let batch = match backlog {
+            Some(queued) => world.wait(&seen, queued, Instant::now(), Duration::ZERO).await?,
+            None => {
+                if warm_up > 0 {
+                    let warm = world.batch(&seen, 1, warm_up).await.context("warm-up")?;
+                    all.extend(warm.jobs.iter().map(|j| j.id));
+                }
+                world.batch(&seen, warm_up as u64 + 1, jobs).await?
+            }
+        };
         all.extend(batch.jobs.iter().map(|j| j.id));
 
         for id in &all {
@@ -344,6 +375,10 @@ async fn measure(backend: Backend, concurrency: usize, jobs: usize, warm_up: usi
     .await;
     worker.shutdown(Duration::from_secs(10)).await;
     collector.abort();
+    let lagged = seen.lock().unwrap().lagged;
+    if lagged > 0 {
+        eprintln!("pipeline: the event bus dropped {lagged} events for the collector (the store was read instead)");
+    }
     let batch = outcome.with_context(|| format!("{label}, concurrency {concurrency}"))?;
 
     let end = batch.done.values().max().copied().unwrap_or(batch.started);
@@ -413,7 +448,7 @@ fn print(reports: &[Report]) {
 
 async fn run(smoke: bool) -> Result<()> {
     if smoke {
-        let report = measure(Backend::Sqlite, 8, SMOKE_JOBS, 0).await?;
+        let report = measure(Backend::Sqlite, 8, SMOKE_JOBS, 0, false).await?;
         println!("pipeline smoke test: {} jobs reached PR_OPEN on {}", report.jobs, report.label);
         return Ok(());
     }
@@ -436,10 +471,15 @@ async fn run(smoke: bool) -> Result<()> {
         };
         configs.extend(concurrencies.iter().map(|c| (backend, *c)));
     }
+    let backlog = match std::env::var("AICD_BENCH_MODE").as_deref() {
+        Ok("backlog") => true,
+        Ok("flow") | Err(_) => false,
+        Ok(other) => bail!("AICD_BENCH_MODE: unknown mode `{other}` (flow, backlog)"),
+    };
     let mut reports = Vec::new();
     for (backend, concurrency) in configs {
         eprintln!("pipeline: {} with concurrency {concurrency}, {WARM_UP} warm-up + {jobs} jobs", backend.label());
-        reports.push(measure(backend, concurrency, jobs, WARM_UP).await?);
+        reports.push(measure(backend, concurrency, jobs, WARM_UP, backlog).await?);
     }
     print(&reports);
     // The coding step compiles the policy (secret detectors, globs) for every job; show its share.

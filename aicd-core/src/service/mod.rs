@@ -6,6 +6,8 @@ mod jobs;
 mod repos;
 mod tenancy;
 
+pub use tenancy::KEY_USE_RESOLUTION;
+
 use std::sync::Arc;
 
 use crate::signals::{Doorbell, EventBus};
@@ -31,6 +33,7 @@ pub struct Core {
     pub(crate) options: CoreOptions,
     doorbell: Option<Arc<dyn Doorbell>>,
     pub(crate) bus: Option<Arc<dyn EventBus>>,
+    pub(crate) key_uses: Arc<tenancy::KeyUses>,
 }
 
 impl std::fmt::Debug for Core {
@@ -42,7 +45,7 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Core services over `store`.
     pub fn new(store: Arc<dyn Store>, options: CoreOptions) -> Self {
-        Self { store, options, doorbell: None, bus: None }
+        Self { store, options, doorbell: None, bus: None, key_uses: Arc::default() }
     }
 
     /// Rings `doorbell` whenever a job is queued, so idle workers start at once instead of at

@@ -7,10 +7,35 @@ use crate::tenancy::{
 };
 use crate::{ApiKeyId, Core, Error, OrgId, Result, UserId};
 
+/// How out of date an API key's recorded last use may be: it is written at most this often
+/// per key (and per process).
+pub const KEY_USE_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// When this process last recorded each key's use.
+#[derive(Debug, Default)]
+pub(crate) struct KeyUses(std::sync::Mutex<std::collections::HashMap<ApiKeyId, chrono::DateTime<chrono::Utc>>>);
+
+impl KeyUses {
+    /// Whether this process should record `key`'s use at `at` (it has not within
+    /// [`KEY_USE_RESOLUTION`]); if so, it is counted as recorded.
+    fn claim(&self, key: ApiKeyId, at: chrono::DateTime<chrono::Utc>) -> bool {
+        let mut uses = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if uses.get(&key).is_some_and(|last| at - *last < KEY_USE_RESOLUTION) {
+            return false;
+        }
+        if uses.len() >= 10_000 {
+            uses.retain(|_, last| at - *last < KEY_USE_RESOLUTION);
+        }
+        uses.insert(key, at);
+        true
+    }
+}
+
 impl Core {
     /// Turns a presented API key into the actor it stands for. Malformed, unknown, revoked and
     /// expired keys are all [`Error::Unauthenticated`] (the reason is not revealed to the caller).
-    /// Records the key's last use.
+    /// Records the key's last use, to within [`KEY_USE_RESOLUTION`], in the background: a
+    /// request never waits for (or queues behind) that write.
     pub async fn authenticate_api_key(&self, presented: &ApiKeySecret) -> Result<Actor> {
         let parsed = ParsedKey::parse(presented).ok_or(Error::Unauthenticated("invalid API key"))?;
         let candidates = self.store.find_api_keys_by_prefix(&parsed.prefix).await?;
@@ -22,7 +47,15 @@ impl Core {
         if !stored.key.is_usable(at) {
             return Err(Error::Unauthenticated("invalid API key"));
         }
-        self.store.touch_api_key(&stored.key, at).await?;
+        let stale = stored.key.last_used_at.is_none_or(|last| at - last >= KEY_USE_RESOLUTION);
+        if stale && self.key_uses.claim(stored.key.id, at) {
+            let (store, key) = (self.store.clone(), stored.key.clone());
+            tokio::spawn(async move {
+                if let Err(error) = store.touch_api_key(&key, at).await {
+                    tracing::warn!(key_id = %key.id, %error, "could not record an API key's last use");
+                }
+            });
+        }
         Ok(Actor::api_key(stored.key.id, stored.key.org_id, stored.key.role))
     }
 

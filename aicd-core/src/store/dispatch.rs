@@ -42,31 +42,59 @@ pub(crate) const RUNNABLE_ORGS_SQL: &str = concat!(
      ORDER BY held, oldest, w.org_id"
 );
 
-/// Leases up to `$2` of org `$1`'s runnable jobs (oldest first) to worker `$3` until `$4`, never
-/// beyond the org's concurrency limit as it stands when the statement runs. `$greatest` and
-/// `$least` are the backend's two-argument maximum and minimum.
-macro_rules! claim_sql {
-    ($greatest:literal, $least:literal) => {
+/// The `$limit` oldest runnable jobs of org `$1` (`run_after` before `$5`), never more than
+/// `$2` nor beyond the org's concurrency limit as it stands when the statement runs. `$greatest`
+/// and `$least` are the backend's two-argument maximum and minimum.
+macro_rules! picked_sql {
+    ($column:literal, $greatest:literal, $least:literal) => {
         concat!(
-            "UPDATE jobs SET lease_owner = $3, lease_expires_at = $4, epoch = epoch + 1, updated_at = $5 \
-             WHERE id IN (SELECT j.id FROM jobs j WHERE j.org_id = $1 AND ",
+            "SELECT j.id",
+            $column,
+            " FROM jobs j WHERE j.org_id = $1 AND ",
             runnable!("j."),
             " AND j.run_after <= $5 ORDER BY j.run_after, j.id LIMIT ",
             $greatest,
             "(0, ",
             $least,
             "($2, (SELECT max_concurrent_jobs FROM orgs WHERE id = $1) \
-             - (SELECT COUNT(*) FROM jobs h WHERE h.org_id = $1 AND h.lease_owner IS NOT NULL)))) AND ",
-            runnable!(""),
-            " RETURNING ",
-            job_columns!()
+             - (SELECT COUNT(*) FROM jobs h WHERE h.org_id = $1 AND h.lease_owner IS NOT NULL)))"
         )
     };
 }
 
-/// [`claim_sql!`] for PostgreSQL.
+/// The lease written by a claim: to worker `$3` until `$4`, at `$5`.
+macro_rules! lease_set {
+    () => {
+        "UPDATE jobs SET lease_owner = $3, lease_expires_at = $4, epoch = epoch + 1, updated_at = $5 "
+    };
+}
+
+/// Leases [`picked_sql!`]'s jobs. On PostgreSQL the picked ids are materialized first: as an
+/// `IN (…)` semi-join the planner may re-run the pick once per runnable job.
+const CLAIM_POSTGRES_SQL: &str = concat!(
+    "WITH picked AS MATERIALIZED (",
+    picked_sql!(" AS picked_id", "GREATEST", "LEAST"),
+    ") ",
+    lease_set!(),
+    "FROM picked WHERE id = picked.picked_id AND ",
+    runnable!(""),
+    " RETURNING ",
+    job_columns!()
+);
+const CLAIM_SQLITE_SQL: &str = concat!(
+    lease_set!(),
+    "WHERE id IN (",
+    picked_sql!("", "MAX", "MIN"),
+    ") AND ",
+    runnable!(""),
+    " RETURNING ",
+    job_columns!()
+);
+
+/// The claim statement for PostgreSQL (for the plan tests).
+#[cfg(test)]
 pub(crate) fn claim_sql_postgres() -> &'static str {
-    claim_sql!("GREATEST", "LEAST")
+    CLAIM_POSTGRES_SQL
 }
 
 /// Takes, without waiting, the claim lock of each org in `$1` (comma-separated ids) and returns
@@ -74,6 +102,9 @@ pub(crate) fn claim_sql_postgres() -> &'static str {
 /// lock taken passes the org over instead of queueing behind the other claim.
 const LOCK_ORGS_SQL: &str = "SELECT o FROM unnest(CAST(string_to_array($1, ',') AS uuid[])) AS o \
      WHERE pg_try_advisory_xact_lock(1095320388, hashtext(CAST(o AS text)))";
+
+/// The queued jobs of every org, counted on `jobs_queued_idx` (not the whole table).
+pub(crate) const QUEUE_DEPTH_SQL: &str = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'";
 
 /// Most orgs one claim looks at.
 const MAX_ORGS_PER_CLAIM: i64 = 1000;
@@ -131,7 +162,7 @@ impl SqlStore {
         }
         let mut claimed = Vec::with_capacity(max);
         for (org, share) in shares {
-            let sql = if postgres { claim_sql_postgres() } else { claim_sql!("MAX", "MIN") };
+            let sql = if postgres { CLAIM_POSTGRES_SQL } else { CLAIM_SQLITE_SQL };
             let rows: Vec<JobRow> =
                 tx.fetch_all(q(sql).arg(org).arg(int(share)).arg(worker).arg(at + lease).arg(at)).await?;
             for row in rows {
@@ -301,7 +332,7 @@ impl DispatchStore for SqlStore {
     async fn queue_depth(&self) -> Result<u64> {
         // The system scope sees every org's jobs on PostgreSQL, as the claim does.
         let mut tx = self.begin(Scope::System).await?;
-        let queued: One<i64> = tx.fetch_one(q("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")).await?;
+        let queued: One<i64> = tx.fetch_one(q(QUEUE_DEPTH_SQL)).await?;
         tx.commit().await?;
         Ok(u64::try_from(queued.0).unwrap_or(0))
     }

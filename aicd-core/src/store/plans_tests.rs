@@ -5,7 +5,7 @@
 use aicd_testkit::TestPostgres;
 use sqlx::{Connection, Executor, PgConnection};
 
-use super::dispatch::{RUNNABLE_ORGS_SQL, claim_sql_postgres};
+use super::dispatch::{QUEUE_DEPTH_SQL, RUNNABLE_ORGS_SQL, claim_sql_postgres};
 
 const ORG: &str = "0190d000-0000-7000-8000-000000000001";
 const OTHER: &str = "0190d000-0000-7000-8000-000000000002";
@@ -33,7 +33,8 @@ async fn filled() -> (TestPostgres, String) {
     (db, app)
 }
 
-/// The generic plan of `sql` with `args` (SQL literals), as the application role sees it.
+/// The generic plan of `sql` with `args` (SQL literals), as the application role sees it, run
+/// (in a transaction rolled back) so each node says how often it ran.
 async fn generic_plan(app_url: &str, scope: (&str, &str), sql: &str, args: &str) -> String {
     let mut conn = PgConnection::connect(app_url).await.unwrap();
     let setup = format!(
@@ -42,14 +43,23 @@ async fn generic_plan(app_url: &str, scope: (&str, &str), sql: &str, args: &str)
     );
     conn.execute(sqlx::AssertSqlSafe(setup)).await.unwrap();
     conn.execute(sqlx::AssertSqlSafe(format!("PREPARE q AS {sql}"))).await.unwrap();
-    let rows: Vec<(String,)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE q({args})"))).fetch_all(&mut conn).await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(match args {
+        "" => "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE q".to_owned(),
+        args => format!("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE q({args})"),
+    }))
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
     rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
 }
 
 fn assert_indexed(plan: &str, index: &str) {
     assert!(!plan.contains("Seq Scan on jobs"), "a sequential scan of jobs:\n{plan}");
     assert!(plan.contains(index), "{index} is not used:\n{plan}");
+    // No scan of jobs runs once per row of another: the cost must not grow with the queue.
+    for line in plan.lines().filter(|l| l.contains(" on jobs")) {
+        assert!(line.contains("loops=1)"), "a scan of jobs repeated per row:\n{plan}");
+    }
 }
 
 #[tokio::test]
@@ -60,6 +70,8 @@ async fn claiming_is_index_driven_on_tables_never_analysed_since_they_filled() {
     assert_indexed(&orgs, "jobs_org_runnable_idx");
     let claim = generic_plan(&app, system, claim_sql_postgres(), &format!("'{ORG}', 8, 'w', now(), now()")).await;
     assert_indexed(&claim, "jobs_org_runnable_idx");
+    let depth = generic_plan(&app, system, QUEUE_DEPTH_SQL, "").await;
+    assert_indexed(&depth, "jobs_queued_idx");
 }
 
 #[tokio::test]
@@ -68,7 +80,7 @@ async fn listing_jobs_is_an_index_range_scan_for_every_filter() {
     let org = ("app.org_id", ORG);
     let max = "'ffffffff-ffff-ffff-ffff-ffffffffffff'";
     let cases = [
-        (super::jobs::LIST_JOBS_SQL, format!("'{ORG}', {max}, 51"), "jobs_org_newest_idx"),
+        (super::jobs::LIST_JOBS_SQL, format!("'{ORG}', {max}, 51"), "jobs_org_id_id_key"),
         (super::jobs::LIST_JOBS_BY_STATE_SQL, format!("'{ORG}', {max}, 51, 'queued'"), "jobs_org_state_idx"),
         (super::jobs::LIST_JOBS_BY_REPO_SQL, format!("'{ORG}', {max}, 51, '{REPO}'"), "jobs_org_repo_idx"),
         (super::jobs::LIST_JOBS_BY_REPO_AND_STATE_SQL, format!("'{ORG}', {max}, 51, '{REPO}', 'queued'"), "jobs_org_"),

@@ -23,15 +23,13 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest error shown in a readiness report.
 const MAX_ERROR_CHARS: usize = 200;
 
-/// Opens the store: PostgreSQL as the application role (`DATABASE_URL`; a pool of the worker's
-/// concurrency plus two connections, between 4 and 32), or the SQLite file, creating its
-/// directory. Errors name the variable and never carry a secret.
+/// Opens the store: PostgreSQL as the application role (`DATABASE_URL`, with a pool of
+/// [`Database::pool_size`] connections), or the SQLite file, creating its directory. Errors name the variable and never carry a secret.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
     let store = match &config.database {
         Database::Postgres { url, .. } => {
-            let max_connections = u32::try_from(config.worker.concurrency.saturating_add(2)).unwrap_or(u32::MAX);
-            let options =
-                PostgresOptions { max_connections: max_connections.clamp(4, 32), ..PostgresOptions::default() };
+            let max_connections = config.database.pool_size(config.worker.concurrency);
+            let options = PostgresOptions { max_connections, ..PostgresOptions::default() };
             SqlStore::postgres(url.expose(), options).await.map_err(|e| {
                 anyhow::anyhow!("opening the PostgreSQL database (DATABASE_URL): {}", config.scrub(&e.to_string()))
             })?

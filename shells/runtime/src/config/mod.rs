@@ -53,6 +53,9 @@ pub enum Database {
         url: Secret,
         /// The schema owner's URL, for migrations.
         migration_url: Option<Secret>,
+        /// Most connections the process opens (`AICD_DATABASE_POOL_SIZE`); `None`: sized from
+        /// the worker's concurrency (see [`Database::pool_size`]).
+        pool_size: Option<u32>,
     },
     /// The embedded default: the SQLite file `AICD_DATA_DIR`/aicd.db.
     Sqlite {
@@ -372,6 +375,12 @@ static VARIABLES: &[Variable] = &[
         "",
         true,
         "PostgreSQL URL of the schema owner, used to run migrations (needs DATABASE_URL)",
+    ),
+    var(
+        "AICD_DATABASE_POOL_SIZE",
+        "0",
+        false,
+        "Most PostgreSQL connections a process opens (0: the worker's concurrency plus 10, at most 128)",
     ),
     var("AICD_DATA_DIR", "./data", false, "Directory of the embedded SQLite database (aicd.db), without DATABASE_URL"),
     var("REDIS_URL", "", true, "Redis URL (redis:// or rediss://) for cross-process signals; unset: in-process only"),
@@ -705,7 +714,7 @@ impl Config {
 
     fn secrets(&self) -> Vec<&Secret> {
         let mut secrets = Vec::new();
-        if let Database::Postgres { url, migration_url } = &self.database {
+        if let Database::Postgres { url, migration_url, .. } = &self.database {
             secrets.push(url);
             secrets.extend(migration_url);
         }
@@ -757,6 +766,10 @@ impl Config {
             "AICD_ENV" => self.environment.as_str().to_owned(),
             "DATABASE_URL" => postgres.map(|_| String::new())?,
             "AICD_DATABASE_MIGRATION_URL" => postgres?.as_ref().map(|_| String::new())?,
+            "AICD_DATABASE_POOL_SIZE" => match &self.database {
+                Database::Postgres { .. } => self.database.pool_size(self.worker.concurrency).to_string(),
+                Database::Sqlite { .. } => return None,
+            },
             "AICD_DATA_DIR" => match &self.database {
                 Database::Sqlite { path } => path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
                 Database::Postgres { .. } => return None,
@@ -834,6 +847,21 @@ fn query_param<'u>(url: &'u str, keys: &[&str]) -> Option<&'u str> {
     query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| keys.contains(k)).map(|(_, v)| v)
 }
 
+impl Database {
+    /// The PostgreSQL pool's size: `AICD_DATABASE_POOL_SIZE`, or room for `concurrency` jobs
+    /// plus ten connections for the API, the reaper and the rest (at most 128). SQLite keeps
+    /// one connection.
+    pub fn pool_size(&self, concurrency: usize) -> u32 {
+        match self {
+            Database::Postgres { pool_size: Some(n), .. } => *n,
+            Database::Postgres { pool_size: None, .. } => {
+                u32::try_from(concurrency.saturating_add(10)).unwrap_or(u32::MAX).min(128)
+            }
+            Database::Sqlite { .. } => 1,
+        }
+    }
+}
+
 fn read_database(r: &mut Reader<'_>, production: bool) -> Database {
     let migration_url = r.get("AICD_DATABASE_MIGRATION_URL").map(|u| u.trim().to_owned());
     let Some(url) = r.get("DATABASE_URL").map(|u| u.trim().to_owned()) else {
@@ -872,7 +900,11 @@ fn read_database(r: &mut Reader<'_>, production: bool) -> Database {
     if migration_url.as_deref().is_some_and(|u| !is_postgres_url(u)) {
         r.problem("AICD_DATABASE_MIGRATION_URL must be a postgres:// URL for the schema owner");
     }
-    Database::Postgres { url: Secret::new(url), migration_url: migration_url.map(Secret::new) }
+    let pool_size = match r.number("AICD_DATABASE_POOL_SIZE", 0, 0, 512, "connections") {
+        0 => None,
+        n => Some(u32::try_from(n).unwrap_or(512)),
+    };
+    Database::Postgres { url: Secret::new(url), migration_url: migration_url.map(Secret::new), pool_size }
 }
 
 fn read_signals(r: &mut Reader<'_>, production: bool) -> Signals {

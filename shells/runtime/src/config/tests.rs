@@ -126,7 +126,7 @@ fn every_setting_is_read() {
     assert_eq!(c.server.github.bot_login().as_deref(), Some("aicd-dev[bot]"));
     assert!(matches!(
         c.database,
-        Database::Postgres { ref url, ref migration_url }
+        Database::Postgres { ref url, ref migration_url, .. }
             if url.expose() == "postgres://app:pw@db/aicd"
                 && migration_url.as_ref().map(Secret::expose) == Some("postgresql://owner:pw2@db/aicd")
     ));
@@ -796,4 +796,16 @@ fn step_timeouts_default_to_15_minutes_and_the_forge_to_2_and_reach_the_orchestr
     ] {
         assert!(err.0.iter().any(|l| l.starts_with(name) && l.contains("1 to 86400")), "{name}:\n{err}");
     }
+}
+
+#[test]
+fn the_database_pool_is_sized_on_its_own_or_as_configured() {
+    let url = ("DATABASE_URL", "postgres://app:pw@127.0.0.1/aicd");
+    let auto = config(&[url, ("AICD_WORKER_CONCURRENCY", "4")]).unwrap();
+    assert_eq!(auto.database.pool_size(auto.worker.concurrency), 14, "room for the API beside 4 jobs");
+    let big = config(&[url, ("AICD_WORKER_CONCURRENCY", "256")]).unwrap();
+    assert_eq!(big.database.pool_size(big.worker.concurrency), 128);
+    let set = config(&[url, ("AICD_DATABASE_POOL_SIZE", "40")]).unwrap();
+    assert_eq!(set.database.pool_size(set.worker.concurrency), 40);
+    assert!(config(&[url, ("AICD_DATABASE_POOL_SIZE", "513")]).is_err());
 }
