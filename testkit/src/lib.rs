@@ -17,6 +17,7 @@
 pub mod cassette;
 pub mod github;
 mod keys;
+mod pg_cluster;
 mod postgres;
 mod proxy;
 mod redis;
@@ -24,6 +25,7 @@ mod redis_server;
 mod sqlite;
 
 pub use keys::{RsaKeyPair, rsa_key_pair};
+pub use pg_cluster::PgCluster;
 pub use postgres::TestPostgres;
 pub use proxy::TcpProxy;
 pub use redis::TestRedis;

@@ -38,6 +38,9 @@ pub struct SqlStore {
     pub(crate) pool: Pool,
 }
 
+/// How long a pooled connection may sit idle before it is checked on its next use.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(10);
+
 /// Pool settings for PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PostgresOptions {
@@ -91,10 +94,19 @@ impl SqlStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            // A broken connection fails its statement, which the caller retries like any
-            // database error; checking every connection before use would cost a round trip
-            // per transaction.
+            // Checking every connection before use would cost a round trip per transaction:
+            // only a connection that sat idle for a while is checked (it may have outlived a
+            // server restart); a busy one that broke fails its statement, which callers retry
+            // like any database error.
             .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await?;
         let store = Self { pool: Pool::Postgres(pool) };
