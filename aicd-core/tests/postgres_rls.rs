@@ -67,6 +67,7 @@ async fn fixture() -> Fixture {
         let job = NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None };
         let job = harness.store.create_job(org.id, job, "test").await.unwrap();
         let usage = aicd_core::store::NewUsage {
+            id: None,
             job_id: Some(job.id),
             step: "planning".into(),
             model: "m".into(),

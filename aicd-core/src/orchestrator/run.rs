@@ -637,6 +637,8 @@ impl JobRun {
     /// Adds what a call spent to the job's budget and to the usage the next write records.
     async fn record_usage(&mut self, step: &str, usage: &Usage) -> Result<()> {
         self.unrecorded.push(NewUsage {
+            // Fixed now, so recording it again after a write of unknown outcome stores it once.
+            id: Some(crate::UsageId::new()),
             job_id: Some(self.job.id),
             step: step.to_owned(),
             model: usage.model.clone(),

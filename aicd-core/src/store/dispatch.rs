@@ -290,7 +290,9 @@ impl DispatchStore for SqlStore {
         let written = Job::try_from(row)?;
         let appended = insert_events(&mut tx, org, job, events).await?;
         for spent in usage {
-            insert_usage(&mut tx, org, job, written.repo_id, spent).await?;
+            // Usage already stored (by a write whose outcome its worker never learnt) is not
+            // stored again; it cannot have been added to the job's counters by this write.
+            insert_usage(&mut tx, org, Some(job), Some(written.repo_id), spent).await?;
         }
         tx.commit().await?;
         Ok((written, appended))

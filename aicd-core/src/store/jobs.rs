@@ -297,38 +297,35 @@ impl JobStore for SqlStore {
             Some(job) => Some(ensure_job(&mut tx, org, job).await?),
             None => None,
         };
-        let row: UsageRow = tx
-            .fetch_one(
-                q(concat!(
-                    "INSERT INTO usage_records (id, org_id, job_id, repo_id, step, model, input_tokens, \
-                     output_tokens, cost_micros, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
-                    usage_columns!()
-                ))
-                .arg(UsageId::new())
-                .arg(org)
-                .arg(usage.job_id)
-                .arg(repo_id)
-                .arg(usage.step)
-                .arg(usage.model)
-                .arg(int(usage.input_tokens))
-                .arg(int(usage.output_tokens))
-                .arg(int(usage.cost_micros))
-                .arg(now()),
-            )
-            .await?;
-        if let Some(job) = usage.job_id {
+        let (job, spent) = (usage.job_id, (usage.input_tokens.saturating_add(usage.output_tokens), usage.cost_micros));
+        let id = usage.id.unwrap_or_else(UsageId::new);
+        let record = match insert_usage(&mut tx, org, job, repo_id, NewUsage { id: Some(id), ..usage }).await? {
+            Some(record) => record,
+            None => {
+                // Already recorded: nothing more to add up.
+                let row: UsageRow = tx
+                    .fetch_one(
+                        q(concat!("SELECT ", usage_columns!(), " FROM usage_records WHERE org_id = $1 AND id = $2"))
+                            .arg(org)
+                            .arg(id),
+                    )
+                    .await?;
+                return row.try_into();
+            }
+        };
+        if let Some(job) = job {
             tx.execute(
                 q("UPDATE jobs SET spent_tokens = spent_tokens + $3, spent_cost_micros = spent_cost_micros + $4 \
                    WHERE org_id = $1 AND id = $2")
                 .arg(org)
                 .arg(job)
-                .arg(int(usage.input_tokens.saturating_add(usage.output_tokens)))
-                .arg(int(usage.cost_micros)),
+                .arg(int(spent.0))
+                .arg(int(spent.1)),
             )
             .await?;
         }
         tx.commit().await?;
-        row.try_into()
+        Ok(record)
     }
 
     async fn list_usage(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<UsageRecord>> {
@@ -501,23 +498,24 @@ pub(crate) async fn insert_events(tx: &mut Tx, org: OrgId, job: JobId, events: V
     Ok(appended)
 }
 
-/// Inserts a usage record of `job` (of repository `repo`), leaving the job's spent counters to
-/// the caller.
+/// Inserts a usage record (of `job` in repository `repo`, if any), leaving the job's spent
+/// counters to the caller; `None` if a record with its id is already stored.
 pub(crate) async fn insert_usage(
     tx: &mut Tx,
     org: OrgId,
-    job: JobId,
-    repo: crate::RepoId,
+    job: Option<JobId>,
+    repo: Option<crate::RepoId>,
     usage: NewUsage,
-) -> Result<UsageRecord> {
-    let row: UsageRow = tx
-        .fetch_one(
+) -> Result<Option<UsageRecord>> {
+    let row: Option<UsageRow> = tx
+        .fetch_optional(
             q(concat!(
                 "INSERT INTO usage_records (id, org_id, job_id, repo_id, step, model, input_tokens, \
-                 output_tokens, cost_micros, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+                 output_tokens, cost_micros, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO NOTHING RETURNING ",
                 usage_columns!()
             ))
-            .arg(UsageId::new())
+            .arg(usage.id.unwrap_or_else(UsageId::new))
             .arg(org)
             .arg(job)
             .arg(repo)
@@ -529,5 +527,5 @@ pub(crate) async fn insert_usage(
             .arg(now()),
         )
         .await?;
-    row.try_into()
+    row.map(UsageRecord::try_from).transpose()
 }

@@ -25,7 +25,7 @@ use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDeliv
 use crate::jobs::{Fence, Job, JobEvent, JobFilter, JobUpdate, NewEvent, NewJob, Page, UsageRecord, UsageTotals};
 use crate::repos::{NewRepo, RepoPatch, Repository};
 use crate::tenancy::{ApiKey, Membership, NewOrg, NewUser, Org, OrgPatch, Role, User};
-use crate::{ApiKeyId, JobId, OrgId, RepoId, Result, UserId};
+use crate::{ApiKeyId, JobId, OrgId, RepoId, Result, UsageId, UserId};
 
 /// An API key as stored, with its hash, for authentication.
 #[derive(Clone, Debug)]
@@ -56,6 +56,9 @@ pub struct ApiKeyRecord {
 /// A usage record to insert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewUsage {
+    /// The record's id, so the same spending recorded twice (a write retried after its outcome
+    /// was unknown) is stored once; `None`: a new id.
+    pub id: Option<UsageId>,
     /// The job it was spent on.
     pub job_id: Option<JobId>,
     /// The step (`planning`, `coding`, `reviewing`).
@@ -164,7 +167,8 @@ pub trait JobStore: Send + Sync {
     }
     /// A job's events after `after` (exclusive), oldest first, at most `limit`.
     async fn list_events(&self, org: OrgId, job: JobId, after: Option<i64>, limit: u32) -> Result<Vec<JobEvent>>;
-    /// Records one agent call's usage against the org (and the job, if given).
+    /// Records one agent call's usage against the org (and the job, if given). Recording a usage
+    /// whose `id` is already stored changes nothing and returns the stored record.
     async fn record_usage(&self, org: OrgId, usage: NewUsage) -> Result<UsageRecord>;
     /// Usage records of an organization in `[from, to)`, oldest first.
     async fn list_usage(&self, org: OrgId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<UsageRecord>>;

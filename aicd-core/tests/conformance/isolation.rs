@@ -128,6 +128,7 @@ pub(crate) async fn the_store_scopes_every_query_by_org(h: &Harness) {
     not_found(s.list_events(a.org, b.job, None, 10).await, "list events");
     not_found(s.append_event(a.org, b.job, NewEvent::new("x", EventKind::Note, "n")).await, "append event");
     let usage = NewUsage {
+        id: None,
         job_id: Some(b.job),
         step: "coding".into(),
         model: "m".into(),

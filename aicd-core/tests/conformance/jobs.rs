@@ -322,6 +322,7 @@ pub(crate) async fn usage_is_recorded_against_the_org_and_the_job(h: &Harness) {
     let start = Utc::now() - Duration::seconds(1);
     for (step, input, output, cost) in [("planning", 100, 20, 1_500), ("coding", 1_000, 400, 12_000)] {
         let usage = NewUsage {
+            id: None,
             job_id: Some(job.id),
             step: step.into(),
             model: "m-1".into(),
@@ -344,10 +345,33 @@ pub(crate) async fn usage_is_recorded_against_the_org_and_the_job(h: &Harness) {
     assert!(matches!(h.core.usage_totals(&admin, org, end, start).await, Err(Error::InvalidInput(_))));
 }
 
+pub(crate) async fn the_same_usage_recorded_twice_is_stored_and_counted_once(h: &Harness) {
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
+    let usage = NewUsage {
+        id: Some(aicd_core::UsageId::new()),
+        job_id: Some(job.id),
+        step: "coding".into(),
+        model: "m".into(),
+        input_tokens: 100,
+        output_tokens: 20,
+        cost_micros: 7,
+    };
+    let first = h.store.record_usage(org, usage.clone()).await.unwrap();
+    // A worker that never learnt whether its write committed records the usage again.
+    let again = h.store.record_usage(org, usage).await.unwrap();
+    assert_eq!(first.id, again.id);
+    let start = job.created_at - Duration::hours(1);
+    assert_eq!(h.store.list_usage(org, start, chrono::Utc::now()).await.unwrap().len(), 1);
+    let job = h.store.get_job(org, job.id).await.unwrap();
+    assert_eq!((job.budget.spent_tokens, job.budget.spent_cost_micros), (120, 7), "counted once");
+}
+
 pub(crate) async fn deleting_an_org_removes_everything_it_owns(h: &Harness) {
     let (org, admin, repo) = org_with_repo(h, "Acme").await;
     let job = h.core.create_job(&admin, org, new_job(repo.id, Some(1))).await.unwrap();
     let usage = NewUsage {
+        id: None,
         job_id: Some(job.id),
         step: "planning".into(),
         model: "m".into(),
@@ -495,6 +519,7 @@ pub(crate) async fn a_usage_report_adds_up_per_repository_and_per_day(h: &Harnes
     t.core.create_job(&admin, acme, new_job(repo_b.id, Some(3))).await.unwrap();
 
     let usage = |job: Option<aicd_core::JobId>, input: u64| NewUsage {
+        id: None,
         job_id: job,
         step: "coding".into(),
         model: "m-1".into(),

@@ -46,6 +46,7 @@ mod jobs_tests {
         only_finished_jobs_can_be_deleted,
         events_are_appended_in_order_and_resume_after_an_id,
         usage_is_recorded_against_the_org_and_the_job,
+        the_same_usage_recorded_twice_is_stored_and_counted_once,
         deleting_an_org_removes_everything_it_owns,
         a_usage_report_adds_up_per_repository_and_per_day,
         creating_and_retrying_a_job_publish_its_created_events,

@@ -287,6 +287,9 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// How long a claim lasts without a heartbeat (`AICD_LEASE_SECS`).
     pub lease: Duration,
+    /// Attempts a step gets before its job fails (`AICD_MAX_ATTEMPTS`); an attempt cut short by
+    /// a crash counts.
+    pub max_attempts: u32,
     /// How often an idle worker polls when no doorbell rings (`AICD_POLL_INTERVAL_MS`).
     pub poll_interval: Duration,
     /// How long each step's agent call, and each forge call of publishing, may take
@@ -436,6 +439,12 @@ static VARIABLES: &[Variable] = &[
     var("HOSTNAME", "", false, "Host name for the default worker id when the system's cannot be read"),
     var("AICD_WORKER_CONCURRENCY", "4", false, "Jobs a worker runs at once (1 to 256)"),
     var("AICD_LEASE_SECS", "30", false, "Seconds a claim lasts without a heartbeat (2 to 86400)"),
+    var(
+        "AICD_MAX_ATTEMPTS",
+        "5",
+        false,
+        "Attempts a step gets before its job fails, counting attempts cut short by a crash (1 to 100)",
+    ),
     var("AICD_POLL_INTERVAL_MS", "2000", false, "Milliseconds an idle worker waits for the doorbell before polling"),
     var(
         "AICD_STEP_TIMEOUT_PLANNING_SECS",
@@ -695,6 +704,7 @@ impl Config {
             worker_id: w.worker_id.clone(),
             concurrency: w.concurrency,
             lease: w.lease,
+            max_attempts: w.max_attempts,
             heartbeat_every: w.lease / 3,
             poll_interval: w.poll_interval,
             step_timeouts: w.step_timeouts,
@@ -784,6 +794,7 @@ impl Config {
             "AICD_WORKER_ID" => w.worker_id.clone(),
             "AICD_WORKER_CONCURRENCY" => w.concurrency.to_string(),
             "AICD_LEASE_SECS" => w.lease.as_secs().to_string(),
+            "AICD_MAX_ATTEMPTS" => w.max_attempts.to_string(),
             "AICD_POLL_INTERVAL_MS" => w.poll_interval.as_millis().to_string(),
             "AICD_STEP_TIMEOUT_PLANNING_SECS" => w.step_timeouts.planning.as_secs().to_string(),
             "AICD_STEP_TIMEOUT_CODING_SECS" => w.step_timeouts.coding.as_secs().to_string(),
@@ -941,6 +952,7 @@ fn read_worker(r: &mut Reader<'_>) -> WorkerSettings {
     };
     let concurrency = r.number("AICD_WORKER_CONCURRENCY", 4, 1, MAX_CONCURRENCY, "jobs");
     let lease = r.number("AICD_LEASE_SECS", 30, 2, MAX_SECS, "seconds");
+    let max_attempts = r.number("AICD_MAX_ATTEMPTS", 5, 1, 100, "attempts");
     let poll_interval = r.number("AICD_POLL_INTERVAL_MS", 2000, 10, MAX_MILLIS, "milliseconds");
     let step_timeouts = read_step_timeouts(r);
     let listen_addr = r.socket_addr("AICD_WORKER_LISTEN_ADDR", SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)));
@@ -948,6 +960,7 @@ fn read_worker(r: &mut Reader<'_>) -> WorkerSettings {
         worker_id,
         concurrency: usize::try_from(concurrency).unwrap_or(1),
         lease: Duration::from_secs(lease),
+        max_attempts: u32::try_from(max_attempts).unwrap_or(5),
         poll_interval: Duration::from_millis(poll_interval),
         step_timeouts,
         listen_addr,

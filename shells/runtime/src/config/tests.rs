@@ -809,3 +809,11 @@ fn the_database_pool_is_sized_on_its_own_or_as_configured() {
     assert_eq!(set.database.pool_size(set.worker.concurrency), 40);
     assert!(config(&[url, ("AICD_DATABASE_POOL_SIZE", "513")]).is_err());
 }
+
+#[test]
+fn the_attempt_limit_reaches_the_orchestrator_and_is_range_checked() {
+    assert_eq!(config(&[]).unwrap().orchestrator().max_attempts, 5);
+    assert_eq!(config(&[("AICD_MAX_ATTEMPTS", "12")]).unwrap().orchestrator().max_attempts, 12);
+    assert!(problems(&[("AICD_MAX_ATTEMPTS", "0")]).contains("AICD_MAX_ATTEMPTS"));
+    assert!(problems(&[("AICD_MAX_ATTEMPTS", "101")]).contains("AICD_MAX_ATTEMPTS"));
+}
