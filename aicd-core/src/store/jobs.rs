@@ -11,7 +11,7 @@ use crate::jobs::{
     DayUsage, EventKind, Job, JobEvent, JobFilter, JobState, NewEvent, NewJob, Page, RepoUsage, StepAttempts,
     StepUsage, UsageRecord, UsageReport, UsageSummary, UsageTotals,
 };
-use crate::{Error, JobId, OrgId, Result, UsageId};
+use crate::{Error, JobId, OrgId, Result};
 
 /// One group of a usage report: its key, then input tokens, output tokens, cost, calls and pull
 /// requests opened.
@@ -298,7 +298,7 @@ impl JobStore for SqlStore {
             None => None,
         };
         let (job, spent) = (usage.job_id, (usage.input_tokens.saturating_add(usage.output_tokens), usage.cost_micros));
-        let id = usage.id.unwrap_or_else(UsageId::new);
+        let id = usage.id.unwrap_or_default();
         let record = match insert_usage(&mut tx, org, job, repo_id, NewUsage { id: Some(id), ..usage }).await? {
             Some(record) => record,
             None => {
@@ -515,7 +515,7 @@ pub(crate) async fn insert_usage(
                  ON CONFLICT (id) DO NOTHING RETURNING ",
                 usage_columns!()
             ))
-            .arg(usage.id.unwrap_or_else(UsageId::new))
+            .arg(usage.id.unwrap_or_default())
             .arg(org)
             .arg(job)
             .arg(repo)
