@@ -7,6 +7,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use aicd_testkit::files::{copy_tree, git};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,20 +25,6 @@ use aicd_testkit::cassette::{Recording, cassettes_dir};
 /// The package with the bug (`divide` multiplies): `tests/fixtures/calc`.
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/calc");
 
-/// Copies the files under `from` to `to`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 struct World {
     h: support::Harness,
     org: OrgId,
@@ -46,18 +33,6 @@ struct World {
     dir: std::path::PathBuf,
     doorbell: Arc<LocalDoorbell>,
     bus: Arc<LocalEventBus>,
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 async fn world() -> World {

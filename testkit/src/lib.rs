@@ -15,6 +15,7 @@
 //! - [`cassette::Recording`] replays recorded LLM interactions (and records new ones).
 
 pub mod cassette;
+pub mod files;
 pub mod github;
 mod keys;
 mod pg_cluster;

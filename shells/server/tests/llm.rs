@@ -8,33 +8,10 @@ mod support;
 use std::time::Duration;
 
 use aicd_testkit::cassette::Recording;
+use aicd_testkit::files::{commit_all, copy_tree};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::TestServer;
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_llm_agent_drives_a_job_to_a_pull_request_through_the_server() {
@@ -57,9 +34,7 @@ async fn the_llm_agent_drives_a_job_to_a_pull_request_through_the_server() {
     let dir = checkout.path().join("calc");
     std::fs::create_dir_all(&dir).unwrap();
     copy_tree(std::path::Path::new(&format!("{core_tests}/fixtures/calc")), &dir);
-    git(&dir, &["init", "-q", "-b", "main"]);
-    git(&dir, &["add", "-A"]);
-    git(&dir, &["commit", "-q", "-m", "calc"]);
+    commit_all(&dir, "calc");
     let repo = server
         .post(
             &format!("/v1/orgs/{}/repos", org.id),

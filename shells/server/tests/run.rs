@@ -1,24 +1,11 @@
 //! `aicd-server run`, as a newcomer runs it: the real binary on a fresh git repository, with a
 //! clean environment (no database, no Redis), from the issue to the branch, its diff and its cost.
 
+use aicd_testkit::files::copy_tree;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// Copies the files under `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// The script of an issue that writes `docs/hello.md`.
 const HELLO: &str = "Please add a greeting.\n\n```aicd:write docs/hello.md\nHello from AI-CD!\n```\n";

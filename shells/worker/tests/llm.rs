@@ -14,30 +14,7 @@ use aicd_core::tenancy::{Actor, NewOrg};
 use aicd_core::{Core, CoreOptions};
 use aicd_testkit::TestSqlite;
 use aicd_testkit::cassette::Recording;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use aicd_testkit::files::{commit_all, copy_tree};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_llm_agent_drives_a_job_to_a_pull_request_in_a_worker_process() {
@@ -56,9 +33,7 @@ async fn the_llm_agent_drives_a_job_to_a_pull_request_in_a_worker_process() {
     let dir = checkout.path().join("calc");
     std::fs::create_dir_all(&dir).unwrap();
     copy_tree(Path::new(&format!("{core_tests}/fixtures/calc")), &dir);
-    git(&dir, &["init", "-q", "-b", "main"]);
-    git(&dir, &["add", "-A"]);
-    git(&dir, &["commit", "-q", "-m", "calc"]);
+    commit_all(&dir, "calc");
     let path = dir.canonicalize().unwrap().to_str().unwrap().to_owned();
     let repo = NewRepo {
         full_name: "acme/calc".into(),
