@@ -2,7 +2,6 @@
 //! writes, reaping expired leases, and the queue depth.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::connect::Scope;
@@ -99,7 +98,8 @@ pub(crate) fn claim_sql_postgres() -> &'static str {
 
 /// Takes, without waiting, the claim lock of each org in `$1` (comma-separated ids) and returns
 /// those it got. The lock is held to the end of the transaction; a claimer that finds an org's
-/// lock taken passes the org over instead of queueing behind the other claim.
+/// lock taken passes the org over instead of queueing behind the other claim. The locks' first
+/// key, 1095320388, is `AICD` read as a 32-bit integer: the claim locks' own namespace.
 const LOCK_ORGS_SQL: &str = "SELECT o FROM unnest(CAST(string_to_array($1, ',') AS uuid[])) AS o \
      WHERE pg_try_advisory_xact_lock(1095320388, hashtext(CAST(o AS text)))";
 
@@ -111,14 +111,13 @@ const MAX_ORGS_PER_CLAIM: i64 = 1000;
 /// How often a claim that found every candidate org locked by other claimers tries again.
 const LOCKED_RETRIES: u32 = 3;
 
-/// An org with runnable work, as [`RUNNABLE_ORGS_SQL`] returns it.
+/// An org with runnable work, as [`RUNNABLE_ORGS_SQL`] returns it (its `oldest` column only
+/// orders the rows).
 #[derive(sqlx::FromRow)]
 struct Candidate {
     org_id: Uuid,
     held: i64,
     max_concurrent_jobs: i32,
-    #[allow(dead_code)]
-    oldest: Option<DateTime<Utc>>,
 }
 
 /// Shares `max` claims between `orgs` (ordered fewest held first, then longest waiting): each
