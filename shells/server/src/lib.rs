@@ -88,12 +88,8 @@ impl Server {
         let signals = assemble::open_signals(config).await?;
         let core = assemble::build_core(config, store.clone(), &signals);
         let limiter = match &config.signals {
-            Signals::Redis { url, namespace } => {
-                let pool = deadpool_redis::Config::from_url(url.expose())
-                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                    .context("REDIS_URL: cannot create the rate limiter's connection pool")?;
-                ratelimit::RateLimiter::redis(pool, namespace.clone())
-            }
+            Signals::Redis { url, namespace } => ratelimit::RateLimiter::redis(url.expose(), namespace.clone())
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
             Signals::Local => ratelimit::RateLimiter::local(),
         };
         let jwt = match &config.server.oidc {

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use deadpool_redis::Pool;
+use deadpool_redis::redis::Client;
+use deadpool_redis::redis::aio::MultiplexedConnection;
 
 /// The window length.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -50,8 +51,11 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
+/// Counters in Redis, over one multiplexed connection shared by every request (opened on first
+/// use, reopened after a failure): a count is one round trip, with no `PING` before it.
 struct RedisBackend {
-    pool: Pool,
+    client: Client,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     namespace: String,
     last_warning: Mutex<Option<Instant>>,
 }
@@ -82,13 +86,14 @@ impl RateLimiter {
         Self { redis: None, local: Arc::new(LocalCounters::default()) }
     }
 
-    /// Counters in Redis under `namespace` (a key prefix), shared by every replica using the
-    /// same Redis and namespace.
-    pub(crate) fn redis(pool: Pool, namespace: String) -> Self {
-        Self {
-            redis: Some(Arc::new(RedisBackend { pool, namespace, last_warning: Mutex::new(None) })),
-            local: Arc::new(LocalCounters::default()),
-        }
+    /// Counters in Redis at `url` under `namespace` (a key prefix), shared by every replica
+    /// using the same Redis and namespace. Connects on first use; an error only for a URL that is
+    /// not a Redis URL (it never contains the URL, which may hold a password).
+    pub(crate) fn redis(url: &str, namespace: String) -> Result<Self, String> {
+        let client = Client::open(url).map_err(|_| "not a Redis URL (redis:// or rediss://)".to_owned())?;
+        let backend =
+            RedisBackend { client, conn: tokio::sync::Mutex::new(None), namespace, last_warning: Mutex::new(None) };
+        Ok(Self { redis: Some(Arc::new(backend)), local: Arc::new(LocalCounters::default()) })
     }
 
     /// Counts one request for `key` and decides whether it may proceed: at most
@@ -146,7 +151,7 @@ impl RedisBackend {
         // The counter outlives its window by a little, for clocks slightly behind.
         let ttl_ms = u64::try_from((now.left + Duration::from_secs(5)).as_millis()).unwrap_or(u64::MAX);
         let round_trip = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             let (count,): (u64,) = deadpool_redis::redis::pipe()
                 .atomic()
                 .cmd("INCR")
@@ -160,17 +165,14 @@ impl RedisBackend {
                 .map_err(|e| e.to_string())?;
             Ok(count)
         };
-        match tokio::time::timeout(REDIS_TIMEOUT, round_trip).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
-        }
+        self.within_timeout(round_trip).await
     }
 
     /// This window's count for the key, without changing it.
     async fn get(&self, key: &str, now: Now) -> Result<u64, String> {
         let redis_key = format!("{}ratelimit:{key}:{}", self.namespace, now.window);
         let round_trip = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.connection().await?;
             let count: Option<u64> = deadpool_redis::redis::cmd("GET")
                 .arg(&redis_key)
                 .query_async(&mut conn)
@@ -178,10 +180,35 @@ impl RedisBackend {
                 .map_err(|e| e.to_string())?;
             Ok(count.unwrap_or(0))
         };
-        match tokio::time::timeout(REDIS_TIMEOUT, round_trip).await {
+        self.within_timeout(round_trip).await
+    }
+
+    /// Runs `round_trip` within [`REDIS_TIMEOUT`]; after a failure the shared connection is
+    /// dropped, so the next request opens a new one.
+    async fn within_timeout(&self, round_trip: impl Future<Output = Result<u64, String>>) -> Result<u64, String> {
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, round_trip).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+        };
+        if result.is_err() {
+            *self.conn.lock().await = None;
         }
+        result
+    }
+
+    /// The shared connection, opened if there is none.
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = deadpool_redis::redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let conn =
+            self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 
     fn warn(&self, error: &str) {
@@ -293,7 +320,7 @@ mod tests {
         limiter.check("bad:1", 2).await;
         assert!(!allowed(limiter.peek("bad:1", 2).await));
         let redis = TestRedis::new().await;
-        let shared = RateLimiter::redis(redis.pool().clone(), redis.namespace().to_owned());
+        let shared = RateLimiter::redis(redis.url(), redis.namespace().to_owned()).unwrap();
         assert!(allowed(shared.peek("bad:2", 1).await));
         shared.check("bad:2", 1).await;
         assert!(!allowed(shared.peek("bad:2", 1).await));
@@ -349,8 +376,8 @@ mod tests {
     #[tokio::test]
     async fn redis_counters_are_shared() {
         let redis = TestRedis::new().await;
-        let first = RateLimiter::redis(redis.pool().clone(), redis.namespace().to_owned());
-        let second = RateLimiter::redis(redis.pool().clone(), redis.namespace().to_owned());
+        let first = RateLimiter::redis(redis.url(), redis.namespace().to_owned()).unwrap();
+        let second = RateLimiter::redis(redis.url(), redis.namespace().to_owned()).unwrap();
         for i in 0..3 {
             assert_eq!(first.check("user:1", 4).await, Decision::Allowed { remaining: 3 - i });
         }
@@ -369,18 +396,33 @@ mod tests {
         }
 
         // Another namespace is independent.
-        let other = RateLimiter::redis(redis.pool().clone(), redis.key("other:"));
+        let other = RateLimiter::redis(redis.url(), redis.key("other:")).unwrap();
         assert!(allowed(other.check("user:1", 4).await));
     }
 
     #[tokio::test]
     async fn unreachable_redis_falls_back_to_local() {
-        let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .unwrap();
-        let limiter = RateLimiter::redis(pool, "aicd-test-unreachable:".to_owned());
+        let limiter = RateLimiter::redis("redis://127.0.0.1:1", "aicd-test-unreachable:".to_owned()).unwrap();
         let started = Instant::now();
         limits_after(&limiter, "ip:9", 3).await;
         assert!(started.elapsed() < Duration::from_secs(5), "fallback took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn counting_is_one_round_trip_without_a_ping() {
+        let server = aicd_testkit::RedisServer::start(aicd_testkit::RedisServer::free_port()).await;
+        let limiter = RateLimiter::redis(&server.url(), "aicd-test-pings:".to_owned()).unwrap();
+        let pings = server.calls("ping").await;
+        for _ in 0..50 {
+            assert!(allowed(limiter.check("user:1", 1000).await));
+        }
+        assert_eq!(server.calls("incr").await, 50);
+        assert_eq!(server.calls("ping").await, pings, "no PING per request");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_showing_it() {
+        let error = RateLimiter::redis("http://user:hunter2@example.com", String::new()).unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }
