@@ -112,24 +112,24 @@ impl LlmAgent {
         context: String,
         workspace: &mut Workspace,
     ) -> Result<Finished> {
+        let (model, prompt) = self.setup(role);
+        session::run(&self.inner.client, &self.inner.config, ctx, Step { role, model, prompt, context }, workspace)
+            .await
+    }
+
+    /// The model and prompt of `role`.
+    fn setup(&self, role: Role) -> (&ModelConfig, &Prompt) {
         let config = &self.inner.config;
         let [planner, coder, critic] = config.models();
-        let (model, prompt) = match role {
+        match role {
             Role::Planner => (planner, &config.prompts.planner),
             Role::Coder => (coder, &config.prompts.coder),
             Role::Critic => (critic, &config.prompts.critic),
-        };
-        session::run(&self.inner.client, config, ctx, Step { role, model, prompt, context }, workspace).await
+        }
     }
 
     fn output<T>(&self, role: Role, value: T, finished: &Finished) -> Output<T> {
-        let config = &self.inner.config;
-        let [planner, coder, critic] = config.models();
-        let (model, prompt) = match role {
-            Role::Planner => (planner, &config.prompts.planner),
-            Role::Coder => (coder, &config.prompts.coder),
-            Role::Critic => (critic, &config.prompts.critic),
-        };
+        let (model, prompt) = self.setup(role);
         Output::new(value, finished.usage.clone())
             .with_meta("prompt", prompt.version.clone())
             .with_meta("model", model.label())

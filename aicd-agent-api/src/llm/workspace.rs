@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{AgentError, ChangeOp, Changeset, FileChange, RepoView, RepoViewError, validate_repo_path};
+use crate::{AgentError, Changeset, FileChange, RepoView, RepoViewError, validate_repo_path};
 
 use super::tools::{Edit, EditAction, ListFiles, ReadFile, Search};
 
@@ -45,17 +45,7 @@ pub(crate) struct Workspace {
 impl Workspace {
     /// `base` with `applied` (an earlier round's changeset) on top.
     pub(crate) fn new(base: Arc<dyn RepoView>, applied: Option<&Changeset>) -> Self {
-        let changes = applied
-            .into_iter()
-            .flat_map(|c| &c.changes)
-            .map(|change| {
-                let content = match &change.op {
-                    ChangeOp::Write { content } => Some(content.clone()),
-                    ChangeOp::Delete => None,
-                };
-                (change.path.clone(), content)
-            })
-            .collect();
+        let changes = crate::repo_view::file_contents(applied);
         Self { base, changes, cache: Mutex::default(), listing: Mutex::default() }
     }
 

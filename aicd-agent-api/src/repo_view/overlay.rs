@@ -21,19 +21,23 @@ pub struct ChangesetView {
 impl ChangesetView {
     /// `base` with `changeset` applied.
     pub fn new(base: Arc<dyn RepoView>, changeset: &Changeset) -> Self {
-        let changes = changeset
-            .changes
-            .iter()
-            .map(|change| {
-                let content = match &change.op {
-                    ChangeOp::Write { content } => Some(content.clone()),
-                    ChangeOp::Delete => None,
-                };
-                (change.path.clone(), content)
-            })
-            .collect();
-        Self { base, changes }
+        Self { base, changes: file_contents(Some(changeset)) }
     }
+}
+
+/// Each path `changeset` touches, with its new content (`None`: deleted).
+pub(crate) fn file_contents(changeset: Option<&Changeset>) -> BTreeMap<String, Option<Vec<u8>>> {
+    changeset
+        .into_iter()
+        .flat_map(|c| &c.changes)
+        .map(|change| {
+            let content = match &change.op {
+                ChangeOp::Write { content } => Some(content.clone()),
+                ChangeOp::Delete => None,
+            };
+            (change.path.clone(), content)
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]

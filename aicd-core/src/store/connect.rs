@@ -253,3 +253,38 @@ fn loopback_without_tls(options: PgConnectOptions) -> PgConnectOptions {
         options
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+    use super::{Scope, begin_statement, loopback_without_tls};
+
+    fn mode(url: &str) -> PgSslMode {
+        loopback_without_tls(PgConnectOptions::from_str(url).unwrap()).get_ssl_mode()
+    }
+
+    #[test]
+    fn loopback_goes_without_tls_unless_the_url_asks_for_it() {
+        assert!(matches!(mode("postgres://app@127.0.0.1/aicd"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://app@localhost/aicd"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://app@127.0.0.1/aicd?sslmode=require"), PgSslMode::Require));
+        assert!(matches!(mode("postgres://app@db.example.com/aicd"), PgSslMode::Prefer));
+    }
+
+    #[test]
+    fn only_safe_scope_values_are_written_into_the_begin_statement() {
+        let org = crate::OrgId::new();
+        assert_eq!(
+            begin_statement(Scope::Org(org)).unwrap(),
+            format!("BEGIN; SELECT set_config('app.org_id', '{org}', true)")
+        );
+        assert_eq!(begin_statement(Scope::Global).unwrap(), "BEGIN");
+        assert!(begin_statement(Scope::KeyPrefix("abc_12-x")).is_some());
+        for hostile in ["x'); DROP TABLE jobs; --", "a b", ""] {
+            assert!(begin_statement(Scope::KeyPrefix(hostile)).is_none(), "{hostile:?} is bound, not written");
+        }
+    }
+}

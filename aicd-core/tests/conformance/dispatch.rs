@@ -60,14 +60,20 @@ pub(crate) async fn a_checkpoint_and_its_transition_are_written_together(h: &Har
     let update = JobUpdate {
         state: Some(JobState::Coding),
         plan: Some(json!({"summary": "do it", "steps": []})),
-        events: vec![NewEvent::new("worker:w1", EventKind::StepSucceeded, "planned")],
+        events: vec![
+            NewEvent::new("worker:w1", EventKind::StepSucceeded, "planned"),
+            NewEvent::new("agent:a", EventKind::Activity, "read README.md"),
+        ],
         ..Default::default()
     };
     let (written, events) = h.store.update_job(org, job.id, &fence("w1", &job), update).await.unwrap();
     assert_eq!(written.state, JobState::Coding);
     assert_eq!(written.checkpoints.plan, Some(json!({"summary": "do it", "steps": []})));
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [EventKind::StateChanged, EventKind::StepSucceeded]);
+    // What led to the result comes before the state change, the result after it; as stored.
+    assert_eq!(kinds, [EventKind::Activity, EventKind::StateChanged, EventKind::StepSucceeded]);
+    let stored = h.store.list_events(org, job.id, None, 100).await.unwrap();
+    assert_eq!(stored[stored.len() - 3..], events[..]);
     assert_eq!(h.store.get_job(org, job.id).await.unwrap(), written);
 }
 
