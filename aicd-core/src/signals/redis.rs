@@ -426,10 +426,12 @@ async fn run(client: Client, ctx: Arc<Ctx>, first: Option<Subscription>) {
 /// lost meanwhile. `what` says what happened, for the log.
 async fn establish(client: &Client, ctx: &Ctx, first_delay: Duration, what: &str) -> Subscription {
     let subscription = resubscribe(client, ctx, first_delay).await;
-    ctx.subscribed.send_replace(true);
+    // Publishing resumes before the subscription is reported live, so whoever sees it live (for
+    // instance through `wait_subscribed`) can publish at once.
     ctx.publisher.resume();
     ctx.subscribe_warnings.reset();
     ctx.publish_warnings.reset();
+    ctx.subscribed.send_replace(true);
     tracing::info!(redis = %ctx.url, namespace = %ctx.namespace, "Redis signals subscription {what}");
     ctx.bell.ring_now();
     subscription
