@@ -16,7 +16,7 @@ use aicd_agent_api::{
 use aicd_core::forge::{BranchRef, CommentId, Forge, ForgeCall, ForgeFailure, MemoryForge, NewPullRequest};
 use aicd_core::jobs::{EventKind, IssueRef, Job, JobState, NewJob, PullRequestRef, Trigger};
 use aicd_core::orchestrator::{
-    Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, StepTimeouts, WorkerHandle,
+    Backoff, Orchestrator, OrchestratorConfig, StepObserver, StepOutcome, StepReport, StepTimeouts, WorkerHandle,
 };
 use aicd_core::repos::{NewRepo, RepoSource, Repository};
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
@@ -238,9 +238,9 @@ struct RecordingObserver {
 }
 
 impl StepObserver for RecordingObserver {
-    fn step_finished(&self, step: JobState, outcome: StepOutcome, _: Duration, usage: Option<&aicd_agent_api::Usage>) {
-        let tokens = usage.map(|u| u.input_tokens + u.output_tokens);
-        self.steps.lock().unwrap().push((step, outcome, tokens));
+    fn step_finished(&self, report: &StepReport<'_>) {
+        let tokens = report.usage.map(|u| u.input_tokens + u.output_tokens);
+        self.steps.lock().unwrap().push((report.step, report.outcome, tokens));
     }
 
     fn step_timed_out(&self, step: JobState, limit: Duration) {

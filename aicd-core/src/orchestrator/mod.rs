@@ -20,7 +20,7 @@ use std::time::Duration;
 use aicd_agent_api::Agent;
 
 pub use backoff::Backoff;
-pub use observer::{StepObserver, StepOutcome};
+pub use observer::{StepObserver, StepOutcome, StepReport};
 pub use worker::WorkerHandle;
 
 use crate::forge::Forge;
@@ -110,6 +110,18 @@ impl Default for OrchestratorConfig {
     }
 }
 
+/// A live count of running jobs ([`Orchestrator::running_jobs`]). Cheap to clone; clones read the
+/// same count, which holds no reference to the orchestrator.
+#[derive(Clone, Debug, Default)]
+pub struct RunningJobs(pub(crate) Arc<std::sync::atomic::AtomicUsize>);
+
+impl RunningJobs {
+    /// The number of jobs running now.
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Everything a worker needs. Cheap to clone.
 #[derive(Clone)]
 pub struct Orchestrator {
@@ -121,6 +133,8 @@ pub struct Orchestrator {
     pub(crate) config: Arc<OrchestratorConfig>,
     pub(crate) policies: Arc<policy_gate::PolicyCache>,
     pub(crate) observer: Option<Arc<dyn StepObserver>>,
+    /// Jobs this orchestrator's workers are running now (shared by clones).
+    pub(crate) running: RunningJobs,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -142,7 +156,17 @@ impl Orchestrator {
         bus: Arc<dyn EventBus>,
         config: OrchestratorConfig,
     ) -> Self {
-        Self { store, agent, forge, doorbell, bus, config: Arc::new(config), policies: Arc::default(), observer: None }
+        Self {
+            store,
+            agent,
+            forge,
+            doorbell,
+            bus,
+            config: Arc::new(config),
+            policies: Arc::default(),
+            observer: None,
+            running: RunningJobs::default(),
+        }
     }
 
     /// This orchestrator, telling `observer` how every attempt at a step ends (replacing any
@@ -155,5 +179,11 @@ impl Orchestrator {
     /// The configuration.
     pub fn config(&self) -> &OrchestratorConfig {
         &self.config
+    }
+
+    /// A live count of the jobs the workers of this orchestrator (and of its clones) hold and run:
+    /// each is counted from its claim until its run has ended.
+    pub fn running_jobs(&self) -> RunningJobs {
+        self.running.clone()
     }
 }

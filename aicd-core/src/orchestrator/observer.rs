@@ -6,6 +6,7 @@ use std::time::Duration;
 use aicd_agent_api::Usage;
 
 use crate::jobs::JobState;
+use crate::{JobId, OrgId};
 
 /// How one attempt at a step ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,18 +43,35 @@ impl std::fmt::Display for StepOutcome {
     }
 }
 
-/// Told about every attempt at an agent step and at publishing, once the attempt has ended and
-/// its outcome has been written.
+/// One ended attempt at a step, as [`StepObserver::step_finished`] hears of it.
 ///
 /// `step` is [`JobState::Planning`], [`JobState::Coding`] or [`JobState::Reviewing`] for the agent
 /// steps, and [`JobState::PrOpen`] for publishing (branch, commit and pull request: the step that
 /// leads to PR_OPEN). `usage` is what the attempt's agent call spent, if it returned; `None` for
 /// publishing and for attempts that ended before the agent answered.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport<'a> {
+    /// The organization the job belongs to.
+    pub org: OrgId,
+    /// The job.
+    pub job: JobId,
+    /// The step attempted.
+    pub step: JobState,
+    /// How the attempt ended.
+    pub outcome: StepOutcome,
+    /// How long the attempt took.
+    pub elapsed: Duration,
+    /// What the attempt's agent call spent, if it returned.
+    pub usage: Option<&'a Usage>,
+}
+
+/// Told about every attempt at an agent step and at publishing, once the attempt has ended and
+/// its outcome has been written.
 ///
 /// Called on the worker's task: implementations must be quick and must not block.
 pub trait StepObserver: Send + Sync {
-    /// One attempt at `step` ended with `outcome` after `elapsed`.
-    fn step_finished(&self, step: JobState, outcome: StepOutcome, elapsed: Duration, usage: Option<&Usage>);
+    /// One attempt at a step ended, as `report` says.
+    fn step_finished(&self, report: &StepReport<'_>);
 
     /// A call of `step` (the agent's, or for [`JobState::PrOpen`] one of the forge's) was
     /// abandoned after its `limit` ([`super::StepTimeouts`]); the attempt then ends as

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::activity::{self, CallActivity};
 use super::policy_gate::{self, GateError};
-use super::{Orchestrator, StepOutcome, progress};
+use super::{Orchestrator, StepOutcome, StepReport, progress};
 use crate::forge::NewPullRequest;
 use crate::jobs::{EventKind, Fence, Job, JobState, JobUpdate, NewEvent, StepAttempts};
 use crate::policy::PolicyBlocked;
@@ -206,7 +206,15 @@ impl JobRun {
             Err(Stop::Interrupted(Interrupt::Cancel)) => StepOutcome::Cancelled,
             Err(Stop::Interrupted(_)) => StepOutcome::Retrying,
         };
-        observer.step_finished(step, outcome, started.elapsed(), usage.as_ref());
+        let report = StepReport {
+            org: self.job.org_id,
+            job: self.job.id,
+            step,
+            outcome,
+            elapsed: started.elapsed(),
+            usage: usage.as_ref(),
+        };
+        observer.step_finished(&report);
     }
 
     // --- steps -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! The worker loop: claim, run, heartbeat, reap, and stop gracefully.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,22 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// One job counted in [`Orchestrator::running_jobs`] until dropped (however its task ends).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -137,8 +154,10 @@ impl Orchestrator {
                         let Some(permit) = permits.pop() else { break };
                         let this = self.clone();
                         let interrupts = interrupts.clone();
+                        let counted = Running::start(&self.running.0);
                         running.spawn(async move {
                             this.run_claimed(job, interrupts).await;
+                            drop(counted);
                             drop(permit);
                         });
                     }

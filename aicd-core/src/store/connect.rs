@@ -41,6 +41,24 @@ pub struct SqlStore {
 /// How long a pooled connection may sit idle before it is checked on its next use.
 const IDLE_CHECK_AFTER: Duration = Duration::from_secs(10);
 
+/// A snapshot of the connection pool, from [`SqlStore::pool_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open (idle or in use).
+    pub open: u32,
+    /// Open connections not in use (never more than `open`).
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolStats {
+    /// Open connections in use.
+    pub fn in_use(&self) -> u32 {
+        self.open - self.idle
+    }
+}
+
 /// Pool settings for PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PostgresOptions {
@@ -135,6 +153,16 @@ impl SqlStore {
             Pool::Postgres(_) => "postgres",
             Pool::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// The connection pool's state now: connections open, idle, and the most it may open.
+    pub fn pool_stats(&self) -> PoolStats {
+        let (open, idle, max) = match &self.pool {
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(open);
+        PoolStats { open, idle, max }
     }
 
     /// Whether the database answers a trivial query (for readiness checks).

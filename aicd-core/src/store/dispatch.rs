@@ -1,5 +1,5 @@
 //! [`DispatchStore`] for [`SqlStore`]: claiming with a lease and an epoch, heartbeats, fenced
-//! writes, reaping expired leases, and the queue depth.
+//! writes, reaping expired leases, and the queue's gauges.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -8,7 +8,7 @@ use super::connect::Scope;
 use super::jobs::{insert_event, insert_events, insert_usage};
 use super::rows::{JobRow, job_columns};
 use super::sql::{One, Tx, int, q};
-use super::{DispatchStore, SqlStore, now};
+use super::{DispatchStore, QueueStats, SqlStore, now};
 use crate::jobs::{EventKind, Fence, Job, JobEvent, JobState, JobUpdate, NewEvent};
 use crate::{Error, JobId, OrgId, Result};
 
@@ -105,6 +105,27 @@ const LOCK_ORGS_SQL: &str = "SELECT o FROM unnest(CAST(string_to_array($1, ',') 
 
 /// The queued jobs of every org, counted on `jobs_queued_idx` (not the whole table).
 pub(crate) const QUEUE_DEPTH_SQL: &str = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'";
+
+/// Every org's active jobs per state, with how many of them are held under a lease that expired
+/// before `$1`. Each branch reads one partial index (`jobs_org_runnable_idx` for unheld jobs,
+/// a range of `jobs_leased_idx` for held ones, expired or not), so finished jobs are never
+/// scanned.
+pub(crate) const QUEUE_STATS_SQL: &str = concat!(
+    "SELECT state, CAST(SUM(n) AS BIGINT), CAST(SUM(expired) AS BIGINT) FROM (",
+    "SELECT state, COUNT(*) AS n, 0 AS expired FROM jobs WHERE ",
+    runnable!(""),
+    " GROUP BY state UNION ALL ",
+    "SELECT state, COUNT(*) AS n, COUNT(*) AS expired FROM jobs \
+     WHERE lease_owner IS NOT NULL AND lease_expires_at < $1 GROUP BY state UNION ALL ",
+    "SELECT state, COUNT(*) AS n, 0 AS expired FROM jobs \
+     WHERE lease_owner IS NOT NULL AND lease_expires_at >= $1 GROUP BY state",
+    ") AS active GROUP BY state"
+);
+
+/// The `run_after` of the longest-waiting unheld QUEUED job that may run at `$1`, read in
+/// a partial index of active jobs (`jobs_queued_idx` or `jobs_org_runnable_idx`).
+pub(crate) const OLDEST_RUNNABLE_SQL: &str =
+    "SELECT MIN(run_after) FROM jobs WHERE state = 'queued' AND lease_owner IS NULL AND run_after <= $1";
 
 /// Most orgs one claim looks at.
 const MAX_ORGS_PER_CLAIM: i64 = 1000;
@@ -336,5 +357,28 @@ impl DispatchStore for SqlStore {
         let queued: One<i64> = tx.fetch_one(q(QUEUE_DEPTH_SQL)).await?;
         tx.commit().await?;
         Ok(u64::try_from(queued.0).unwrap_or(0))
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        let at = now();
+        let mut tx = self.begin(Scope::System).await?;
+        let rows: Vec<(String, i64, i64)> = tx.fetch_all(q(QUEUE_STATS_SQL).arg(at)).await?;
+        let oldest: One<Option<chrono::DateTime<chrono::Utc>>> = tx.fetch_one(q(OLDEST_RUNNABLE_SQL).arg(at)).await?;
+        tx.commit().await?;
+        let mut stats = QueueStats::default();
+        for (state, n, expired) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match state.parse::<JobState>().ok() {
+                Some(JobState::Queued) => stats.queued += n,
+                Some(JobState::Planning) => stats.planning += n,
+                Some(JobState::Coding) => stats.coding += n,
+                Some(JobState::Reviewing) => stats.reviewing += n,
+                // A held job in another state is not active work; nothing else is selected.
+                _ => {}
+            }
+            stats.expired_leases += u64::try_from(expired).unwrap_or(0);
+        }
+        stats.oldest_wait = oldest.0.and_then(|since| (at - since).to_std().ok()).unwrap_or_default();
+        Ok(stats)
     }
 }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use crate::github::GithubStore;
-pub use connect::{PostgresOptions, SqlStore};
+pub use connect::{PoolStats, PostgresOptions, SqlStore};
 
 use crate::deliveries::{DeliveryClaim, DeliveryStatus, NewDelivery, WebhookDelivery};
 use crate::jobs::{Fence, Job, JobEvent, JobFilter, JobUpdate, NewEvent, NewJob, Page, UsageRecord, UsageTotals};
@@ -240,6 +240,31 @@ pub trait DispatchStore: Send + Sync {
     /// How many jobs are QUEUED, across every organization (held or not, whatever their
     /// `run_after`): the backlog gauge for operators. Not tenant data: a count only.
     async fn queue_depth(&self) -> Result<u64>;
+    /// The operators' view of the queue across every organization: active jobs per state, how
+    /// long the longest-waiting runnable job has waited, and how many jobs are still held under
+    /// an expired lease (their worker died or stalled, and the reaper has not yet released them).
+    /// Reads only active jobs (partial indexes), whatever the number of finished ones. Not
+    /// tenant data: counts only.
+    async fn queue_stats(&self) -> Result<QueueStats>;
+}
+
+/// What [`DispatchStore::queue_stats`] reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Jobs in QUEUED, held or not, whatever their `run_after`.
+    pub queued: u64,
+    /// Jobs in PLANNING.
+    pub planning: u64,
+    /// Jobs in CODING.
+    pub coding: u64,
+    /// Jobs in REVIEWING.
+    pub reviewing: u64,
+    /// How long the longest-waiting QUEUED job that may run now (unheld, its `run_after` come)
+    /// has waited since its `run_after`; zero when there is none.
+    pub oldest_wait: std::time::Duration,
+    /// Jobs held under a lease that has expired.
+    pub expired_leases: u64,
 }
 
 /// The whole storage port.

@@ -5,7 +5,7 @@
 use aicd_testkit::TestPostgres;
 use sqlx::{Connection, Executor, PgConnection};
 
-use super::dispatch::{QUEUE_DEPTH_SQL, RUNNABLE_ORGS_SQL, claim_sql_postgres};
+use super::dispatch::{OLDEST_RUNNABLE_SQL, QUEUE_DEPTH_SQL, QUEUE_STATS_SQL, RUNNABLE_ORGS_SQL, claim_sql_postgres};
 
 const ORG: &str = "0190d000-0000-7000-8000-000000000001";
 const OTHER: &str = "0190d000-0000-7000-8000-000000000002";
@@ -72,6 +72,19 @@ async fn claiming_is_index_driven_on_tables_never_analysed_since_they_filled() {
     assert_indexed(&claim, "jobs_org_runnable_idx");
     let depth = generic_plan(&app, system, QUEUE_DEPTH_SQL, "").await;
     assert_indexed(&depth, "jobs_queued_idx");
+}
+
+#[tokio::test]
+async fn the_queue_gauges_read_only_active_jobs() {
+    let (_db, app) = filled().await;
+    let system = ("app.scope", "system");
+    let stats = generic_plan(&app, system, QUEUE_STATS_SQL, "now()").await;
+    assert_indexed(&stats, "jobs_org_runnable_idx");
+    assert_indexed(&stats, "jobs_leased_idx");
+    // Either partial index holds only active jobs.
+    let oldest = generic_plan(&app, system, OLDEST_RUNNABLE_SQL, "now()").await;
+    let index = if oldest.contains("jobs_queued_idx") { "jobs_queued_idx" } else { "jobs_org_runnable_idx" };
+    assert_indexed(&oldest, index);
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use aicd_core::Error;
 use aicd_core::jobs::{EventKind, Fence, Job, JobState, JobUpdate, NewEvent};
-use aicd_core::store::{DispatchStore, JobStore, TenancyStore};
+use aicd_core::store::{DispatchStore, JobStore, QueueStats, TenancyStore};
 use aicd_core::tenancy::OrgPatch;
 use chrono::Duration;
 use serde_json::json;
@@ -160,8 +160,55 @@ pub(crate) async fn the_queue_depth_counts_queued_jobs_of_every_org(h: &Harness)
 }
 
 /// Registered here rather than in `main.rs`, next to the test it runs.
+pub(crate) async fn queue_stats_count_active_jobs_the_oldest_wait_and_expired_leases(h: &Harness) {
+    assert_eq!(h.store.queue_stats().await.unwrap(), QueueStats::default(), "an empty database is idle");
+    let (org, admin, repo) = org_with_repo(h, "Acme").await;
+    for n in 1..=4 {
+        h.core.create_job(&admin, org, new_job(repo.id, Some(n))).await.unwrap();
+    }
+    let (other, other_admin, other_repo) = org_with_repo(h, "Other").await;
+    let theirs = h.core.create_job(&other_admin, other, new_job(other_repo.id, Some(1))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let stats = h.store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.planning, stats.coding, stats.reviewing, stats.expired_leases), (5, 0, 0, 0, 0));
+    // A finished (cancelled) job is not counted.
+    h.core.cancel_job(&other_admin, other, theirs.id).await.unwrap();
+    assert!(stats.oldest_wait >= std::time::Duration::from_millis(40), "{stats:?}");
+    assert!(stats.oldest_wait < std::time::Duration::from_secs(60), "{stats:?}");
+
+    // One job moves to PLANNING under a lease that then lapses, one to CODING under a live one.
+    let held = h.store.claim("w1", Duration::milliseconds(300), 2).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let (a, b) = (&held[0], &held[1]);
+    h.store.update_job(a.org_id, a.id, &fence("w1", a), to(JobState::Planning)).await.unwrap();
+    let (b, _) = h.store.update_job(b.org_id, b.id, &fence("w1", b), to(JobState::Planning)).await.unwrap();
+    let (b, _) = h.store.update_job(b.org_id, b.id, &fence("w1", &b), to(JobState::Coding)).await.unwrap();
+    h.store.heartbeat(b.org_id, b.id, &fence("w1", &b), Duration::seconds(60)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let stats = h.store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.planning, stats.coding, stats.reviewing), (2, 1, 1, 0), "{stats:?}");
+    assert_eq!(stats.expired_leases, 1, "the lapsed lease is counted until the reaper releases it: {stats:?}");
+
+    h.store.reap_expired_leases().await.unwrap();
+    let stats = h.store.queue_stats().await.unwrap();
+    assert_eq!((stats.planning, stats.expired_leases), (1, 0), "released, still PLANNING: {stats:?}");
+
+    // Only jobs whose run_after has come count towards the oldest wait.
+    let later = chrono::Utc::now() + Duration::hours(1);
+    for job in h.store.claim("w2", Duration::seconds(30), 10).await.unwrap() {
+        let update = JobUpdate { release: true, run_after: Some(later), ..Default::default() };
+        h.store.update_job(job.org_id, job.id, &fence("w2", &job), update).await.unwrap();
+    }
+    let stats = h.store.queue_stats().await.unwrap();
+    assert_eq!(stats.oldest_wait, std::time::Duration::ZERO, "nothing may run yet: {stats:?}");
+}
+
 mod queue_depth_tests {
     crate::conformance!(dispatch: the_queue_depth_counts_queued_jobs_of_every_org);
+}
+
+mod queue_stats_tests {
+    crate::conformance!(dispatch: queue_stats_count_active_jobs_the_oldest_wait_and_expired_leases);
 }
 
 pub(crate) async fn a_small_org_is_not_starved_by_another_orgs_backlog(h: &Harness) {

@@ -212,7 +212,7 @@ pub fn build_command_processor(
 }
 
 /// The orchestrator over these parts, with the configured agent and `forge` ([`build_forge`]),
-/// reporting every step to `metrics`.
+/// reporting every step, its slots and its running jobs to `metrics`.
 pub fn build_orchestrator(
     config: &Config,
     store: Arc<SqlStore>,
@@ -228,6 +228,7 @@ pub fn build_orchestrator(
         signals.bus.clone(),
         config.orchestrator(),
     );
+    metrics.track_worker(orchestrator.config().concurrency, orchestrator.running_jobs());
     Ok(orchestrator.with_observer(Arc::new(metrics.clone())))
 }
 

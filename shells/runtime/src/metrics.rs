@@ -6,12 +6,13 @@
 //! in number, so a stream of odd requests cannot grow the registry without end.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aicd_agent_api::Usage;
 use aicd_core::jobs::JobState;
-use aicd_core::orchestrator::{StepObserver, StepOutcome};
+use aicd_core::orchestrator::{RunningJobs, StepObserver, StepReport};
+use aicd_core::store::{PoolStats, QueueStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,6 +70,22 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgTokenLabels {
+    org_id: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgLabels {
+    org_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -95,9 +112,23 @@ struct Inner {
     tokens: Family<TokenLabels, Counter>,
     cost: Family<StepLabels, Counter>,
     step_timeouts: Family<StepLabels, Counter>,
+    org_tokens: Family<OrgTokenLabels, Counter>,
+    org_cost: Family<OrgLabels, Counter>,
+    jobs: Family<StateLabels, Gauge>,
+    oldest_wait: Gauge<f64, AtomicU64>,
+    lease_expired: Gauge,
+    pool: Family<StateLabels, Gauge>,
+    pool_max: Gauge,
+    worker_slots: Gauge,
+    worker_running: Gauge,
+    /// The worker whose running jobs are sampled at each render, with its slots.
+    worker: Mutex<Option<(usize, RunningJobs)>>,
     /// The free-form label values seen so far, per label.
     seen: Mutex<HashMap<&'static str, HashSet<String>>>,
 }
+
+/// The active states, as `aicd_jobs{state}` labels them.
+const ACTIVE_STATES: [JobState; 4] = [JobState::Queued, JobState::Planning, JobState::Coding, JobState::Reviewing];
 
 /// The process's metrics. Cheap to clone; clones share the registry.
 ///
@@ -106,8 +137,15 @@ struct Inner {
 /// `aicd_webhook_deliveries_total{event,outcome}`, `aicd_jobs_queued`,
 /// `aicd_job_steps_total{step,outcome}`, `aicd_job_step_duration_seconds{step}`,
 /// `aicd_agent_tokens_total{step,direction}`, `aicd_agent_cost_micros_total{step}`,
-/// `aicd_step_timeouts_total{step}` (present at zero for every step from the start) and
-/// `aicd_build_info{version}`. Steps are `planning`, `coding`, `reviewing` and `publishing`.
+/// `aicd_org_agent_tokens_total{org_id,direction}`, `aicd_org_agent_cost_micros_total{org_id}`
+/// (at most 100 orgs by id, later ones as `other`), `aicd_step_timeouts_total{step}` (present at
+/// zero for every step from the start), the queue gauges `aicd_jobs{state}` (the active states),
+/// `aicd_queue_oldest_age_seconds` and `aicd_jobs_lease_expired` (set by
+/// [`Metrics::set_queue_stats`]), the pool gauges `aicd_db_pool_connections{state}` (`idle`,
+/// `in_use`) and `aicd_db_pool_max_connections` ([`Metrics::set_pool_stats`]), the worker gauges
+/// `aicd_worker_slots` and `aicd_worker_jobs_running` ([`Metrics::track_worker`]; zero in a
+/// process without a worker) and `aicd_build_info{version}`. Steps are `planning`, `coding`,
+/// `reviewing` and `publishing`.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -142,6 +180,21 @@ impl Metrics {
         for step in [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrOpen] {
             step_timeouts.get_or_create(&StepLabels { step: step_label(step) }).inc_by(0);
         }
+        let org_tokens = Family::<OrgTokenLabels, Counter>::default();
+        let org_cost = Family::<OrgLabels, Counter>::default();
+        let jobs = Family::<StateLabels, Gauge>::default();
+        for state in ACTIVE_STATES {
+            jobs.get_or_create(&StateLabels { state: state.as_str().to_owned() }).set(0);
+        }
+        let oldest_wait = Gauge::<f64, AtomicU64>::default();
+        let lease_expired = Gauge::default();
+        let pool = Family::<StateLabels, Gauge>::default();
+        for state in ["idle", "in_use"] {
+            pool.get_or_create(&StateLabels { state: state.to_owned() }).set(0);
+        }
+        let pool_max = Gauge::default();
+        let worker_slots = Gauge::default();
+        let worker_running = Gauge::default();
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
 
@@ -167,6 +220,31 @@ impl Metrics {
             "Agent and forge calls abandoned after their step's timeout",
             step_timeouts.clone(),
         );
+        registry.register("aicd_org_agent_tokens", "Tokens used by agent calls, per organization", org_tokens.clone());
+        registry.register(
+            "aicd_org_agent_cost_micros",
+            "Cost of agent calls per organization, in micro-units of currency",
+            org_cost.clone(),
+        );
+        registry.register("aicd_jobs", "Active jobs across organizations, by state", jobs.clone());
+        registry.register(
+            "aicd_queue_oldest_age_seconds",
+            "How long the longest-waiting runnable QUEUED job has waited, in seconds",
+            oldest_wait.clone(),
+        );
+        registry.register(
+            "aicd_jobs_lease_expired",
+            "Jobs still held under an expired lease (their worker died or stalled)",
+            lease_expired.clone(),
+        );
+        registry.register("aicd_db_pool_connections", "Open database connections, by state", pool.clone());
+        registry.register(
+            "aicd_db_pool_max_connections",
+            "The most database connections the pool opens",
+            pool_max.clone(),
+        );
+        registry.register("aicd_worker_slots", "Jobs this process's worker may run at once", worker_slots.clone());
+        registry.register("aicd_worker_jobs_running", "Jobs this process's worker is running", worker_running.clone());
         registry.register("aicd_build_info", "The running version (always 1)", build_info);
         let inner = Inner {
             registry,
@@ -180,6 +258,16 @@ impl Metrics {
             tokens,
             cost,
             step_timeouts,
+            org_tokens,
+            org_cost,
+            jobs,
+            oldest_wait,
+            lease_expired,
+            pool,
+            pool_max,
+            worker_slots,
+            worker_running,
+            worker: Mutex::default(),
             seen: Mutex::default(),
         };
         Self { inner: Arc::new(inner) }
@@ -214,8 +302,43 @@ impl Metrics {
         self.inner.queued.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Sets the queue gauges: `aicd_jobs_queued`, `aicd_jobs{state}`,
+    /// `aicd_queue_oldest_age_seconds` and `aicd_jobs_lease_expired`.
+    pub fn set_queue_stats(&self, stats: &QueueStats) {
+        let inner = &self.inner;
+        self.set_queue_depth(stats.queued);
+        for (state, n) in ACTIVE_STATES.into_iter().zip([stats.queued, stats.planning, stats.coding, stats.reviewing]) {
+            inner.jobs.get_or_create(&StateLabels { state: state.as_str().to_owned() }).set(gauge_value(n));
+        }
+        inner.oldest_wait.set(stats.oldest_wait.as_secs_f64());
+        inner.lease_expired.set(gauge_value(stats.expired_leases));
+    }
+
+    /// Sets the database pool gauges.
+    pub fn set_pool_stats(&self, stats: PoolStats) {
+        let inner = &self.inner;
+        for (state, n) in [("idle", stats.idle), ("in_use", stats.in_use())] {
+            inner.pool.get_or_create(&StateLabels { state: state.to_owned() }).set(i64::from(n));
+        }
+        inner.pool_max.set(i64::from(stats.max));
+    }
+
+    /// Reports this process's worker in `aicd_worker_slots` (`slots`) and
+    /// `aicd_worker_jobs_running` (`running`, read at every render).
+    pub fn track_worker(&self, slots: usize, running: RunningJobs) {
+        self.inner.worker_slots.set(gauge_value(slots));
+        if let Ok(mut worker) = self.inner.worker.lock() {
+            *worker = Some((slots, running));
+        }
+    }
+
     /// Every metric, as OpenMetrics text (of type [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
+        if let Ok(worker) = self.inner.worker.lock()
+            && let Some((_, running)) = worker.as_ref()
+        {
+            self.inner.worker_running.set(gauge_value(running.get()));
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
             tracing::warn!(error = %e, "could not render the metrics");
@@ -245,6 +368,11 @@ impl Metrics {
     }
 }
 
+/// `n` as a gauge's value (saturating).
+fn gauge_value(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 fn bounded_method(method: &str) -> String {
     const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
     let upper = method.to_ascii_uppercase();
@@ -261,20 +389,24 @@ fn step_label(step: JobState) -> String {
 }
 
 impl StepObserver for Metrics {
-    fn step_finished(&self, step: JobState, outcome: StepOutcome, elapsed: Duration, usage: Option<&Usage>) {
-        let step = step_label(step);
+    fn step_finished(&self, report: &StepReport<'_>) {
+        let step = step_label(report.step);
         let inner = &self.inner;
         inner
             .steps
-            .get_or_create(&StepOutcomeLabels { step: step.clone(), outcome: outcome.as_str().to_owned() })
+            .get_or_create(&StepOutcomeLabels { step: step.clone(), outcome: report.outcome.as_str().to_owned() })
             .inc();
-        inner.step_duration.get_or_create(&StepLabels { step: step.clone() }).observe(elapsed.as_secs_f64());
-        if let Some(usage) = usage {
+        inner.step_duration.get_or_create(&StepLabels { step: step.clone() }).observe(report.elapsed.as_secs_f64());
+        if let Some(usage) = report.usage {
+            let org_id = self.bounded("org_id", &report.org.to_string());
             for (direction, n) in [("input", usage.input_tokens), ("output", usage.output_tokens)] {
                 let labels = TokenLabels { step: step.clone(), direction: direction.to_owned() };
                 inner.tokens.get_or_create(&labels).inc_by(n);
+                let labels = OrgTokenLabels { org_id: org_id.clone(), direction: direction.to_owned() };
+                inner.org_tokens.get_or_create(&labels).inc_by(n);
             }
             inner.cost.get_or_create(&StepLabels { step }).inc_by(usage.cost_micros);
+            inner.org_cost.get_or_create(&OrgLabels { org_id }).inc_by(usage.cost_micros);
         }
     }
 
@@ -285,7 +417,16 @@ impl StepObserver for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use aicd_agent_api::Usage;
+    use aicd_core::orchestrator::StepOutcome;
+    use aicd_core::{JobId, OrgId};
+
     use super::*;
+
+    /// An attempt at `step` of a job of `org`.
+    fn step(m: &Metrics, org: OrgId, step: JobState, outcome: StepOutcome, elapsed: Duration, usage: Option<&Usage>) {
+        m.step_finished(&StepReport { org, job: JobId::new(), step, outcome, elapsed, usage });
+    }
 
     /// The value of the sample whose line starts with `prefix`.
     fn sample(text: &str, prefix: &str) -> Option<f64> {
@@ -310,7 +451,7 @@ mod tests {
         m.rate_limited("ip");
         m.webhook("ping", "processed");
         let usage = Usage { input_tokens: 1, output_tokens: 1, cost_micros: 1, model: "scripted".into() };
-        m.step_finished(JobState::Coding, StepOutcome::Succeeded, Duration::ZERO, Some(&usage));
+        step(&m, OrgId::new(), JobState::Coding, StepOutcome::Succeeded, Duration::ZERO, Some(&usage));
         let text = m.render();
         for (name, kind) in [
             ("aicd_http_requests", "counter"),
@@ -323,6 +464,15 @@ mod tests {
             ("aicd_agent_tokens", "counter"),
             ("aicd_agent_cost_micros", "counter"),
             ("aicd_step_timeouts", "counter"),
+            ("aicd_org_agent_tokens", "counter"),
+            ("aicd_org_agent_cost_micros", "counter"),
+            ("aicd_jobs", "gauge"),
+            ("aicd_queue_oldest_age_seconds", "gauge"),
+            ("aicd_jobs_lease_expired", "gauge"),
+            ("aicd_db_pool_connections", "gauge"),
+            ("aicd_db_pool_max_connections", "gauge"),
+            ("aicd_worker_slots", "gauge"),
+            ("aicd_worker_jobs_running", "gauge"),
         ] {
             assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} missing:\n{text}");
         }
@@ -371,9 +521,12 @@ mod tests {
     fn steps_durations_tokens_and_cost_come_from_the_observer() {
         let m = Metrics::new();
         let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 3000, model: "scripted".into() };
-        m.step_finished(JobState::Planning, StepOutcome::Succeeded, Duration::from_millis(200), Some(&usage));
-        m.step_finished(JobState::Coding, StepOutcome::Retrying, Duration::from_secs(2), None);
-        m.step_finished(JobState::PrOpen, StepOutcome::Succeeded, Duration::from_secs(1), None);
+        let (acme, other) = (OrgId::new(), OrgId::new());
+        step(&m, acme, JobState::Planning, StepOutcome::Succeeded, Duration::from_millis(200), Some(&usage));
+        step(&m, acme, JobState::Coding, StepOutcome::Retrying, Duration::from_secs(2), None);
+        step(&m, acme, JobState::PrOpen, StepOutcome::Succeeded, Duration::from_secs(1), None);
+        step(&m, other, JobState::Coding, StepOutcome::Succeeded, Duration::from_secs(1), Some(&usage));
+        step(&m, acme, JobState::Reviewing, StepOutcome::Succeeded, Duration::from_secs(1), Some(&usage));
         let text = m.render();
         let planned = r#"aicd_job_steps_total{step="planning",outcome="succeeded"}"#;
         assert_eq!(sample(&text, planned), Some(1.0), "{text}");
@@ -383,7 +536,40 @@ mod tests {
         assert_eq!(sample(&text, input), Some(100.0), "{text}");
         assert_eq!(sample(&text, r#"aicd_agent_tokens_total{step="planning",direction="output"}"#), Some(20.0));
         assert_eq!(sample(&text, r#"aicd_agent_cost_micros_total{step="planning"}"#), Some(3000.0));
-        assert_eq!(sample(&text, r#"aicd_job_step_duration_seconds_sum{step="coding"}"#), Some(2.0), "{text}");
+        assert_eq!(sample(&text, r#"aicd_job_step_duration_seconds_sum{step="coding"}"#), Some(3.0), "{text}");
+        let acme_input = format!(r#"aicd_org_agent_tokens_total{{org_id="{acme}",direction="input"}}"#);
+        assert_eq!(sample(&text, &acme_input), Some(200.0), "per org, across steps:\n{text}");
+        let other_output = format!(r#"aicd_org_agent_tokens_total{{org_id="{other}",direction="output"}}"#);
+        assert_eq!(sample(&text, &other_output), Some(20.0), "{text}");
+        assert_eq!(sample(&text, &format!(r#"aicd_org_agent_cost_micros_total{{org_id="{acme}"}}"#)), Some(6000.0));
+    }
+
+    #[test]
+    fn the_queue_pool_and_worker_gauges_show_what_they_were_given() {
+        let m = Metrics::new();
+        let text = m.render();
+        for state in ["queued", "planning", "coding", "reviewing"] {
+            assert_eq!(sample(&text, &format!(r#"aicd_jobs{{state="{state}"}}"#)), Some(0.0), "{text}");
+        }
+        let mut stats = QueueStats::default();
+        (stats.queued, stats.planning, stats.coding, stats.reviewing, stats.expired_leases) = (7, 3, 2, 1, 1);
+        stats.oldest_wait = Duration::from_millis(2500);
+        m.set_queue_stats(&stats);
+        m.set_pool_stats(PoolStats { open: 6, idle: 2, max: 20 });
+        let running = RunningJobs::default();
+        m.track_worker(8, running.clone());
+        let text = m.render();
+        assert_eq!(sample(&text, "aicd_jobs_queued "), Some(7.0), "{text}");
+        for (state, n) in [("queued", 7.0), ("planning", 3.0), ("coding", 2.0), ("reviewing", 1.0)] {
+            assert_eq!(sample(&text, &format!(r#"aicd_jobs{{state="{state}"}}"#)), Some(n), "{text}");
+        }
+        assert_eq!(sample(&text, "aicd_queue_oldest_age_seconds "), Some(2.5), "{text}");
+        assert_eq!(sample(&text, "aicd_jobs_lease_expired "), Some(1.0), "{text}");
+        assert_eq!(sample(&text, r#"aicd_db_pool_connections{state="idle"}"#), Some(2.0), "{text}");
+        assert_eq!(sample(&text, r#"aicd_db_pool_connections{state="in_use"}"#), Some(4.0), "{text}");
+        assert_eq!(sample(&text, "aicd_db_pool_max_connections "), Some(20.0), "{text}");
+        assert_eq!(sample(&text, "aicd_worker_slots "), Some(8.0), "{text}");
+        assert_eq!(sample(&text, "aicd_worker_jobs_running "), Some(0.0), "{text}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use axum::routing::get;
 use crate::assemble::Readiness;
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
-/// How long `/metrics` waits for the queue depth before rendering the last known value.
-const QUEUE_DEPTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/metrics` waits for the queue's gauges before rendering the last known values.
+const QUEUE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Ops {
@@ -31,8 +31,8 @@ struct Ops {
 /// - `/health`: 200 `{"status":"ok","version":...,"uptime_secs":...}` while the process runs.
 /// - `/ready`: 200 when every check of `readiness` passes, else 503; the body is the
 ///   [`crate::assemble::ReadinessReport`].
-/// - `/metrics`: refreshes the queue depth from `store_for_depth` (keeping the last value if it
-///   does not answer within 2 s), then renders `metrics` as OpenMetrics text.
+/// - `/metrics`: refreshes the gauges read from `store_for_depth` ([`refresh`]), then renders
+///   `metrics` as OpenMetrics text.
 pub fn router(metrics: Metrics, readiness: Readiness, store_for_depth: Arc<SqlStore>) -> Router {
     let ops = Ops { metrics, readiness, store: store_for_depth, started: Instant::now() };
     Router::new()
@@ -58,12 +58,20 @@ async fn ready(State(ops): State<Ops>) -> Response {
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> Response {
-    match tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, ops.store.queue_depth()).await {
-        Ok(Ok(depth)) => ops.metrics.set_queue_depth(depth),
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not read the queue depth"),
-        Err(_) => tracing::warn!("reading the queue depth timed out"),
-    }
+    refresh(&ops.metrics, &ops.store).await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], ops.metrics.render()).into_response()
+}
+
+/// Refreshes the gauges read from the database before a scrape: the queue's
+/// ([`Metrics::set_queue_stats`], keeping the last values if the database does not answer within
+/// 2 s) and the pool's ([`Metrics::set_pool_stats`]).
+pub async fn refresh(metrics: &Metrics, store: &SqlStore) {
+    match tokio::time::timeout(QUEUE_STATS_TIMEOUT, store.queue_stats()).await {
+        Ok(Ok(stats)) => metrics.set_queue_stats(&stats),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not read the queue's gauges"),
+        Err(_) => tracing::warn!("reading the queue's gauges timed out"),
+    }
+    metrics.set_pool_stats(store.pool_stats());
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight finish.

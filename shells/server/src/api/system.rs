@@ -2,8 +2,6 @@
 
 use std::sync::OnceLock;
 
-use aicd_core::store::DispatchStore;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -46,14 +44,11 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(report)).into_response()
 }
 
-/// Prometheus metrics: request rates and durations, job steps, queue depth, tokens, webhook
-/// outcomes.
+/// Prometheus metrics: request rates and durations, job steps, the queue's gauges, tokens and
+/// cost (per step and per org), webhook outcomes, the database pool and the worker.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    match state.store().queue_depth().await {
-        Ok(depth) => state.metrics().set_queue_depth(depth),
-        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth for /metrics"),
-    }
+    aicd_runtime::ops::refresh(state.metrics(), state.store()).await;
     ([(header::CONTENT_TYPE, aicd_runtime::metrics::CONTENT_TYPE)], state.metrics().render()).into_response()
 }
 
