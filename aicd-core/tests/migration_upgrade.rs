@@ -181,3 +181,34 @@ async fn sqlite_upgrades_with_shared_local_paths() {
     assert_eq!(kept, "/srv/git/shared");
     assert!(moved.starts_with("/srv/git/shared#duplicate-"), "{moved}");
 }
+
+/// Records a migration of a later release in `_sqlx_migrations`, as that release's `migrate`
+/// would have.
+const LATER_RELEASE_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
+     (version, description, success, checksum, execution_time) \
+     VALUES (29991231000001, 'a later release', true, '\\x00', 0)";
+/// The same, in SQLite's spelling of a blob.
+const LATER_RELEASE_MIGRATION_SQLITE: &str = "INSERT INTO _sqlx_migrations \
+     (version, description, success, checksum, execution_time) \
+     VALUES (29991231000001, 'a later release', true, x'00', 0)";
+
+#[tokio::test]
+async fn after_a_rollback_this_release_migrates_and_opens_a_schema_a_later_release_migrated() {
+    // PostgreSQL: migrating again (a no-op) succeeds, and the store opens.
+    let db = TestPostgres::new().await;
+    SqlStore::migrate_postgres(&db.owner_url()).await.unwrap();
+    let mut owner = PgConnection::connect(&db.owner_url()).await.unwrap();
+    sqlx::raw_sql(LATER_RELEASE_MIGRATION).execute(&mut owner).await.unwrap();
+    SqlStore::migrate_postgres(&db.owner_url()).await.expect("the earlier release still migrates");
+    let app = db.app_url("aicd_app").await;
+    SqlStore::postgres(&app, Default::default()).await.expect("and opens").ping().await.unwrap();
+
+    // SQLite, which migrates on open.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aicd.db");
+    SqlStore::sqlite(&path).await.unwrap().close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::raw_sql(LATER_RELEASE_MIGRATION_SQLITE).execute(&mut conn).await.unwrap();
+    let _ = conn.close().await;
+    SqlStore::sqlite(&path).await.expect("the earlier release still opens").ping().await.unwrap();
+}

@@ -25,6 +25,15 @@ pub enum StepOutcome {
 }
 
 impl StepOutcome {
+    /// Every outcome.
+    pub const ALL: [StepOutcome; 5] = [
+        StepOutcome::Succeeded,
+        StepOutcome::Retrying,
+        StepOutcome::Failed,
+        StepOutcome::Blocked,
+        StepOutcome::Cancelled,
+    ];
+
     /// `succeeded`, `retrying`, `failed`, `blocked` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {

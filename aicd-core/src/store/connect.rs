@@ -10,8 +10,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::sql::{One, Pool, Tx, q};
 use crate::{Error, OrgId, Result, UserId};
 
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The migrations of `backend`, tolerating ones already applied by a newer release: after a
+/// rollback the previous release still migrates (a no-op) and starts, since migrations only
+/// add, so a release's queries work against the next release's schema.
+fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
+    let mut migrator =
+        if postgres { sqlx::migrate!("./migrations/postgres") } else { sqlx::migrate!("./migrations/sqlite") };
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// Every table holding tenant rows; each must have row-level security enabled and forced.
 pub(crate) const TENANT_TABLES: &[&str] = &[
@@ -93,11 +100,12 @@ pub(crate) enum Scope<'a> {
 impl SqlStore {
     /// Applies the PostgreSQL migrations, connecting with `owner_url` (the role that owns the
     /// schema; it also creates the `aicd_app` group role if missing). Safe to run repeatedly and
-    /// from several processes at once.
+    /// from several processes at once, and on a schema a newer release has migrated further
+    /// (after a rollback): migrations this release does not know are left as they are.
     pub async fn migrate_postgres(owner_url: &str) -> Result<()> {
         let options = PgConnectOptions::from_str(owner_url)?;
         let pool = PgPoolOptions::new().max_connections(1).connect_with(loopback_without_tls(options)).await?;
-        POSTGRES_MIGRATIONS.run(&pool).await?;
+        migrator(true).run(&pool).await?;
         // Fresh statistics, so the planner's first plans are not guesses (the dispatch queries do
         // not depend on them, but reports and admin queries do).
         sqlx::query("ANALYZE").execute(&pool).await?;
@@ -143,7 +151,7 @@ impl SqlStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
+        migrator(false).run(&pool).await?;
         Ok(Self { pool: Pool::Sqlite(pool) })
     }
 

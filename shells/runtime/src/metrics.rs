@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aicd_core::jobs::JobState;
-use aicd_core::orchestrator::{RunningJobs, StepObserver, StepReport};
+use aicd_core::orchestrator::{RunningJobs, StepObserver, StepOutcome, StepReport};
 use aicd_core::store::{PoolStats, QueueStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -127,6 +127,9 @@ struct Inner {
     seen: Mutex<HashMap<&'static str, HashSet<String>>>,
 }
 
+/// The scopes of the rate limits, present at zero from the start.
+const RATE_LIMIT_SCOPES: &[&str] = &["ip", "api_key", "user"];
+
 /// The active states, as `aicd_jobs{state}` labels them.
 const ACTIVE_STATES: [JobState; 4] = [JobState::Queued, JobState::Planning, JobState::Coding, JobState::Reviewing];
 
@@ -177,8 +180,25 @@ impl Metrics {
         let tokens = Family::<TokenLabels, Counter>::default();
         let cost = Family::<StepLabels, Counter>::default();
         let step_timeouts = Family::<StepLabels, Counter>::default();
+        // Every series with a fixed set of labels is present at zero from the start, so a rate or
+        // an alert over it has data before the first event (and a scrape shows every family).
         for step in [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrOpen] {
-            step_timeouts.get_or_create(&StepLabels { step: step_label(step) }).inc_by(0);
+            let labels = StepLabels { step: step_label(step) };
+            step_timeouts.get_or_create(&labels).inc_by(0);
+            step_duration.get_or_create(&labels);
+            for outcome in StepOutcome::ALL {
+                let labels = StepOutcomeLabels { step: step_label(step), outcome: outcome.as_str().to_owned() };
+                steps.get_or_create(&labels).inc_by(0);
+            }
+            if step != JobState::PrOpen {
+                cost.get_or_create(&labels).inc_by(0);
+                for direction in ["input", "output"] {
+                    tokens.get_or_create(&TokenLabels { step: step_label(step), direction: direction.to_owned() }).inc_by(0);
+                }
+            }
+        }
+        for scope in RATE_LIMIT_SCOPES {
+            rate_limited.get_or_create(&ScopeLabels { scope: (*scope).to_owned() }).inc_by(0);
         }
         let org_tokens = Family::<OrgTokenLabels, Counter>::default();
         let org_cost = Family::<OrgLabels, Counter>::default();
@@ -418,7 +438,6 @@ impl StepObserver for Metrics {
 #[cfg(test)]
 mod tests {
     use aicd_agent_api::Usage;
-    use aicd_core::orchestrator::StepOutcome;
     use aicd_core::{JobId, OrgId};
 
     use super::*;

@@ -227,3 +227,18 @@ async fn a_port_in_use_fails_naming_the_variable() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("AICD_WORKER_LISTEN_ADDR"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_worker_gauges_are_read_at_the_scrape() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut worker = Worker::start(&[("AICD_WORKER_LISTEN_ADDR", &addr), ("AICD_WORKER_CONCURRENCY", "6")]);
+    let text = get_when_up(&client(), &format!("http://{addr}/metrics")).await.text().await.unwrap();
+    let value = |line: &str| text.lines().find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok());
+    assert_eq!(value("aicd_worker_slots "), Some(6.0), "{text}");
+    assert_eq!(value("aicd_worker_jobs_running "), Some(0.0), "{text}");
+    assert_eq!(value("aicd_jobs{state=\"queued\"} "), Some(0.0), "{text}");
+    assert_eq!(value("aicd_queue_oldest_age_seconds "), Some(0.0), "{text}");
+    assert_eq!(value("aicd_jobs_lease_expired "), Some(0.0), "{text}");
+    assert!(value("aicd_db_pool_max_connections ").is_some_and(|n| n >= 1.0), "{text}");
+    worker.terminate().await;
+}
