@@ -193,7 +193,9 @@ impl Metrics {
             if step != JobState::PrOpen {
                 cost.get_or_create(&labels).inc_by(0);
                 for direction in ["input", "output"] {
-                    tokens.get_or_create(&TokenLabels { step: step_label(step), direction: direction.to_owned() }).inc_by(0);
+                    tokens
+                        .get_or_create(&TokenLabels { step: step_label(step), direction: direction.to_owned() })
+                        .inc_by(0);
                 }
             }
         }

@@ -142,6 +142,14 @@ impl Server {
                 .map(|secret| aicd_github::webhooks::WebhookSecret::new(secret.expose()))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("AICD_GITHUB_WEBHOOK_SECRET: {e}"))?,
+            previous_webhook_secret: config
+                .server
+                .github
+                .previous_webhook_secret
+                .as_ref()
+                .map(|secret| aicd_github::webhooks::WebhookSecret::new(secret.expose()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS: {e}"))?,
             intake: aicd_github::Intake::new(&core).with_bot_login(config.server.github.bot_login()),
             setup: assemble::install_flow(config, &core, tokens.as_ref())?,
             inflight: Arc::new(tokio::sync::Semaphore::new(config.server.webhooks.max_inflight)),

@@ -32,6 +32,8 @@ pub(crate) struct HttpSettings {
 pub(crate) struct GithubHooks {
     /// The secret deliveries are signed with; without it the route answers 503.
     pub(crate) webhook_secret: Option<aicd_github::webhooks::WebhookSecret>,
+    /// The old secret while the webhook secret is rotated (`AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS`).
+    pub(crate) previous_webhook_secret: Option<aicd_github::webhooks::WebhookSecret>,
     /// What verified deliveries do.
     pub(crate) intake: aicd_github::Intake,
     /// The App's setup flow (App, slug and OAuth client configured); without it installations

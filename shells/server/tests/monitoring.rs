@@ -45,7 +45,8 @@ fn metric_names(text: &str) -> Vec<String> {
     while let Some(at) = rest.find("aicd_") {
         let before = rest[..at].chars().next_back();
         let tail = &rest[at..];
-        let len = tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+        let len =
+            tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
         if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
             names.push(tail[..len].to_owned());
         }
@@ -80,7 +81,9 @@ fn files(dir: &str, suffixes: &[&str]) -> Vec<PathBuf> {
 
 #[test]
 fn metric_names_are_found_whole_and_checked_against_families_and_samples() {
-    let names = metric_names(r#"sum(rate(aicd_http_requests_total{status=~"5.."}[5m])) / xaicd_not, aicd_jobs{state="queued"}"#);
+    let names = metric_names(
+        r#"sum(rate(aicd_http_requests_total{status=~"5.."}[5m])) / xaicd_not, aicd_jobs{state="queued"}"#,
+    );
     assert_eq!(names, ["aicd_http_requests_total", "aicd_jobs"]);
     let text = "# TYPE aicd_http_requests counter\naicd_http_requests_total 1\n# TYPE aicd_jobs gauge\n";
     assert!(exported(text, "aicd_http_requests_total") && exported(text, "aicd_jobs"));
@@ -154,8 +157,15 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported_by_a_live_ser
     let job_id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let job: Value =
-            http.get(format!("{base}/v1/orgs/{org}/jobs/{job_id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        let job: Value = http
+            .get(format!("{base}/v1/orgs/{org}/jobs/{job_id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         match job["state"].as_str() {
             Some("pr_open") => break,
             Some("failed") => panic!("the job failed: {job}"),

@@ -113,6 +113,26 @@ async fn without_a_webhook_secret_the_route_is_unavailable() {
 }
 
 #[tokio::test]
+async fn while_the_secret_is_rotated_deliveries_signed_with_the_old_or_the_new_one_are_accepted() {
+    const OLD: &str = "3b8e0d6a91c47f25e0b9d83c6a1f4e72";
+    let server =
+        TestServer::postgres(&[("AICD_GITHUB_WEBHOOK_SECRET", SECRET), ("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS", OLD)])
+            .await;
+    let body = fixture("ping").to_string();
+    for secret in [SECRET, OLD] {
+        let signature = WebhookSecret::new(secret).unwrap().sign(body.as_bytes());
+        let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(Some(&signature))).await;
+        assert_eq!(r.status, StatusCode::OK, "signed with {secret}: {}", r.text);
+    }
+    let other = WebhookSecret::new("another-secret-entirely-different").unwrap().sign(body.as_bytes());
+    for signature in [Some(other.as_str()), None, Some(WRONG_SIGNATURE)] {
+        let r = deliver_signed(&server, "ping", &delivery_id(), body.as_bytes(), Some(signature)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{signature:?}: {}", r.text);
+        assert_eq!(r.error_code(), "invalid_signature");
+    }
+}
+
+#[tokio::test]
 async fn a_bad_signature_is_refused_and_nothing_is_stored() {
     let server = server().await;
     let (org, _) = linked_org(&server).await;

@@ -129,6 +129,9 @@ pub struct GithubSettings {
     pub private_key: Option<Secret>,
     /// The secret webhook deliveries are signed with.
     pub webhook_secret: Option<Secret>,
+    /// While the webhook secret is being rotated, the old one: deliveries signed with either are
+    /// accepted. Only set together with `webhook_secret`.
+    pub previous_webhook_secret: Option<Secret>,
     /// The REST API's base URL, without a trailing slash.
     pub api_url: String,
     /// The App's slug (`AICD_GITHUB_APP_SLUG`): its bot user is `<slug>[bot]`, and assigning an
@@ -530,6 +533,12 @@ static VARIABLES: &[Variable] = &[
         true,
         "Secret GitHub signs webhook deliveries with (at least 20 random characters)",
     ),
+    var(
+        "AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS",
+        "",
+        true,
+        "While rotating the webhook secret: the old one, still accepted beside AICD_GITHUB_WEBHOOK_SECRET",
+    ),
     var("AICD_GITHUB_API_URL", "https://api.github.com", false, "GitHub REST API base URL (GitHub Enterprise Server)"),
     var(
         "AICD_GITHUB_APP_SLUG",
@@ -734,6 +743,7 @@ impl Config {
         let github = &self.server.github;
         secrets.extend(&github.private_key);
         secrets.extend(&github.webhook_secret);
+        secrets.extend(&github.previous_webhook_secret);
         secrets.extend(github.oauth.as_ref().map(|o| &o.client_secret));
         if let AgentKind::Llm(llm) = &self.agent {
             secrets.extend(llm.secrets());
@@ -825,6 +835,7 @@ impl Config {
             "AICD_GITHUB_APP_ID" => github.app_id?.to_string(),
             "AICD_GITHUB_PRIVATE_KEY" => github.private_key.as_ref().map(|_| String::new())?,
             "AICD_GITHUB_WEBHOOK_SECRET" => github.webhook_secret.as_ref().map(|_| String::new())?,
+            "AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS" => github.previous_webhook_secret.as_ref().map(|_| String::new())?,
             "AICD_GITHUB_API_URL" => github.api_url.clone(),
             "AICD_GITHUB_APP_SLUG" => github.app_slug.clone()?,
             "AICD_GITHUB_CLIENT_ID" => github.oauth.as_ref()?.client_id.clone(),
@@ -1203,13 +1214,23 @@ fn read_github(r: &mut Reader<'_>) -> GithubSettings {
         (false, true) => r.problem(format!("AICD_GITHUB_APP_ID is required when {key_var} is set")),
         _ => {}
     }
-    let webhook_secret = r.get("AICD_GITHUB_WEBHOOK_SECRET").map(|s| s.trim().to_owned());
-    if let Some(secret) = &webhook_secret {
-        if secret.chars().count() < 20 {
-            r.problem("AICD_GITHUB_WEBHOOK_SECRET must be at least 20 characters (try `openssl rand -hex 32`)");
-        } else if is_placeholder_secret(secret) {
-            r.problem("AICD_GITHUB_WEBHOOK_SECRET is a placeholder; generate a random one (`openssl rand -hex 32`)");
+    let mut webhook_secret = |var: &str| {
+        let secret = r.get(var).map(|s| s.trim().to_owned());
+        if let Some(secret) = &secret {
+            if secret.chars().count() < 20 {
+                r.problem(format!("{var} must be at least 20 characters (try `openssl rand -hex 32`)"));
+            } else if is_placeholder_secret(secret) {
+                r.problem(format!("{var} is a placeholder; generate a random one (`openssl rand -hex 32`)"));
+            }
         }
+        secret
+    };
+    let (webhook_secret, previous_webhook_secret) =
+        (webhook_secret("AICD_GITHUB_WEBHOOK_SECRET"), webhook_secret("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS"));
+    if previous_webhook_secret.is_some() && webhook_secret.is_none() {
+        r.problem(
+            "AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS is only accepted beside AICD_GITHUB_WEBHOOK_SECRET (the new one)",
+        );
     }
     let api_url = r
         .http_url("AICD_GITHUB_API_URL", false, "")
@@ -1258,6 +1279,7 @@ fn read_github(r: &mut Reader<'_>) -> GithubSettings {
         app_id,
         private_key: key.map(Secret::new),
         webhook_secret: webhook_secret.map(Secret::new),
+        previous_webhook_secret: previous_webhook_secret.map(Secret::new),
         api_url,
         app_slug,
         oauth,

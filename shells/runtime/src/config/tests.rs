@@ -14,6 +14,8 @@ fn problems(vars: &[(&str, &str)]) -> String {
 }
 
 const GOOD_SECRET: &str = "8c1f2a9d40e77b3a5c6d1e0f92ab47cd";
+/// Another good secret (the old one while rotating).
+const PEER_SECRET: &str = "5d0e7c3b19a84f62e1c9b07a3d5f28e4";
 const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
 
 /// The smallest production configuration that passes.
@@ -537,6 +539,19 @@ fn production_refuses_local_repositories_and_plain_http() {
 }
 
 #[test]
+fn the_previous_webhook_secret_is_checked_like_the_secret_and_needs_it() {
+    let alone = problems(&[("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS", GOOD_SECRET)]);
+    assert!(alone.contains("only accepted beside AICD_GITHUB_WEBHOOK_SECRET"), "{alone}");
+    let short =
+        problems(&[("AICD_GITHUB_WEBHOOK_SECRET", GOOD_SECRET), ("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS", "short")]);
+    assert!(short.contains("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS must be at least 20"), "{short}");
+    let both =
+        config(&[("AICD_GITHUB_WEBHOOK_SECRET", GOOD_SECRET), ("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS", PEER_SECRET)])
+            .expect("both secrets are accepted");
+    assert_eq!(both.server.github.previous_webhook_secret.as_ref().map(Secret::expose), Some(PEER_SECRET));
+}
+
+#[test]
 fn webhook_secrets_must_be_long_and_not_placeholders_everywhere() {
     assert!(problems(&[("AICD_GITHUB_WEBHOOK_SECRET", "0123456789abcdefghi")]).contains("at least 20"));
     for placeholder in [
@@ -671,6 +686,7 @@ fn variables_lists_every_variable_read() {
             "AICD_LLM_CRITIC_API_KEY",
             "AICD_GITHUB_PRIVATE_KEY",
             "AICD_GITHUB_WEBHOOK_SECRET",
+            "AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS",
             "AICD_GITHUB_CLIENT_SECRET"
         ]
     );

@@ -151,13 +151,23 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
         }
     };
     let headers = &parts.headers;
-    let delivery = match VerifiedDelivery::verify(
-        secret,
-        header(headers, "x-hub-signature-256"),
-        header(headers, "x-github-event"),
-        header(headers, "x-github-delivery"),
-        &body,
-    ) {
+    let verify = |secret| {
+        VerifiedDelivery::verify(
+            secret,
+            header(headers, "x-hub-signature-256"),
+            header(headers, "x-github-event"),
+            header(headers, "x-github-delivery"),
+            &body,
+        )
+    };
+    // While the secret is rotated, a delivery signed with the old one is still accepted.
+    let verified = match (verify(secret), hooks.previous_webhook_secret.as_ref()) {
+        (Err(error), Some(previous)) if !matches!(error, aicd_github::Error::MalformedDelivery(_)) => {
+            verify(previous).map_err(|_| error)
+        }
+        (verified, _) => verified,
+    };
+    let delivery = match verified {
         Ok(delivery) => delivery,
         Err(aicd_github::Error::MalformedDelivery(message)) => return Err(ApiError::bad_request(message)),
         Err(error) => return Err(strikes.refuse(&state, &client, error).await),
