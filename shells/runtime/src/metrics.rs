@@ -185,7 +185,7 @@ impl Metrics {
         for step in [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrOpen] {
             let labels = StepLabels { step: step_label(step) };
             step_timeouts.get_or_create(&labels).inc_by(0);
-            step_duration.get_or_create(&labels);
+            drop(step_duration.get_or_create(&labels));
             for outcome in StepOutcome::ALL {
                 let labels = StepOutcomeLabels { step: step_label(step), outcome: outcome.as_str().to_owned() };
                 steps.get_or_create(&labels).inc_by(0);
