@@ -123,6 +123,8 @@ struct Inner {
     worker_running: Gauge,
     /// The worker whose running jobs are sampled at each render, with its slots.
     worker: Mutex<Option<(usize, RunningJobs)>>,
+    /// When the queue's gauges were last refreshed (or a refresh began).
+    queue_refreshed: Mutex<Option<std::time::Instant>>,
     /// The free-form label values seen so far, per label.
     seen: Mutex<HashMap<&'static str, HashSet<String>>>,
 }
@@ -290,6 +292,7 @@ impl Metrics {
             worker_slots,
             worker_running,
             worker: Mutex::default(),
+            queue_refreshed: Mutex::default(),
             seen: Mutex::default(),
         };
         Self { inner: Arc::new(inner) }
@@ -334,6 +337,17 @@ impl Metrics {
         }
         inner.oldest_wait.set(stats.oldest_wait.as_secs_f64());
         inner.lease_expired.set(gauge_value(stats.expired_leases));
+    }
+
+    /// Whether the queue's gauges are older than `ttl`; if so, they count as refreshed from now
+    /// on, so of concurrent callers only one is told to refresh them.
+    pub fn queue_refresh_due(&self, ttl: Duration) -> bool {
+        let Ok(mut last) = self.inner.queue_refreshed.lock() else { return true };
+        if last.is_some_and(|at| at.elapsed() < ttl) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 
     /// Sets the database pool gauges.
@@ -563,6 +577,14 @@ mod tests {
         let other_output = format!(r#"aicd_org_agent_tokens_total{{org_id="{other}",direction="output"}}"#);
         assert_eq!(sample(&text, &other_output), Some(20.0), "{text}");
         assert_eq!(sample(&text, &format!(r#"aicd_org_agent_cost_micros_total{{org_id="{acme}"}}"#)), Some(6000.0));
+    }
+
+    #[test]
+    fn a_queue_refresh_is_due_once_per_ttl() {
+        let m = Metrics::new();
+        assert!(m.queue_refresh_due(Duration::from_secs(60)), "never refreshed");
+        assert!(!m.queue_refresh_due(Duration::from_secs(60)), "the first caller refreshes; the others reuse");
+        assert!(m.clone().queue_refresh_due(Duration::ZERO), "stale after the TTL");
     }
 
     #[test]

@@ -7,15 +7,20 @@ use std::time::{Duration, Instant};
 use aicd_core::store::{DispatchStore, SqlStore};
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::assemble::Readiness;
+use crate::config::Secret;
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
 /// How long `/metrics` waits for the queue's gauges before rendering the last known values.
 const QUEUE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the gauges read from the database are reused: scrapes within this time (several
+/// Prometheus servers, a person's curl) cost the database nothing.
+pub const QUEUE_STATS_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Ops {
@@ -23,6 +28,7 @@ struct Ops {
     readiness: Readiness,
     store: Arc<SqlStore>,
     started: Instant,
+    token: Option<Arc<Secret>>,
 }
 
 /// The routes `GET /health`, `GET /ready` and `GET /metrics`, as a router to serve alone or to
@@ -32,9 +38,16 @@ struct Ops {
 /// - `/ready`: 200 when every check of `readiness` passes, else 503; the body is the
 ///   [`crate::assemble::ReadinessReport`].
 /// - `/metrics`: refreshes the gauges read from `store_for_depth` ([`refresh`]), then renders
-///   `metrics` as OpenMetrics text.
-pub fn router(metrics: Metrics, readiness: Readiness, store_for_depth: Arc<SqlStore>) -> Router {
-    let ops = Ops { metrics, readiness, store: store_for_depth, started: Instant::now() };
+///   `metrics` as OpenMetrics text. With `metrics_token`, only for a request bearing it
+///   ([`authorized`]); 401 otherwise.
+pub fn router(
+    metrics: Metrics,
+    readiness: Readiness,
+    store_for_depth: Arc<SqlStore>,
+    metrics_token: Option<Secret>,
+) -> Router {
+    let token = metrics_token.map(Arc::new);
+    let ops = Ops { metrics, readiness, store: store_for_depth, started: Instant::now(), token };
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -57,19 +70,47 @@ async fn ready(State(ops): State<Ops>) -> Response {
     (status, axum::Json(report)).into_response()
 }
 
-async fn metrics_text(State(ops): State<Ops>) -> Response {
+async fn metrics_text(State(ops): State<Ops>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, ops.token.as_deref()) {
+        let body = serde_json::json!({"error": {"code": "unauthenticated",
+            "message": "/metrics needs `Authorization: Bearer <AICD_METRICS_TOKEN>`"}});
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], axum::Json(body)).into_response();
+    }
     refresh(&ops.metrics, &ops.store).await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], ops.metrics.render()).into_response()
 }
 
+/// Whether a request with `headers` may read `/metrics`: always without a `token`, else only
+/// with `Authorization: Bearer <token>` (compared in constant time).
+pub fn authorized(headers: &HeaderMap, token: Option<&Secret>) -> bool {
+    let Some(token) = token else { return true };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given.trim().as_bytes())
+        .unwrap_or_default();
+    let expected = token.expose().as_bytes();
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// Refreshes the gauges read from the database before a scrape: the queue's
-/// ([`Metrics::set_queue_stats`], keeping the last values if the database does not answer within
-/// 2 s) and the pool's ([`Metrics::set_pool_stats`]).
+/// ([`Metrics::set_queue_stats`]: at most once per [`QUEUE_STATS_TTL`] across concurrent
+/// scrapes, keeping the last values if the database does not answer within 2 s) and the pool's
+/// ([`Metrics::set_pool_stats`]).
 pub async fn refresh(metrics: &Metrics, store: &SqlStore) {
-    match tokio::time::timeout(QUEUE_STATS_TIMEOUT, store.queue_stats()).await {
-        Ok(Ok(stats)) => metrics.set_queue_stats(&stats),
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not read the queue's gauges"),
-        Err(_) => tracing::warn!("reading the queue's gauges timed out"),
+    refresh_within(metrics, store, QUEUE_STATS_TTL).await;
+}
+
+/// [`refresh`], reusing the queue's gauges for `ttl`.
+async fn refresh_within(metrics: &Metrics, store: &SqlStore, ttl: Duration) {
+    if metrics.queue_refresh_due(ttl) {
+        match tokio::time::timeout(QUEUE_STATS_TIMEOUT, store.queue_stats()).await {
+            Ok(Ok(stats)) => metrics.set_queue_stats(&stats),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not read the queue's gauges"),
+            Err(_) => tracing::warn!("reading the queue's gauges timed out"),
+        }
     }
     metrics.set_pool_stats(store.pool_stats());
 }
@@ -108,7 +149,7 @@ mod tests {
         let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
         let metrics = Metrics::new();
         metrics.set_queue_depth(99);
-        let router = router(metrics, Readiness::new(store.clone(), None), store.clone());
+        let router = router(metrics, Readiness::new(store.clone(), None), store.clone(), None);
 
         let (status, content_type, body) = get(&router, "/health").await;
         assert_eq!(status, StatusCode::OK);
@@ -138,10 +179,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_queue_gauges_are_reused_between_close_scrapes() {
+        let db = TestSqlite::new();
+        let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
+        let metrics = Metrics::new();
+        refresh(&metrics, &store).await;
+        // A value the database would overwrite with 0 survives a scrape right after: no query.
+        metrics.set_queue_depth(42);
+        refresh(&metrics, &store).await;
+        assert!(metrics.render().lines().any(|l| l == "aicd_jobs_queued 42"), "the gauges were read again");
+        // Once they are older than the TTL, the next scrape reads them again.
+        refresh_within(&metrics, &store, Duration::ZERO).await;
+        assert!(metrics.render().lines().any(|l| l == "aicd_jobs_queued 0"), "stale gauges are refreshed");
+    }
+
+    #[tokio::test]
+    async fn a_metrics_token_is_required_when_set() {
+        let db = TestSqlite::new();
+        let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
+        let token = Secret::new("c41b7e09d2a85f36e1b0d9c7a4f2e583");
+        let router = router(Metrics::new(), Readiness::new(store.clone(), None), store, Some(token.clone()));
+        for auth in [None, Some("Bearer wrong"), Some("Basic c41b7e09d2a85f36e1b0d9c7a4f2e583"), Some("Bearer c41b")] {
+            let mut request = Request::get("/metrics");
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        let request = Request::get("/metrics")
+            .header(header::AUTHORIZATION, format!("bearer {}", token.expose()))
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let (status, _, _) = get(&router, "/health").await;
+        assert_eq!(status, StatusCode::OK, "/health and /ready stay open");
+    }
+
+    #[tokio::test]
     async fn serve_stops_when_told() {
         let db = TestSqlite::new();
         let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
-        let router = router(Metrics::new(), Readiness::new(store.clone(), None), store);
+        let router = router(Metrics::new(), Readiness::new(store.clone(), None), store, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, router, async {

@@ -132,6 +132,7 @@ impl Server {
             trust_forwarded_headers: config.server.trust_forwarded_headers,
             hsts: config.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             cors_origins: config.server.cors_origins.clone(),
+            metrics_token: config.metrics_token.clone(),
         };
         let github = GithubHooks {
             webhook_secret: config

@@ -25,6 +25,8 @@ pub(crate) struct HttpSettings {
     /// Send `Strict-Transport-Security` (the public URL is https).
     pub(crate) hsts: bool,
     pub(crate) cors_origins: Vec<String>,
+    /// The bearer token `/metrics` requires (`AICD_METRICS_TOKEN`), if any.
+    pub(crate) metrics_token: Option<aicd_runtime::config::Secret>,
 }
 
 /// What the GitHub routes need: the webhook's secret, intake and limits, and the setup flow.

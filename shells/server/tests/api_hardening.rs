@@ -237,6 +237,22 @@ async fn health_ready_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_metrics_token_metrics_need_it_and_health_does_not() {
+    const TOKEN: &str = "e72d4b09c1a58f3e6b0d2c9a7f41e835";
+    let server = TestServer::postgres(&[("AICD_METRICS_TOKEN", TOKEN)]).await;
+    let refused = server.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text);
+    assert_eq!(refused.body["error"]["code"], "unauthenticated", "{}", refused.text);
+    let wrong =
+        server.http.get(server.url("/metrics")).bearer_auth("e72d4b09c1a58f3e6b0d2c9a7f41e836").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let scraped = server.http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(scraped.text().await.unwrap().contains("aicd_jobs_queued"));
+    assert_eq!(server.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_valid_and_lists_every_route() {
     let server = TestServer::postgres(&[]).await;
     let reply = server.call(Method::GET, "/openapi.json", None, None).await;

@@ -82,7 +82,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     let bound = listener.local_addr().context("the ops listener has no address")?;
     tracing::info!(addr = %bound, "ops listening");
     let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = ops::router(metrics, readiness, store.clone());
+    let router = ops::router(metrics, readiness, store.clone(), config.metrics_token.clone());
     let mut ops_server = tokio::spawn(ops::serve(listener, router, async {
         let _ = ops_stopped.await;
     }));

@@ -330,6 +330,9 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// The `service.name` of exported traces (`OTEL_SERVICE_NAME`; default: the binary's name).
     pub service_name: Option<String>,
+    /// The bearer token `/metrics` requires (`AICD_METRICS_TOKEN`); unset: `/metrics` is open
+    /// (keep it off the public edge).
+    pub metrics_token: Option<Secret>,
 }
 
 /// Every problem found in the configuration, each starting with its variable's name.
@@ -491,6 +494,12 @@ static VARIABLES: &[Variable] = &[
          The exporter also honours OTEL_EXPORTER_OTLP_HEADERS",
     ),
     var("OTEL_SERVICE_NAME", "the binary's name", false, "service.name of exported traces"),
+    var(
+        "AICD_METRICS_TOKEN",
+        "",
+        true,
+        "Bearer token /metrics requires (at least 20 random characters); unset: /metrics is open",
+    ),
     var("AICD_LISTEN_ADDR", "127.0.0.1:8080", false, "Where the server's API listens"),
     var("AICD_EMBEDDED_WORKER", "true with SQLite, else false", false, "Whether the server runs a worker in-process"),
     var(
@@ -682,6 +691,14 @@ impl Config {
         if service_name.as_ref().is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control)) {
             r.problem("OTEL_SERVICE_NAME must be at most 200 characters without control characters");
         }
+        let metrics_token = r.get("AICD_METRICS_TOKEN").map(|token| token.trim().to_owned());
+        if let Some(token) = &metrics_token {
+            if token.chars().count() < 20 {
+                r.problem("AICD_METRICS_TOKEN must be at least 20 characters (try `openssl rand -hex 32`)");
+            } else if is_placeholder_secret(token) {
+                r.problem("AICD_METRICS_TOKEN is a placeholder; generate a random one (`openssl rand -hex 32`)");
+            }
+        }
         if !r.problems.is_empty() {
             return Err(Problems(r.problems));
         }
@@ -697,6 +714,7 @@ impl Config {
             log_filter,
             otlp_endpoint,
             service_name,
+            metrics_token: metrics_token.map(Secret::new),
         })
     }
 
@@ -744,6 +762,7 @@ impl Config {
         secrets.extend(&github.private_key);
         secrets.extend(&github.webhook_secret);
         secrets.extend(&github.previous_webhook_secret);
+        secrets.extend(&self.metrics_token);
         secrets.extend(github.oauth.as_ref().map(|o| &o.client_secret));
         if let AgentKind::Llm(llm) = &self.agent {
             secrets.extend(llm.secrets());
@@ -819,6 +838,7 @@ impl Config {
             "RUST_LOG" => self.log_filter.clone(),
             "OTEL_EXPORTER_OTLP_ENDPOINT" => self.otlp_endpoint.clone()?,
             "OTEL_SERVICE_NAME" => self.service_name.clone()?,
+            "AICD_METRICS_TOKEN" => self.metrics_token.as_ref().map(|_| String::new())?,
             "AICD_LISTEN_ADDR" => s.listen_addr.to_string(),
             "AICD_EMBEDDED_WORKER" => s.embedded_worker.to_string(),
             "AICD_ALLOW_LOCAL_REPOS" => s.allow_local_repos.to_string(),

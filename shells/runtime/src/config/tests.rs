@@ -539,6 +539,14 @@ fn production_refuses_local_repositories_and_plain_http() {
 }
 
 #[test]
+fn a_metrics_token_must_be_long_and_random() {
+    assert!(problems(&[("AICD_METRICS_TOKEN", "short")]).contains("AICD_METRICS_TOKEN must be at least 20"));
+    assert!(problems(&[("AICD_METRICS_TOKEN", "changeme-changeme-changeme")]).contains("placeholder"));
+    let config = config(&[("AICD_METRICS_TOKEN", GOOD_SECRET)]).unwrap();
+    assert_eq!(config.metrics_token.as_ref().map(Secret::expose), Some(GOOD_SECRET));
+}
+
+#[test]
 fn the_previous_webhook_secret_is_checked_like_the_secret_and_needs_it() {
     let alone = problems(&[("AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS", GOOD_SECRET)]);
     assert!(alone.contains("only accepted beside AICD_GITHUB_WEBHOOK_SECRET"), "{alone}");
@@ -684,6 +692,7 @@ fn variables_lists_every_variable_read() {
             "AICD_LLM_API_KEY",
             "AICD_LLM_PLANNER_API_KEY",
             "AICD_LLM_CRITIC_API_KEY",
+            "AICD_METRICS_TOKEN",
             "AICD_GITHUB_PRIVATE_KEY",
             "AICD_GITHUB_WEBHOOK_SECRET",
             "AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS",

@@ -46,8 +46,15 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics: request rates and durations, job steps, the queue's gauges, tokens and
 /// cost (per step and per org), webhook outcomes, the database pool and the worker.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// With `AICD_METRICS_TOKEN` set, only for `Authorization: Bearer <token>`.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    (status = 401, description = "AICD_METRICS_TOKEN is set and the request does not bear it", body = crate::error::ErrorBody)))]
+pub(crate) async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !aicd_runtime::ops::authorized(&headers, state.settings().metrics_token.as_ref()) {
+        return crate::error::ApiError::unauthenticated("/metrics needs `Authorization: Bearer <AICD_METRICS_TOKEN>`")
+            .into_response();
+    }
     aicd_runtime::ops::refresh(state.metrics(), state.store()).await;
     ([(header::CONTENT_TYPE, aicd_runtime::metrics::CONTENT_TYPE)], state.metrics().render()).into_response()
 }
