@@ -498,7 +498,9 @@ fn issue_ref(issue: &IssueInfo) -> IssueRef {
         number: Some(issue.number),
         title: issue.title.clone(),
         body: issue.body.clone(),
-        url: (!issue.html_url.is_empty()).then(|| issue.html_url.clone()),
+        // Only a plain https address is kept (job creation refuses others: a job is not lost over it).
+        url: (issue.html_url.starts_with("https://") && !issue.html_url.chars().any(char::is_whitespace))
+            .then(|| issue.html_url.clone()),
         author: issue.user_login.clone(),
     }
 }

@@ -24,7 +24,7 @@ pub struct IssueRef {
     pub title: String,
     /// The body (at most 256 KiB).
     pub body: String,
-    /// The issue's web address.
+    /// The issue's web address: an `https://` URL of at most 2,048 characters.
     pub url: Option<String>,
     /// The login of the issue's author.
     pub author: Option<String>,
@@ -32,6 +32,7 @@ pub struct IssueRef {
 
 const MAX_TITLE_CHARS: usize = 500;
 const MAX_BODY_BYTES: usize = 256 * 1024;
+const MAX_URL_CHARS: usize = 2048;
 
 impl IssueRef {
     /// Checks the issue's fields; the title is trimmed.
@@ -51,6 +52,16 @@ impl IssueRef {
         }
         if self.number.is_some_and(|n| n == 0 || n > i64::MAX as u64) {
             return Err(Error::invalid("issue.number must be a positive issue number"));
+        }
+        if let Some(url) = &self.url {
+            // Shown to people and linked from pull requests: only a plain web address.
+            let host = url.strip_prefix("https://").map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+            let plain = !url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>');
+            if host.is_none_or(|h| h.is_empty() || h.contains('@')) || !plain || url.chars().count() > MAX_URL_CHARS {
+                return Err(Error::invalid(format!(
+                    "issue.url must be an https:// address of at most {MAX_URL_CHARS} characters"
+                )));
+            }
         }
         Ok(self)
     }
@@ -458,5 +469,38 @@ mod openapi_tests {
         ] {
             assert_eq!(schema["type"], "object", "{schema}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(url: &str) -> IssueRef {
+        IssueRef { number: Some(1), title: "t".into(), body: String::new(), url: Some(url.into()), author: None }
+    }
+
+    #[test]
+    fn an_issue_url_must_be_a_plain_https_address() {
+        for good in ["https://github.com/acme/widgets/issues/7", "https://ghe.example.com:8443/a/b/issues/1?x=1#c"] {
+            assert!(issue(good).validate().is_ok(), "{good}");
+        }
+        let long = format!("https://github.com/{}", "a".repeat(MAX_URL_CHARS));
+        for bad in [
+            "http://github.com/acme/widgets/issues/7",
+            "javascript:alert(1)",
+            "https://",
+            "https:///path",
+            "https://user@evil.example/x",
+            "https://github.com/a b",
+            "https://github.com/\"><script>",
+            "ftp://github.com/x",
+            long.as_str(),
+        ] {
+            let error = issue(bad).validate().unwrap_err().to_string();
+            assert!(error.contains("issue.url must be an https:// address"), "{bad}: {error}");
+        }
+        let none = IssueRef { url: None, ..issue("https://x") };
+        assert!(none.validate().is_ok());
     }
 }

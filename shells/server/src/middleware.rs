@@ -115,7 +115,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     let exempt = webhook || matches!(request.uri().path(), "/health" | "/ready" | "/metrics");
     if !exempt {
         let ip = client_ip_of(&request, settings.trust_forwarded_headers);
-        let key = format!("ip:{ip}");
+        let key = format!("ip:{}", crate::ratelimit::address_key(&ip));
         if let Decision::Limited { retry_after } = state.limiter().check(&key, settings.ip_rate_limit_per_minute).await
         {
             state.metrics().rate_limited("ip");

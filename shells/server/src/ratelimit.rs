@@ -233,6 +233,40 @@ struct LocalState {
     pruned_in: Option<u64>,
 }
 
+/// Removes the half of `counts` with the lowest counts.
+fn evict_least_counted(counts: &mut HashMap<String, (u64, u64)>) {
+    let mut values: Vec<u64> = counts.values().map(|(_, count)| *count).collect();
+    let half = values.len() / 2;
+    let (_, threshold, _) = values.select_nth_unstable(half);
+    let threshold = *threshold;
+    let mut to_remove = half;
+    counts.retain(|_, (_, count)| {
+        if to_remove > 0 && *count <= threshold {
+            to_remove -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// The part of a client address a rate limit counts: an IPv4 address whole (also when written
+/// as an IPv4-mapped IPv6 address), an IPv6 address by its /64 (one subscriber's network: a
+/// client holds a whole /64 and could otherwise rotate through it); anything else as given.
+pub(crate) fn address_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(ip) => ip.to_string(),
+        Err(_) => address.to_owned(),
+    }
+}
+
 impl LocalCounters {
     fn incr(&self, key: &str, now: Now) -> u64 {
         let mut state = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
@@ -250,8 +284,9 @@ impl LocalCounters {
             state.pruned_in = Some(now.window);
         }
         if state.counts.len() >= MAX_ENTRIES {
-            // Too many keys this window to track them all; let new ones through uncounted.
-            return 1;
+            // Too many keys this window: forget the half counted least (the furthest from any
+            // limit), so every new key is still counted and the work is spread over many keys.
+            evict_least_counted(&mut state.counts);
         }
         state.counts.insert(key.to_owned(), (now.window, 1));
         1
@@ -361,9 +396,30 @@ mod tests {
         for i in 0..MAX_ENTRIES + 10 {
             counters.incr(&format!("k:{i}"), now);
         }
-        assert_eq!(counters.len(), MAX_ENTRIES);
-        // Keys already tracked still count.
-        assert_eq!(counters.incr("k:0", now), 2);
+        assert!(counters.len() <= MAX_ENTRIES, "{}", counters.len());
+        // A key counted often is kept through evictions and still counts; every new key is
+        // counted (none goes through uncounted).
+        let busy = Now { window: 2, left: WINDOW };
+        for _ in 0..5 {
+            counters.incr("busy", busy);
+        }
+        for i in 0..MAX_ENTRIES * 2 {
+            assert_eq!(counters.incr(&format!("new:{i}"), busy), 1);
+            assert!(counters.len() <= MAX_ENTRIES);
+        }
+        assert_eq!(counters.incr("busy", busy), 6, "the busiest key survives evictions");
+        let last = format!("new:{}", MAX_ENTRIES * 2 - 1);
+        assert_eq!(counters.incr(&last, busy), 2, "the newest keys are still counted");
+    }
+
+    #[test]
+    fn addresses_are_counted_per_ipv4_address_and_ipv6_slash_64() {
+        assert_eq!(address_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address_key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(address_key("2001:db8:1:3::1"), address_key("2001:db8:1:2::1"));
+        assert_eq!(address_key("unknown"), "unknown");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
     // before their signature is checked. Others past the bad-signature limit are.
     let trusted = address.is_some_and(|ip| hooks.limits.trusted_sources.iter().any(|range| range.contains(ip)));
     let strikes = Strikes {
-        key: format!("webhook-bad-signature:{client}"),
+        key: format!("webhook-bad-signature:{}", crate::ratelimit::address_key(&client)),
         limit: hooks.limits.bad_signatures_per_minute,
         trusted,
     };
