@@ -115,7 +115,10 @@ pub(super) fn accept(validate: Validate, value: &[u8], lines: &[&[u8]], index: u
         Validate::Token => !is_placeholder(value),
         Validate::AwsSecret => !is_placeholder(value) && entropy(value) >= AWS_MIN_ENTROPY,
         Validate::Generic => {
-            !is_placeholder(value)
+            // `jsonwebtoken::Algorithm::RS256`: the `:` was the first of a path's `::`, not an
+            // assignment.
+            !value.starts_with(b":")
+                && !is_placeholder(value)
                 && !is_identifier_like(value)
                 && !is_plain_url(value)
                 && entropy(value) >= GENERIC_MIN_ENTROPY
