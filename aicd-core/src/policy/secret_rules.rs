@@ -156,10 +156,11 @@ fn is_placeholder(value: &[u8]) -> bool {
     PLACEHOLDERS.iter().any(|p| contains(&lower, p.as_bytes()))
 }
 
-/// Code references such as `settings.SECRET_KEY` or `process.env.API-TOKEN`: no digits and only
-/// letters, `_`, `.` and `-`. (A random 16+ character token without digits is rare.)
+/// Code references such as `settings.SECRET_KEY`, `process.env.API-TOKEN` or
+/// `Self::DEFAULT_TOKEN_LIMIT`: no digits and only letters, `_`, `.`, `-` and `:`. (A random 16+
+/// character token without digits is rare.)
 fn is_identifier_like(value: &[u8]) -> bool {
-    value.iter().all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'))
+    value.iter().all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-' | b':'))
 }
 
 /// An `http(s)` URL without userinfo (`user:pass@`), e.g. a token endpoint: not a secret itself.
