@@ -13,18 +13,23 @@
 //! - [`github::FakeGitHub`] stands in for GitHub: stateful, and as strict as GitHub's documented
 //!   rules.
 //! - [`cassette::Recording`] replays recorded LLM interactions (and records new ones).
+//! - [`process`] runs the workspace's binaries as child processes; [`LoadBalancer`] spreads
+//!   connections over several of them, as a load balancer in front of replicas does.
 
+mod balancer;
 pub mod cassette;
 pub mod files;
 pub mod github;
 mod keys;
 mod pg_cluster;
 mod postgres;
+pub mod process;
 mod proxy;
 mod redis;
 mod redis_server;
 mod sqlite;
 
+pub use balancer::LoadBalancer;
 pub use keys::{RsaKeyPair, rsa_key_pair};
 pub use pg_cluster::PgCluster;
 pub use postgres::TestPostgres;

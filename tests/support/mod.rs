@@ -4,12 +4,11 @@
 
 pub(crate) mod payloads;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use aicd_github::webhooks::WebhookSecret;
+use aicd_testkit::process::{Process, binary, free_port};
 use aicd_testkit::{TestPostgres, TestRedis};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -34,111 +33,9 @@ pub(crate) fn verify_app_jwt(jwt: &str) -> Value {
     jsonwebtoken::decode::<Value>(jwt, &key, &validation).expect("signed with the App's key").claims
 }
 
-/// The path of the workspace binary `name`, next to this test's executable: the test runs as
-/// `target/<profile>/deps/github-<hash>`, and Cargo puts binaries in `target/<profile>/`.
-pub(crate) fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} does not exist. This test runs the real binaries: build them first with\n\n    \
-         cargo build -p aicd-server -p aicd-worker\n\n(`cargo test --workspace` builds them too).",
-        path.display()
-    );
-    path
-}
-
-/// A running process whose stderr and stdout go to a log file; killed (SIGKILL) when dropped.
-pub(crate) struct Process {
-    name: &'static str,
-    child: Mutex<Child>,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, binary: &Path, env: &[(String, String)], log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).expect("a log file");
-        let child = command(binary, env)
-            .stdout(file.try_clone().expect("a second handle on the log"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
-        Self { name, child: Mutex::new(child), log }
-    }
-
-    fn child(&self) -> std::sync::MutexGuard<'_, Child> {
-        self.child.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Everything it has logged so far, under a heading.
-    pub(crate) fn log(&self) -> String {
-        format!("--- {} log ---\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-
-    /// Its exit status if it has exited.
-    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
-        self.child().try_wait().expect("the child can be waited for")
-    }
-
-    /// Sends SIGTERM.
-    pub(crate) fn terminate(&self) {
-        let pid = self.child().id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        assert!(status.success(), "kill -TERM {pid} failed");
-    }
-
-    /// Waits for it to exit, at most `within`.
-    pub(crate) async fn wait(&self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.exit_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A binary with a clean environment: `PATH` and `env` only.
-fn command(binary: &Path, env: &[(String, String)]) -> Command {
-    let mut command = Command::new(binary);
-    command.env_clear().stdin(Stdio::null());
-    if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
-    }
-    command.envs(env.iter().map(|(k, v)| (k, v)));
-    command
-}
-
 /// Runs `aicd-server <args>` to completion; panics with its output if it fails.
 fn run_server_command(args: &[&str], env: &[(String, String)]) -> Output {
-    let out = command(&binary("aicd-server"), env).args(args).output().expect("aicd-server runs");
-    assert!(
-        out.status.success(),
-        "aicd-server {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+    aicd_testkit::process::run(&binary("aicd-server"), args, env)
 }
 
 /// The server and the worker; their logs are printed when a test fails while they are alive.
@@ -240,8 +137,8 @@ impl World {
         set(&mut worker_env, "AICD_WORKER_LISTEN_ADDR", &format!("127.0.0.1:{worker_port}"));
         set(&mut worker_env, "AICD_WORKER_ID", "e2e-worker");
         let processes = Processes {
-            server: Process::spawn("aicd-server", &binary("aicd-server"), &server_env, logs.path().join("server.log")),
-            worker: Process::spawn("aicd-worker", &binary("aicd-worker"), &worker_env, logs.path().join("worker.log")),
+            server: Process::spawn("aicd-server", &binary("aicd-server"), &server_env, &logs.path().join("server.log")),
+            worker: Process::spawn("aicd-worker", &binary("aicd-worker"), &worker_env, &logs.path().join("worker.log")),
         };
 
         let world = Self {
@@ -283,7 +180,7 @@ impl World {
             }
             for process in [&self.processes.server, &self.processes.worker] {
                 if let Some(status) = process.exit_status() {
-                    panic!("{} exited ({status}) while waiting for {what}", process.name);
+                    panic!("{} exited ({status}) while waiting for {what}", process.name());
                 }
             }
             if Instant::now() >= deadline {

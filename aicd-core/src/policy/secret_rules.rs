@@ -115,7 +115,10 @@ pub(super) fn accept(validate: Validate, value: &[u8], lines: &[&[u8]], index: u
         Validate::Token => !is_placeholder(value),
         Validate::AwsSecret => !is_placeholder(value) && entropy(value) >= AWS_MIN_ENTROPY,
         Validate::Generic => {
-            !is_placeholder(value)
+            // `jsonwebtoken::Algorithm::RS256`: the `:` was the first of a path's `::`, not an
+            // assignment.
+            !value.starts_with(b":")
+                && !is_placeholder(value)
                 && !is_identifier_like(value)
                 && !is_plain_url(value)
                 && entropy(value) >= GENERIC_MIN_ENTROPY
@@ -153,10 +156,11 @@ fn is_placeholder(value: &[u8]) -> bool {
     PLACEHOLDERS.iter().any(|p| contains(&lower, p.as_bytes()))
 }
 
-/// Code references such as `settings.SECRET_KEY` or `process.env.API-TOKEN`: no digits and only
-/// letters, `_`, `.` and `-`. (A random 16+ character token without digits is rare.)
+/// Code references such as `settings.SECRET_KEY`, `process.env.API-TOKEN` or
+/// `Self::DEFAULT_TOKEN_LIMIT`: no digits and only letters, `_`, `.`, `-` and `:`. (A random 16+
+/// character token without digits is rare.)
 fn is_identifier_like(value: &[u8]) -> bool {
-    value.iter().all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'))
+    value.iter().all(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-' | b':'))
 }
 
 /// An `http(s)` URL without userinfo (`user:pass@`), e.g. a token endpoint: not a secret itself.

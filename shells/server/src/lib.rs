@@ -23,6 +23,7 @@ mod state;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aicd_core::orchestrator::WorkerHandle;
@@ -64,6 +65,9 @@ pub struct Server {
     /// The embedded worker's comment command processor (with the GitHub App configured).
     commands: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    /// Set when the shutdown signal arrives: `/ready` answers 503 from then on.
+    draining: Arc<AtomicBool>,
+    drain_delay: Duration,
     grace: Duration,
 }
 
@@ -119,6 +123,7 @@ impl Server {
             false => None,
         };
         let (stop, stopping) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
         let commands = if config.server.embedded_worker {
             assemble::build_command_processor(config, core.clone(), tokens.as_ref()).map(|p| p.spawn(stop.subscribe()))
         } else {
@@ -171,6 +176,7 @@ impl Server {
             github,
             started: Instant::now(),
             shutdown: stopping,
+            draining: draining.clone(),
         });
         let router = router(state.clone());
         tracing::info!(
@@ -180,7 +186,17 @@ impl Server {
             identity_provider = config.server.oidc.is_some(),
             "server assembled"
         );
-        Ok(Self { state, router, store, worker, commands, stop, grace: config.shutdown_grace })
+        Ok(Self {
+            state,
+            router,
+            store,
+            worker,
+            commands,
+            stop,
+            draining,
+            drain_delay: config.server.drain_delay,
+            grace: config.shutdown_grace,
+        })
     }
 
     /// The HTTP application, for serving elsewhere or calling in-process.
@@ -188,9 +204,12 @@ impl Server {
         self.router.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes; then stops accepting connections, ends
-    /// live streams, lets in-flight requests finish and the embedded worker reach a checkpoint
-    /// (each within the shutdown grace period), and closes the store.
+    /// Serves on `listener` until `shutdown` completes. Then `/ready` answers 503 (draining) and
+    /// every response closes its connection, while the server keeps accepting and serving for the
+    /// drain delay (`AICD_SHUTDOWN_DRAIN_SECS`), so a load balancer takes it out of rotation
+    /// before it stops accepting; then it stops accepting connections, ends live streams, lets
+    /// in-flight requests finish and the embedded worker reach a checkpoint (each within the
+    /// shutdown grace period), and closes the store.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -208,6 +227,11 @@ impl Server {
                 .await
         });
         shutdown.await;
+        self.draining.store(true, Ordering::Relaxed);
+        if !self.drain_delay.is_zero() {
+            tracing::info!(drain_secs = self.drain_delay.as_secs(), "shutting down: not ready, still serving");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         tracing::info!(grace_secs = self.grace.as_secs(), "shutting down: draining requests");
         let _ = self.stop.send(true);
         let worker = async {

@@ -6,8 +6,11 @@
 //! organization with a first org_admin API key, and `admin link-installation` links a GitHub App
 //! installation to an organization as the operator. `run` turns one issue into a change on a local
 //! git repository from start to finish, printing the job's timeline (see the `run` module).
+//! `policy scan` runs the policy engine's secret rules over staged changes or files, for a
+//! pre-commit hook (see the `scan` module).
 
 mod run;
+mod scan;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,6 +59,21 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The policy engine, outside a job.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Scan files for secrets with the policy engine's secret rules, as a pre-commit hook does.
+    ///
+    /// Prints each finding as `path:line: rule: message`, the secret redacted. Exits 1 when it
+    /// finds any, 0 when none, 2 for bad arguments or when git or a file cannot be read. Reads no
+    /// configuration.
+    Scan(scan::ScanArgs),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +119,9 @@ fn main() -> ExitCode {
         print!("{}", variables_table());
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Policy { command: PolicyCommand::Scan(args) }) = cli.command {
+        return scan::main(args);
+    }
     let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(problems) => {
@@ -144,7 +165,7 @@ fn main() -> ExitCode {
             Command::Admin { command: AdminCommand::LinkInstallation { org, installation, account } } => {
                 link_installation(&config, org, installation, account).await
             }
-            Command::Config { .. } | Command::Run(_) => Ok(()),
+            Command::Config { .. } | Command::Run(_) | Command::Policy { .. } => Ok(()),
         };
         result.map_err(Some)
     });

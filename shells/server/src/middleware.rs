@@ -79,6 +79,11 @@ pub(crate) async fn observe(State(state): State<AppState>, mut request: Request,
         headers.insert(REQUEST_ID, value);
     }
     security_headers(headers, state.settings().hsts || forwarded_https);
+    if state.draining() {
+        // A kept-alive connection would pin its client to a replica that is going away; closing
+        // it after this response sends the client's next request through the load balancer.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -1,6 +1,7 @@
 //! What every handler can reach: the core services and the server's own machinery.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aicd_core::Core;
@@ -67,8 +68,11 @@ pub(crate) struct Inner {
     pub(crate) settings: HttpSettings,
     pub(crate) github: GithubHooks,
     pub(crate) started: Instant,
-    /// Flips to `true` when the server starts shutting down; live streams end on it.
+    /// Flips to `true` when the server stops accepting connections; live streams end on it.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Set from the shutdown signal on: `/ready` answers 503 and responses close their
+    /// connection, while the server still serves (the drain delay).
+    pub(crate) draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -122,5 +126,10 @@ impl AppState {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.0.shutdown.clone()
+    }
+
+    /// Whether the server is shutting down (draining, or already stopping).
+    pub(crate) fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
     }
 }

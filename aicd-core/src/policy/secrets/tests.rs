@@ -129,6 +129,9 @@ fn placeholders_and_code_references_are_not_secrets() {
         format!("aws_secret_access_key = {}", "EXAMPLE".repeat(6).get(..40).unwrap_or("")),
         format!("key_id = {}{}", "AKIAIOSFODNN7", "EXAMPLE"),
         "let secret_len = secret.len();".to_owned(),
+        "assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);".to_owned(),
+        "let key = jsonwebtoken::DecodingKey::from_rsa_pem(pem)?;".to_owned(),
+        "    max_output_tokens: Self::DEFAULT_MAX_OUTPUT_TOKENS,".to_owned(),
     ];
     for line in samples {
         let found = scan(None, &format!("{line}\n"));

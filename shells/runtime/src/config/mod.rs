@@ -247,6 +247,10 @@ impl GithubSettings {
 pub struct ServerSettings {
     /// Where the API listens (`AICD_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// How long the server keeps serving after SIGTERM while `/ready` reports it draining, so a
+    /// load balancer stops sending it connections before it stops accepting them
+    /// (`AICD_SHUTDOWN_DRAIN_SECS`).
+    pub drain_delay: Duration,
     /// Whether the server runs a worker in-process (`AICD_EMBEDDED_WORKER`; default: with SQLite).
     pub embedded_worker: bool,
     /// Whether repositories on the server's disk may be registered (`AICD_ALLOW_LOCAL_REPOS`;
@@ -484,6 +488,14 @@ static VARIABLES: &[Variable] = &[
         "Where the standalone worker serves /health, /ready and /metrics (port 0: any free port)",
     ),
     var("AICD_SHUTDOWN_GRACE_SECS", "30", false, "Seconds running jobs get to reach a checkpoint on shutdown"),
+    var(
+        "AICD_SHUTDOWN_DRAIN_SECS",
+        "0",
+        false,
+        "Seconds the server keeps accepting after SIGTERM while /ready answers 503 (draining), before it stops \
+         accepting and finishes in-flight requests; set it above the load balancer's time to mark a replica \
+         unhealthy (0 to 3600)",
+    ),
     var("AICD_LOG_FORMAT", "text", false, "`text` or `json` log lines on stderr"),
     var("RUST_LOG", "info", false, "Log filter directives, such as `info,aicd_core=debug`"),
     var(
@@ -831,6 +843,7 @@ impl Config {
             "AICD_FORGE_TIMEOUT_SECS" => w.step_timeouts.forge.as_secs().to_string(),
             "AICD_WORKER_LISTEN_ADDR" => w.listen_addr.to_string(),
             "AICD_SHUTDOWN_GRACE_SECS" => self.shutdown_grace.as_secs().to_string(),
+            "AICD_SHUTDOWN_DRAIN_SECS" => s.drain_delay.as_secs().to_string(),
             "AICD_LOG_FORMAT" => match self.log_format {
                 LogFormat::Text => "text".to_owned(),
                 LogFormat::Json => "json".to_owned(),
@@ -1014,6 +1027,7 @@ fn read_step_timeouts(r: &mut Reader<'_>) -> StepTimeouts {
 fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> ServerSettings {
     let sqlite = matches!(database, Database::Sqlite { .. });
     let listen_addr = r.socket_addr("AICD_LISTEN_ADDR", SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)));
+    let drain_delay = r.number("AICD_SHUTDOWN_DRAIN_SECS", 0, 0, 3600, "seconds");
     let embedded_worker = r.boolean("AICD_EMBEDDED_WORKER", sqlite);
     let allow_local_repos = r.boolean("AICD_ALLOW_LOCAL_REPOS", sqlite && !production);
     if production && allow_local_repos {
@@ -1041,6 +1055,7 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
     let local_repo_roots = read_local_repo_roots(r, allow_local_repos && !production, database);
     ServerSettings {
         listen_addr,
+        drain_delay: Duration::from_secs(drain_delay),
         embedded_worker,
         allow_local_repos,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(1_048_576),

@@ -50,6 +50,7 @@ fn defaults_are_the_embedded_database_local_signals_and_the_scripted_agent() {
     assert_eq!(c.worker.poll_interval, Duration::from_millis(2000));
     assert_eq!(c.worker.listen_addr, "127.0.0.1:9090".parse().unwrap());
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.server.drain_delay, Duration::ZERO, "no drain delay unless asked for");
     assert_eq!(c.log_format, LogFormat::Text);
     assert_eq!(c.log_filter, "info");
     assert_eq!((c.otlp_endpoint.as_deref(), c.service_name.as_deref()), (None, None));
@@ -89,6 +90,7 @@ fn every_setting_is_read() {
         ("AICD_POLL_INTERVAL_MS", "10"),
         ("AICD_WORKER_LISTEN_ADDR", "0.0.0.0:0"),
         ("AICD_SHUTDOWN_GRACE_SECS", "0"),
+        ("AICD_SHUTDOWN_DRAIN_SECS", "5"),
         ("AICD_AGENT", "scripted"),
         ("AICD_SCRIPTED_AGENT_DELAY_MS", "1500"),
         ("AICD_LOG_FORMAT", "JSON"),
@@ -139,6 +141,7 @@ fn every_setting_is_read() {
     assert_eq!((w.lease, w.poll_interval), (Duration::from_secs(2), Duration::from_millis(10)));
     assert_eq!(w.listen_addr, "0.0.0.0:0".parse().unwrap(), "port 0 picks a free port");
     assert_eq!(c.shutdown_grace, Duration::ZERO);
+    assert_eq!(c.server.drain_delay, Duration::from_secs(5));
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.orchestrator().heartbeat_every, Duration::from_nanos(666_666_666));
     assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
@@ -246,6 +249,7 @@ fn every_problem_is_reported_at_once_naming_its_variable() {
         ("AICD_LEASE_SECS", "1"),
         ("AICD_POLL_INTERVAL_MS", "5"),
         ("AICD_SHUTDOWN_GRACE_SECS", "soon"),
+        ("AICD_SHUTDOWN_DRAIN_SECS", "3601"),
         ("AICD_AGENT", "gpt"),
         ("AICD_WORKER_ID", "has space"),
         ("AICD_LOG_FORMAT", "xml"),
@@ -259,6 +263,7 @@ fn every_problem_is_reported_at_once_naming_its_variable() {
         "AICD_LEASE_SECS",
         "AICD_POLL_INTERVAL_MS",
         "AICD_SHUTDOWN_GRACE_SECS",
+        "AICD_SHUTDOWN_DRAIN_SECS",
         "AICD_AGENT",
         "AICD_WORKER_ID",
         "AICD_LOG_FORMAT",
@@ -267,9 +272,9 @@ fn every_problem_is_reported_at_once_naming_its_variable() {
     for name in names {
         assert!(err.0.iter().any(|l| l.starts_with(name)), "{name} is not named in:\n{err}");
     }
-    assert_eq!(err.0.len(), 10, "{err}");
+    assert_eq!(err.0.len(), 11, "{err}");
     let text = err.to_string();
-    assert_eq!(text.lines().count(), 10, "one problem per line:\n{text}");
+    assert_eq!(text.lines().count(), 11, "one problem per line:\n{text}");
     assert!(!text.contains("hunter2") && !text.contains("hunter3"), "{text}");
     let boxed: Box<dyn std::error::Error> = Box::new(err);
     assert!(boxed.to_string().starts_with("DATABASE_URL"));

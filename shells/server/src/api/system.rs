@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use aicd_runtime::assemble::ReadinessReport;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -28,20 +29,33 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), uptime_secs: state.uptime().as_secs() })
 }
 
-/// Readiness: the database answers (and Redis, when configured). 503 when the database does not,
-/// so a load balancer stops sending traffic here; Redis is not required, so without it the answer
-/// is 200 with `degraded: true` and its check failing.
+/// Readiness: the database answers (and Redis, when configured), and the server is not shutting
+/// down. 503 when the database does not answer or the server is draining, so a load balancer stops
+/// sending traffic here; Redis is not required, so without it the answer is 200 with
+/// `degraded: true` and its check failing.
 #[utoipa::path(
     get, path = "/ready", tag = "system",
     responses(
         (status = 200, description = "The database answers; `degraded` is true if Redis does not", body = Object),
-        (status = 503, description = "The database does not answer; `checks` says why", body = Object),
+        (status = 503, description = "The database does not answer (`checks` says why), or the server is shutting down (`draining`)", body = Object),
     )
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining() {
+        let report = ReadinessReport { ready: false, degraded: false, checks: Vec::new() };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Ready { report, draining: true })).into_response();
+    }
     let report = state.readiness().check().await;
     let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(report)).into_response()
+    (status, Json(Ready { report, draining: false })).into_response()
+}
+
+/// The readiness report, and whether the server is shutting down (then not ready, checks not run).
+#[derive(Serialize)]
+struct Ready {
+    #[serde(flatten)]
+    report: ReadinessReport,
+    draining: bool,
 }
 
 /// Prometheus metrics: request rates and durations, job steps, the queue's gauges, tokens and
