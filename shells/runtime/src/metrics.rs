@@ -130,7 +130,7 @@ struct Inner {
 }
 
 /// The scopes of the rate limits, present at zero from the start.
-const RATE_LIMIT_SCOPES: &[&str] = &["ip", "api_key", "user"];
+const RATE_LIMIT_SCOPES: &[&str] = &["ip", "api_key", "user", "org"];
 
 /// The active states, as `aicd_jobs{state}` labels them.
 const ACTIVE_STATES: [JobState; 4] = [JobState::Queued, JobState::Planning, JobState::Coding, JobState::Reviewing];

@@ -22,6 +22,7 @@ pub(crate) struct HttpSettings {
     pub(crate) request_timeout: Duration,
     pub(crate) rate_limit_per_minute: u32,
     pub(crate) ip_rate_limit_per_minute: u32,
+    pub(crate) org_rate_limit_per_minute: u32,
     pub(crate) trust_forwarded_headers: bool,
     /// Send `Strict-Transport-Security` (the public URL is https).
     pub(crate) hsts: bool,

@@ -51,6 +51,27 @@ async fn callers_over_their_rate_limit_get_429_with_retry_after_shared_through_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_has_one_bucket_for_all_its_callers_beside_each_callers_own() {
+    let server =
+        TestServer::postgres(&[("AICD_RATE_LIMIT_PER_MINUTE", "100"), ("AICD_ORG_RATE_LIMIT_PER_MINUTE", "4")]).await;
+    let (org, viewer, developer, admin) = server.org_with_keys("acme").await;
+    let (other, other_viewer, _, _) = server.org_with_keys("other").await;
+    let jobs = format!("/v1/orgs/{}/jobs", org.id);
+    for key in [&viewer, &developer, &admin, &viewer] {
+        assert_eq!(server.get(&jobs, key).await.status, StatusCode::OK);
+    }
+    let reply = server.get(&jobs, &developer).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the org's bucket is shared: {}", reply.text);
+    assert!(reply.headers.contains_key("retry-after"));
+    // Another org, and routes outside any org, are not affected; an outsider does not spend it.
+    assert_eq!(server.get(&format!("/v1/orgs/{}/jobs", other.id), &other_viewer).await.status, StatusCode::OK);
+    assert_eq!(server.get("/v1/me", &viewer).await.status, StatusCode::OK);
+    assert_eq!(server.get(&jobs, &other_viewer).await.status, StatusCode::NOT_FOUND);
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"aicd_rate_limited_total{scope="org"} 1"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_over_its_rate_limit_gets_429_even_without_credentials() {
     let server = TestServer::postgres(&[("AICD_IP_RATE_LIMIT_PER_MINUTE", "3")]).await;
     for _ in 0..3 {

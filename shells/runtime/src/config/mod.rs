@@ -264,6 +264,9 @@ pub struct ServerSettings {
     pub rate_limit_per_minute: u32,
     /// Requests per minute per client IP address (`AICD_IP_RATE_LIMIT_PER_MINUTE`).
     pub ip_rate_limit_per_minute: u32,
+    /// Requests per minute to one organization's routes, all its keys and members together
+    /// (`AICD_ORG_RATE_LIMIT_PER_MINUTE`).
+    pub org_rate_limit_per_minute: u32,
     /// Origins allowed to call the API from a browser, exactly `scheme://host[:port]`
     /// (`AICD_CORS_ORIGINS`); empty means none.
     pub cors_origins: Vec<String>,
@@ -524,6 +527,12 @@ static VARIABLES: &[Variable] = &[
     var("AICD_REQUEST_TIMEOUT_SECS", "30", false, "Seconds a request may take (1 to 3600)"),
     var("AICD_RATE_LIMIT_PER_MINUTE", "600", false, "Requests per minute per API key or user (1 to 1000000)"),
     var("AICD_IP_RATE_LIMIT_PER_MINUTE", "1200", false, "Requests per minute per client IP address (1 to 1000000)"),
+    var(
+        "AICD_ORG_RATE_LIMIT_PER_MINUTE",
+        "3000",
+        false,
+        "Requests per minute to one organization's routes, all its keys and members together (1 to 1000000)",
+    ),
     var(
         "AICD_CORS_ORIGINS",
         "",
@@ -859,6 +868,7 @@ impl Config {
             "AICD_REQUEST_TIMEOUT_SECS" => s.request_timeout.as_secs().to_string(),
             "AICD_RATE_LIMIT_PER_MINUTE" => s.rate_limit_per_minute.to_string(),
             "AICD_IP_RATE_LIMIT_PER_MINUTE" => s.ip_rate_limit_per_minute.to_string(),
+            "AICD_ORG_RATE_LIMIT_PER_MINUTE" => s.org_rate_limit_per_minute.to_string(),
             "AICD_CORS_ORIGINS" if !s.cors_origins.is_empty() => s.cors_origins.join(","),
             "AICD_PUBLIC_URL" => s.public_url.clone()?,
             "AICD_TRUST_FORWARDED_HEADERS" => s.trust_forwarded_headers.to_string(),
@@ -1040,6 +1050,7 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
     let request_timeout = r.number("AICD_REQUEST_TIMEOUT_SECS", 30, 1, 3600, "seconds");
     let rate_limit = r.number("AICD_RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000, "requests");
     let ip_rate_limit = r.number("AICD_IP_RATE_LIMIT_PER_MINUTE", 1200, 1, 1_000_000, "requests");
+    let org_rate_limit = r.number("AICD_ORG_RATE_LIMIT_PER_MINUTE", 3000, 1, 1_000_000, "requests");
     let cors_origins = read_cors_origins(r, production);
     let public_url = r
         .http_url("AICD_PUBLIC_URL", production, "when AICD_ENV=production")
@@ -1062,6 +1073,7 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
         request_timeout: Duration::from_secs(request_timeout),
         rate_limit_per_minute: u32::try_from(rate_limit).unwrap_or(600),
         ip_rate_limit_per_minute: u32::try_from(ip_rate_limit).unwrap_or(1200),
+        org_rate_limit_per_minute: u32::try_from(org_rate_limit).unwrap_or(3000),
         cors_origins,
         public_url,
         trust_forwarded_headers,

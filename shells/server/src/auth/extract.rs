@@ -143,7 +143,8 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// An authenticated caller acting in the organization named by the `{org_id}` path segment.
-/// Organizations the caller cannot see answer 404.
+/// Organizations the caller cannot see answer 404; past the organization's rate limit
+/// (`AICD_ORG_RATE_LIMIT_PER_MINUTE`, all its callers together), 429.
 pub(crate) struct OrgScope {
     pub(crate) actor: Actor,
     pub(crate) org: OrgId,
@@ -163,6 +164,13 @@ impl FromRequestParts<AppState> for OrgScope {
             .map(OrgId::from)
             .ok_or_else(|| ApiError::not_found("organization"))?;
         let actor = caller.actor_in(state.core(), org).await?;
+        // One bucket per organization beside each caller's: many keys of one tenant together
+        // cannot take more than its share. Counted only for callers that may act in it.
+        let limit = state.settings().org_rate_limit_per_minute;
+        if let Decision::Limited { retry_after } = state.limiter().check(&format!("org:{org}"), limit).await {
+            state.metrics().rate_limited("org");
+            return Err(rate_limited(retry_after));
+        }
         Ok(OrgScope { actor, org })
     }
 }
