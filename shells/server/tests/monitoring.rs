@@ -4,8 +4,9 @@
 //! that has served requests, refused a webhook and run a job to PR_OPEN.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use aicd_testkit::process::{self, Process};
 
 use serde_json::{Value, json};
 
@@ -15,26 +16,17 @@ fn webhook_secret() -> &'static str {
     SECRET.get_or_init(|| format!("{:032x}", uuid::Uuid::new_v4().as_u128()))
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aicd-server"));
-    cmd.env_clear()
-        .env("AICD_DATA_DIR", data)
-        .env("AICD_POLL_INTERVAL_MS", "100")
-        .env("AICD_GITHUB_WEBHOOK_SECRET", webhook_secret())
-        .env("RUST_LOG", "warn");
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    cmd
+/// The server's environment: a data directory, quick polling and a webhook secret.
+fn env(data: &Path) -> Vec<(String, String)> {
+    [
+        ("AICD_DATA_DIR", data.display().to_string()),
+        ("AICD_POLL_INTERVAL_MS", "100".to_owned()),
+        ("AICD_GITHUB_WEBHOOK_SECRET", webhook_secret().to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// The `aicd_*` metric names written in `text`: every maximal run of `[a-z0-9_]` starting with
@@ -100,27 +92,21 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported_by_a_live_ser
     std::fs::write(repo.join("README.md"), "# Demo\n").unwrap();
     aicd_testkit::files::commit_all(repo, "Initial commit");
 
-    let out = server(data.path()).args(["admin", "bootstrap", "--org", "Acme", "--json"]).output().unwrap();
-    assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+    let server = Path::new(env!("CARGO_BIN_EXE_aicd-server"));
+    let out = process::run(server, &["admin", "bootstrap", "--org", "Acme", "--json"], &env(data.path()));
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (org, key) = (printed["org_id"].as_str().unwrap().to_owned(), printed["api_key"].as_str().unwrap().to_owned());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut running = Running(
-        server(data.path())
-            .args(["serve", "--repo-root"])
-            .arg(repo)
-            .env("AICD_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let port = process::free_port();
+    let mut serve_env = env(data.path());
+    serve_env.push(("AICD_LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")));
+    serve_env.push(("AICD_LOCAL_REPO_ROOTS".to_owned(), repo.display().to_string()));
+    let running = Process::spawn("aicd-server", server, &serve_env, &data.path().join("server.log"));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(running.0.try_wait().unwrap().is_none(), "the server exited while starting");
+        assert!(running.exit_status().is_none(), "the server exited while starting:\n{}", running.log());
         assert!(Instant::now() < deadline, "the server did not answer /health within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
