@@ -371,6 +371,13 @@ async fn each_policy_rule_family_blocks_before_the_forge(w: World) {
             "removed_assertion",
             write_block("tests/widget_test.rs", "#[test]\nfn a() { assert!(true); }\n#[test]\nfn b() {}"),
         ),
+        (
+            "weakened_test",
+            write_block(
+                "tests/widget_test.rs",
+                "#[test]\n#[ignore]\nfn a() { assert!(true); }\n#[test]\nfn b() { assert_eq!(1, 1); }",
+            ),
+        ),
         ("too_many_files", (0..60).map(|i| write_block(&format!("f{i}.txt"), "x")).collect()),
     ];
     let worker = w.worker(ScriptedAgent::new());
