@@ -2,22 +2,25 @@
 //! enter, and read back tolerantly from the store.
 //!
 //! Both are JSON objects in the API and the database. An organization's settings are defaults its
-//! repositories inherit key by key; a repository's add its policy:
+//! repositories inherit: triggers key by key, and its policy as the base that a repository's
+//! settings and `.aicd.toml` add to (see [`PolicyConfig::merge`]):
 //!
 //! ```json
 //! {"triggers": {"label": "aicd", "assignment": true, "commands": true, "bots": false},
-//!  "policy": {"max_files": 20}}
+//!  "policy": {"max_files": 20, "protected_paths": ["deploy/**"]}}
 //! ```
 //!
-//! Unknown keys are refused at the door ([`RepoSettings::parse`], [`OrgSettings::parse`]), so a
-//! typo is a 422 rather than a setting silently ignored. What is already stored is read with
+//! Unknown keys and wrong types are refused at the door ([`RepoSettings::parse`],
+//! [`OrgSettings::parse`]) with a message naming the field, and a policy is compiled there too,
+//! so a typo or a bad glob is a 422 rather than a setting silently ignored or a failure of every
+//! later job. What is already stored is read with
 //! [`RepoSettings::from_stored`] and [`OrgSettings::from_stored`], which keep every key they can
 //! read and drop (with a warning) what they cannot, so an old row never makes a repository
 //! unusable.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::policy::PolicyConfig;
+use crate::policy::{Policy, PolicyConfig};
 use crate::{Error, Result};
 
 /// The largest settings object accepted, serialized.
@@ -90,6 +93,17 @@ pub struct OrgSettings {
     /// Trigger defaults.
     #[serde(default, skip_serializing_if = "TriggerOverrides::is_empty")]
     pub triggers: TriggerOverrides,
+    /// Policy for every repository of the organization, merged over the deployment's defaults;
+    /// a repository's settings and `.aicd.toml` can add protected paths, test paths and secret
+    /// detectors but never remove these (see [`PolicyConfig::merge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub policy: Option<PolicyConfig>,
+    /// Set when a stored `policy` could not be read: the policy gate then refuses to pass any
+    /// change of the organization rather than check it against less than it asked for.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub(crate) policy_unreadable: bool,
 }
 
 /// A repository's settings.
@@ -124,7 +138,26 @@ fn parse_object<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Resul
     if let Some((key, _)) = value.as_object().into_iter().flatten().find(|(_, member)| member.is_array()) {
         return Err(Error::invalid(format!("settings.{key} must be a JSON object")));
     }
+    if let Some(policy) = value.get("policy").filter(|p| !p.is_null()) {
+        check_policy(policy)?;
+    }
     serde_json::from_value(value).map_err(|e| Error::invalid(format!("invalid settings: {e}")))
+}
+
+/// Checks a `policy` member key by key, as `.aicd.toml`'s `[policy]` is read and then compiled,
+/// so the message names the field that is unknown, of the wrong type, or holds a glob or
+/// pattern that does not compile.
+fn check_policy(policy: &serde_json::Value) -> Result<()> {
+    let Some(object) = policy.as_object() else {
+        return Err(Error::invalid("settings.policy must be a JSON object"));
+    };
+    for (key, value) in object {
+        let field = serde_json::Value::Object(serde_json::Map::from_iter([(key.clone(), value.clone())]));
+        let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("settings.policy.{key}: {e}"));
+        let config: PolicyConfig = serde_json::from_value(field).map_err(|e| invalid(&e))?;
+        Policy::from_config(&config).map_err(|e| invalid(&e))?;
+    }
+    Ok(())
 }
 
 /// A stored `triggers` member, read key by key: an unknown key is ignored, and a key that cannot
@@ -170,6 +203,14 @@ fn stored_triggers(value: &serde_json::Value) -> TriggerOverrides {
     triggers
 }
 
+/// A stored `policy` member and whether one was there but could not be read (the policy gate
+/// then fails closed).
+fn stored_policy(value: &serde_json::Value) -> (Option<PolicyConfig>, bool) {
+    let policy = stored_member(value, "policy");
+    let unreadable = policy.is_none() && value.get("policy").is_some_and(|p| !p.is_null());
+    (policy, unreadable)
+}
+
 /// One member of a stored settings object, if it reads as `T`; dropped with a warning otherwise.
 fn stored_member<T: for<'de> Deserialize<'de>>(value: &serde_json::Value, key: &str) -> Option<T> {
     let member = value.get(key)?;
@@ -184,17 +225,20 @@ fn stored_member<T: for<'de> Deserialize<'de>>(value: &serde_json::Value, key: &
 
 impl OrgSettings {
     /// Settings given to the API: a JSON object of at most 64 KiB whose members are known and
-    /// valid. [`Error::InvalidInput`] says which is not.
+    /// valid (a `policy` is read as the `[policy]` table of `.aicd.toml` is, and must compile).
+    /// [`Error::InvalidInput`] says which is not, naming the field.
     pub fn parse(value: serde_json::Value) -> Result<Self> {
         let settings: Self = parse_object(value)?;
         settings.triggers.validate()?;
         Ok(settings)
     }
 
-    /// Settings as stored: what can be read of them (never fails). A trigger setting that
-    /// cannot be read turns that trigger off.
+    /// Settings as stored: what can be read of them (never fails). Both fail closed: a trigger
+    /// setting that cannot be read turns that trigger off, and an unreadable policy makes the
+    /// policy gate refuse every change of the organization.
     pub fn from_stored(value: &serde_json::Value) -> Self {
-        Self { triggers: stored_triggers(value) }
+        let (policy, policy_unreadable) = stored_policy(value);
+        Self { triggers: stored_triggers(value), policy, policy_unreadable }
     }
 
     /// The JSON object they are stored and shown as.
@@ -205,8 +249,8 @@ impl OrgSettings {
 
 impl RepoSettings {
     /// Settings given to the API: a JSON object of at most 64 KiB whose members are known and
-    /// valid (a `policy` is read as the `[policy]` table of `.aicd.toml` is). [`Error::InvalidInput`]
-    /// says which is not.
+    /// valid (a `policy` is read as the `[policy]` table of `.aicd.toml` is, and must compile).
+    /// [`Error::InvalidInput`] says which is not, naming the field.
     pub fn parse(value: serde_json::Value) -> Result<Self> {
         let settings: Self = parse_object(value)?;
         settings.triggers.validate()?;
@@ -217,10 +261,8 @@ impl RepoSettings {
     /// setting that cannot be read turns that trigger off, and an unreadable policy makes the
     /// policy gate refuse every change.
     pub fn from_stored(value: &serde_json::Value) -> Self {
-        let triggers = stored_triggers(value);
-        let policy = stored_member(value, "policy");
-        let policy_unreadable = policy.is_none() && value.get("policy").is_some_and(|p| !p.is_null());
-        Self { triggers, policy, policy_unreadable }
+        let (policy, policy_unreadable) = stored_policy(value);
+        Self { triggers: stored_triggers(value), policy, policy_unreadable }
     }
 
     /// The JSON object they are stored and shown as.
@@ -275,7 +317,7 @@ mod tests {
         ] {
             assert!(matches!(RepoSettings::parse(bad.clone()), Err(Error::InvalidInput(_))), "{bad}");
         }
-        assert!(matches!(OrgSettings::parse(json!({ "policy": {} })), Err(Error::InvalidInput(_))));
+        assert!(matches!(OrgSettings::parse(json!({ "colour": "red" })), Err(Error::InvalidInput(_))));
     }
 
     #[test]
@@ -299,5 +341,46 @@ mod tests {
         assert_eq!(OrgSettings::from_stored(&json!([1, 2])), OrgSettings::default());
         let org = OrgSettings::from_stored(&json!({ "triggers": { "label": "ship" } }));
         assert_eq!(org.triggers.label, Some(Some("ship".into())));
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug>) -> String {
+        match result {
+            Err(Error::InvalidInput(message)) => message,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn org_policy_is_read_and_shown() {
+        let value = json!({ "policy": { "protected_paths": ["deploy/**"], "max_files": 20 } });
+        let settings = OrgSettings::parse(value.clone()).unwrap();
+        let policy = settings.policy.clone().unwrap();
+        assert_eq!(policy.protected_paths, Some(vec!["deploy/**".to_owned()]));
+        assert_eq!(policy.max_files, Some(20));
+        assert_eq!(settings.to_json(), value);
+        assert_eq!(OrgSettings::from_stored(&value), settings);
+        assert_eq!(OrgSettings::parse(json!({ "policy": null })).unwrap(), OrgSettings::default());
+        let broken = OrgSettings::from_stored(&json!({ "policy": { "max_files": "many" } }));
+        assert!(broken.policy.is_none() && broken.policy_unreadable, "an unreadable policy fails closed");
+    }
+
+    #[test]
+    fn invalid_policy_settings_are_refused_naming_the_field() {
+        for (policy, field) in [
+            (json!({ "max_file": 3 }), "settings.policy.max_file"),
+            (json!({ "max_files": "many" }), "settings.policy.max_files"),
+            (json!({ "max_bytes": -1 }), "settings.policy.max_bytes"),
+            (json!({ "allow_binary": "yes" }), "settings.policy.allow_binary"),
+            (json!({ "protected_paths": "deploy/**" }), "settings.policy.protected_paths"),
+            (json!({ "protected_paths": ["ok/**", "bad/[z-"] }), "settings.policy.protected_paths"),
+            (json!({ "test_paths": ["[z-"] }), "settings.policy.test_paths"),
+            (json!({ "secret_patterns": ["(unclosed"] }), "settings.policy.secret_patterns"),
+            (json!("deploy/**"), "settings.policy"),
+        ] {
+            let org = refusal(OrgSettings::parse(json!({ "policy": policy.clone() })));
+            assert!(org.starts_with(field), "{policy}: {org}");
+            let repo = refusal(RepoSettings::parse(json!({ "policy": policy.clone() })));
+            assert!(repo.starts_with(field), "{policy}: {repo}");
+        }
     }
 }

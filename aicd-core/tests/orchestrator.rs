@@ -186,6 +186,7 @@ both!(
     cancelling_a_running_job_stops_it_at_its_next_checkpoint,
     each_policy_rule_family_blocks_before_the_forge,
     binary_content_is_blocked,
+    an_organizations_protected_path_blocks_a_change_even_if_the_repository_removes_it,
     a_new_job_wakes_an_idle_worker_through_the_doorbell,
     many_jobs_on_several_workers_each_finish_exactly_once_within_org_limits,
     every_state_change_reaches_subscribers_of_the_event_bus,
@@ -371,6 +372,13 @@ async fn each_policy_rule_family_blocks_before_the_forge(w: World) {
             "removed_assertion",
             write_block("tests/widget_test.rs", "#[test]\nfn a() { assert!(true); }\n#[test]\nfn b() {}"),
         ),
+        (
+            "weakened_test",
+            write_block(
+                "tests/widget_test.rs",
+                "#[test]\n#[ignore]\nfn a() { assert!(true); }\n#[test]\nfn b() { assert_eq!(1, 1); }",
+            ),
+        ),
         ("too_many_files", (0..60).map(|i| write_block(&format!("f{i}.txt"), "x")).collect()),
     ];
     let worker = w.worker(ScriptedAgent::new());
@@ -390,6 +398,32 @@ async fn each_policy_rule_family_blocks_before_the_forge(w: World) {
     }
     assert_eq!(w.forge.call_count(ForgeCall::CreateBranch), 0, "nothing reached the forge");
     assert_eq!(w.forge.call_count(ForgeCall::CommitChanges), 0);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_organizations_protected_path_blocks_a_change_even_if_the_repository_removes_it(w: World) {
+    let policy = serde_json::json!({ "policy": { "protected_paths": ["deploy/**"] } });
+    let patch = OrgPatch { settings: Some(policy), ..Default::default() };
+    w.h.core.update_org(&w.admin, w.org, patch).await.unwrap();
+    // The repository's own file tries to clear the list; it can only add to it.
+    w.forge.add_repo(REPO, "main", [("README.md", "# Widgets\n"), (".aicd.toml", "[policy]\nprotected_paths = []\n")]);
+    let worker = w.worker(ScriptedAgent::new());
+    let blocked = w.job(1, &write_block("deploy/app.yml", "replicas: 3")).await;
+    let allowed = w.job(2, &write_block("src/app.txt", "fine")).await;
+    let blocked = w.settled(blocked.id).await;
+    assert_eq!(blocked.state, JobState::Failed, "{blocked:#?}");
+    let events = w.h.store.list_events(w.org, blocked.id, None, 1000).await.unwrap();
+    let event = events.iter().find(|e| e.kind == EventKind::PolicyBlocked).expect("a policy event");
+    let violations = event.data["violations"].as_array().unwrap();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0]["rule"], "protected_path");
+    assert_eq!(violations[0]["path"], "deploy/app.yml");
+    assert!(violations[0]["message"].as_str().unwrap().contains("(matches `deploy/**`)"), "{violations:?}");
+    let allowed = w.settled(allowed.id).await;
+    assert_eq!(allowed.state, JobState::PrOpen, "{allowed:#?}");
+    let pr = allowed.checkpoints.pull_request.expect("the allowed change is published");
+    assert!(w.forge.branch_files(REPO, &pr.branch).unwrap().contains_key("src/app.txt"));
+    assert!(w.forge.pull_request_details(REPO).iter().all(|p| p.number == pr.number), "one pull request only");
     worker.shutdown(Duration::from_secs(5)).await;
 }
 

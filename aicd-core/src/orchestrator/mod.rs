@@ -51,8 +51,9 @@ pub struct OrchestratorConfig {
     /// When the policy engine blocks a changeset, hand the violations back to the coder once
     /// instead of failing at once.
     pub policy_feedback: bool,
-    /// The organization-wide policy defaults (a repository's `.aicd.toml` and settings add to
-    /// them).
+    /// The deployment's policy defaults, under each organization's `settings.policy`, the
+    /// repository's settings and its `.aicd.toml` (each adds to them; see
+    /// [`PolicyConfig::merge`]).
     pub policy: PolicyConfig,
     /// How long each step may take before it is abandoned and retried.
     pub step_timeouts: StepTimeouts,

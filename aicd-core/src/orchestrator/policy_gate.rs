@@ -1,5 +1,7 @@
 //! Running the policy engine on a changeset: compare each changed file with the base, under the
-//! organization's defaults merged with the repository's settings and its `.aicd.toml`.
+//! deployment's defaults merged with the organization's policy, the repository's settings and its
+//! `.aicd.toml`, in that order (each layer can add protected paths, test paths and secret
+//! detectors, never remove them; see [`PolicyConfig::merge`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +10,7 @@ use aicd_agent_api::{ChangeOp, Changeset, RepoView};
 
 use crate::policy::{FileDiff, Policy, PolicyConfig, Violation, evaluate};
 use crate::repos::Repository;
+use crate::settings::OrgSettings;
 
 /// Why the gate could not decide: a configuration a person must fix, or a repository read that
 /// may pass.
@@ -47,14 +50,25 @@ impl PolicyCache {
     }
 }
 
+/// The violations of `changeset` under the effective policy: `defaults` (the deployment's) ←
+/// the organization's settings ← the repository's settings ← its `.aicd.toml`.
 pub(crate) async fn check(
     cache: &PolicyCache,
-    org_defaults: &PolicyConfig,
+    defaults: &PolicyConfig,
+    org: &OrgSettings,
     repo: &Repository,
     view: &dyn RepoView,
     changeset: &Changeset,
 ) -> Result<Vec<Violation>, GateError> {
-    let mut config = org_defaults.clone();
+    let mut config = defaults.clone();
+    if org.policy_unreadable {
+        return Err(GateError::Config(
+            "the organization's stored policy settings cannot be read; set them again".into(),
+        ));
+    }
+    if let Some(from_org) = &org.policy {
+        config = PolicyConfig::merge(&config, from_org);
+    }
     if repo.settings.policy_unreadable {
         return Err(GateError::Config("the repository's stored policy settings cannot be read; set them again".into()));
     }
@@ -129,14 +143,56 @@ mod tests {
         };
         let defaults = PolicyConfig::default();
         let limited = repo(serde_json::json!({ "policy": { "max_files": 1 } }));
-        let violations = check(&cache, &defaults, &limited, &view, &changeset).await.ok().unwrap();
+        let org = OrgSettings::default();
+        let violations = check(&cache, &defaults, &org, &limited, &view, &changeset).await.ok().unwrap();
         assert!(!violations.is_empty(), "max_files from the settings applies");
-        assert!(
-            check(&cache, &defaults, &repo(serde_json::json!({})), &view, &changeset).await.ok().unwrap().is_empty()
-        );
+        let plain = repo(serde_json::json!({}));
+        assert!(check(&cache, &defaults, &org, &plain, &view, &changeset).await.ok().unwrap().is_empty());
         let broken = repo(serde_json::json!({ "policy": { "max_files": "one" } }));
-        let refused = check(&cache, &defaults, &broken, &view, &changeset).await;
+        let refused = check(&cache, &defaults, &org, &broken, &view, &changeset).await;
         assert!(matches!(refused, Err(GateError::Config(_))), "an unreadable stored policy stops the job");
+        let broken_org = OrgSettings::from_stored(&serde_json::json!({ "policy": { "max_files": "one" } }));
+        let refused = check(&cache, &defaults, &broken_org, &plain, &view, &changeset).await;
+        assert!(matches!(refused, Err(GateError::Config(_))), "an unreadable organization policy stops the job");
+    }
+
+    fn rules(violations: &[Violation]) -> Vec<(String, crate::policy::RuleId)> {
+        violations.iter().map(|v| (v.path.clone().unwrap_or_default(), v.rule)).collect()
+    }
+
+    #[tokio::test]
+    async fn the_organization_policy_is_merged_and_a_repository_cannot_remove_its_paths() {
+        use crate::policy::RuleId::{ProtectedPath, TooManyFiles};
+        let cache = PolicyCache::default();
+        let defaults = PolicyConfig { max_files: Some(1), ..PolicyConfig::default() };
+        let org = OrgSettings::from_stored(&serde_json::json!({
+            "policy": { "protected_paths": ["deploy/**"], "max_files": 5 }
+        }));
+        let changeset = Changeset {
+            changes: vec![FileChange::write("deploy/app.yml", "replicas: 3"), FileChange::write("src/a.rs", "")],
+            ..Changeset::default()
+        };
+        // The organization's path is protected and its limit is over the deployment's.
+        let plain = repo(serde_json::json!({}));
+        let violations = check(&cache, &defaults, &org, &plain, &MemoryRepoView::new(), &changeset).await.ok().unwrap();
+        assert_eq!(rules(&violations), [("deploy/app.yml".to_owned(), ProtectedPath)]);
+        assert!(violations[0].message.contains("(matches `deploy/**`)"), "{}", violations[0].message);
+        // Neither the repository's settings nor its `.aicd.toml` can take the path away; both
+        // can add paths and override the limit.
+        let repo_settings = repo(serde_json::json!({ "policy": { "protected_paths": [], "max_files": 1 } }));
+        let view = MemoryRepoView::new().with_file(".aicd.toml", "[policy]\nprotected_paths = []\ntest_paths = []\n");
+        let violations = check(&cache, &defaults, &org, &repo_settings, &view, &changeset).await.ok().unwrap();
+        assert_eq!(
+            rules(&violations),
+            [(String::new(), TooManyFiles), ("deploy/app.yml".to_owned(), ProtectedPath)],
+            "{violations:?}"
+        );
+        let view = MemoryRepoView::new().with_file(".aicd.toml", "[policy]\nprotected_paths = [\"src/**\"]\n");
+        let violations = check(&cache, &defaults, &org, &plain, &view, &changeset).await.ok().unwrap();
+        assert_eq!(
+            rules(&violations),
+            [("deploy/app.yml".to_owned(), ProtectedPath), ("src/a.rs".to_owned(), ProtectedPath)]
+        );
     }
 
     #[test]

@@ -253,14 +253,21 @@ impl JobRun {
         }
         let repo = self.repo().await?;
         let view = self.view().await?;
-        let violations =
-            match policy_gate::check(&self.orch.policies, &self.orch.config.policy, &repo, view.as_ref(), &changeset)
-                .await
-            {
-                Ok(v) => v,
-                Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
-                Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
-            };
+        // Read at every check, so a policy the organization just tightened applies at once.
+        let org = self.orch.store.get_org(self.job.org_id).await?;
+        let gate = policy_gate::check(
+            &self.orch.policies,
+            &self.orch.config.policy,
+            &org.settings,
+            &repo,
+            view.as_ref(),
+            &changeset,
+        );
+        let violations = match gate.await {
+            Ok(v) => v,
+            Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
+            Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
+        };
         if !violations.is_empty() {
             return self.policy_blocked(PolicyBlocked::new(violations), changeset).await;
         }

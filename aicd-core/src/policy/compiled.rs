@@ -8,10 +8,30 @@ use super::tests_rule::AssertionMatcher;
 
 /// Protected path globs that every policy includes; configuration can only add to them.
 ///
-/// Besides CI workflows, git metadata and CODEOWNERS, this protects `.aicd.toml` itself so the
-/// agent cannot loosen the policy that governs it.
-pub const DEFAULT_PROTECTED_PATHS: &[&str] =
-    &[".github/workflows/**", ".git/**", "CODEOWNERS", ".github/CODEOWNERS", "docs/CODEOWNERS", ".aicd.toml"];
+/// Every CI entry point is protected, not only GitHub workflows: composite actions
+/// (`.github/actions/**`, `action.yml` / `action.yaml` at any depth), GitLab, CircleCI, Jenkins
+/// (`Jenkinsfile` at any depth), Buildkite and Azure Pipelines, since a change to any of them runs
+/// code with the CI's secrets. So are git metadata, `.gitattributes` and `.gitmodules` (at any
+/// depth: filters, diff drivers and submodule URLs change what git runs and fetches), CODEOWNERS,
+/// and `.aicd.toml` itself so the agent cannot loosen the policy that governs it.
+pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
+    ".github/workflows/**",
+    ".github/actions/**",
+    "**/action.yml",
+    "**/action.yaml",
+    ".gitlab-ci.yml",
+    ".circleci/**",
+    "**/Jenkinsfile",
+    ".buildkite/**",
+    "azure-pipelines.yml",
+    ".git/**",
+    "**/.gitattributes",
+    "**/.gitmodules",
+    "CODEOWNERS",
+    ".github/CODEOWNERS",
+    "docs/CODEOWNERS",
+    ".aicd.toml",
+];
 
 /// Globs of test files that every policy includes; configuration can only add to them.
 pub const DEFAULT_TEST_PATHS: &[&str] = &[

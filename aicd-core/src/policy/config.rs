@@ -42,7 +42,8 @@ pub struct PolicyConfig {
     /// Extra globs of test files (added to the defaults; additive when merging).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_paths: Option<Vec<String>>,
-    /// Allow deleting test files and removing assertions (default false; repo overrides org).
+    /// Allow deleting test files, removing assertions and otherwise weakening tests (default
+    /// false; repo overrides org).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_test_deletion: Option<bool>,
 }

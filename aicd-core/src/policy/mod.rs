@@ -7,12 +7,15 @@
 //! Rule families (see [`RuleId`]):
 //! - `unsafe_path`: absolute paths, `..`/`.`/empty components, backslashes, control characters,
 //!   and anything inside a `.git` directory. Always on; cannot be configured away.
-//! - `protected_path`: globs such as `.github/workflows/**`; defaults plus org and repo additions.
+//! - `protected_path`: globs such as `.github/workflows/**` (the defaults cover every CI entry
+//!   point, `.gitattributes` and `.gitmodules`); defaults plus org and repo additions.
 //! - `secret`: gitleaks-style detectors run on *added* lines only; values are always redacted.
 //! - `too_many_files` / `too_many_bytes`: changeset size limits.
 //! - `binary_content`: written files that contain NUL bytes or are not valid UTF-8.
-//! - `deleted_test` / `removed_assertion`: deleting test files or lowering the number of
-//!   assertion-like lines in a test file.
+//! - `deleted_test` / `removed_assertion` / `weakened_test`: deleting test files, lowering the
+//!   number of assertion-like lines in test code, or adding lines to it that skip a test or
+//!   assert a tautology. Test code is a test path, or the inline `#[cfg(test)]` modules of a
+//!   Rust file.
 //!
 //! Configuration comes from [`PolicyConfig`] (the `[policy]` table of `.aicd.toml`, merged over
 //! the org defaults with [`PolicyConfig::merge`]) and is compiled with [`Policy::from_config`].

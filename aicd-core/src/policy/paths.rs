@@ -167,6 +167,52 @@ mod tests {
     }
 
     #[test]
+    fn defaults_cover_every_ci_entry_point_and_git_attributes() {
+        let policy = Policy::default();
+        for (path, glob) in [
+            (".github/workflows/ci.yml", ".github/workflows/**"),
+            (".github/actions/setup/action.yml", ".github/actions/**"),
+            (".github/actions/build/run.sh", ".github/actions/**"),
+            ("action.yml", "**/action.yml"),
+            ("tools/release/action.yml", "**/action.yml"),
+            ("action.yaml", "**/action.yaml"),
+            ("ci/deploy/action.yaml", "**/action.yaml"),
+            (".gitlab-ci.yml", ".gitlab-ci.yml"),
+            (".circleci/config.yml", ".circleci/**"),
+            ("Jenkinsfile", "**/Jenkinsfile"),
+            ("services/api/Jenkinsfile", "**/Jenkinsfile"),
+            (".buildkite/pipeline.yml", ".buildkite/**"),
+            ("azure-pipelines.yml", "azure-pipelines.yml"),
+            (".gitattributes", "**/.gitattributes"),
+            ("assets/.gitattributes", "**/.gitattributes"),
+            (".gitmodules", "**/.gitmodules"),
+            ("vendor/lib/.gitmodules", "**/.gitmodules"),
+        ] {
+            let mut out = Vec::new();
+            check(&FileDiff::added(path, b"x"), &policy, &mut out);
+            assert_eq!(out.len(), 1, "{path}: {out:?}");
+            assert_eq!(out[0].rule, RuleId::ProtectedPath, "{path}");
+            assert!(out[0].message.contains(&format!("(matches `{glob}`)")), "{path}: {}", out[0].message);
+        }
+        for path in [
+            "src/actions.rs",
+            "src/action.yml.md",
+            "docs/action.yml/readme.md",
+            "my-action.yml",
+            "Jenkinsfile.md",
+            "docs/jenkins.md",
+            "src/circleci/config.yml",
+            "azure-pipelines.yaml.bak",
+            ".gitignore",
+            "src/gitattributes.rs",
+        ] {
+            let mut out = Vec::new();
+            check(&FileDiff::added(path, b"x"), &policy, &mut out);
+            assert!(out.is_empty(), "{path} is not protected: {out:?}");
+        }
+    }
+
+    #[test]
     fn unsafe_message_escapes_control_characters() {
         let mut out = Vec::new();
         check(&FileDiff::added("a\u{1b}[31m", b""), &Policy::default(), &mut out);

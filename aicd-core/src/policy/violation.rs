@@ -24,6 +24,9 @@ pub enum RuleId {
     DeletedTest,
     /// A test file has fewer assertion-like lines than before.
     RemovedAssertion,
+    /// Test code gains a skip marker (`#[ignore]`, `it.skip`, `t.Skip(`, ...) or an assertion
+    /// that always holds (`assert!(true)`, `assert_eq!(1, 1)`, ...).
+    WeakenedTest,
     /// The change touches more files than allowed.
     TooManyFiles,
     /// The change writes or deletes more bytes than allowed.
@@ -39,6 +42,7 @@ impl RuleId {
         RuleId::BinaryContent,
         RuleId::DeletedTest,
         RuleId::RemovedAssertion,
+        RuleId::WeakenedTest,
         RuleId::TooManyFiles,
         RuleId::TooManyBytes,
     ];
@@ -52,6 +56,7 @@ impl RuleId {
             RuleId::BinaryContent => "binary_content",
             RuleId::DeletedTest => "deleted_test",
             RuleId::RemovedAssertion => "removed_assertion",
+            RuleId::WeakenedTest => "weakened_test",
             RuleId::TooManyFiles => "too_many_files",
             RuleId::TooManyBytes => "too_many_bytes",
         }
@@ -180,6 +185,7 @@ mod tests {
                 "binary_content",
                 "deleted_test",
                 "removed_assertion",
+                "weakened_test",
                 "too_many_files",
                 "too_many_bytes"
             ]

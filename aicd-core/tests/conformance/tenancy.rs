@@ -139,7 +139,8 @@ pub(crate) async fn org_settings_are_stored_and_replaced(h: &Harness) {
     assert_eq!(listed.iter().map(|(o, _)| o.settings.to_json()).collect::<Vec<_>>(), vec![settings.clone()]);
 
     // A patch replaces the settings as a whole and leaves the other fields alone.
-    let replaced = json!({ "triggers": { "label": null, "commands": false } });
+    let replaced =
+        json!({ "triggers": { "label": null, "commands": false }, "policy": { "protected_paths": ["deploy/**"] } });
     let patch = OrgPatch { settings: Some(replaced.clone()), ..Default::default() };
     let updated = h.core.update_org(&admin, org.id, patch).await.unwrap();
     assert_eq!(updated.settings.to_json(), replaced);
@@ -154,7 +155,9 @@ pub(crate) async fn org_settings_are_stored_and_replaced(h: &Harness) {
     let before = h.core.get_org(&admin, org.id).await.unwrap();
     for bad in [
         json!({ "notes": "x" }),
-        json!({ "policy": { "max_files": 12 } }),
+        json!({ "policy": { "max_files": "twelve" } }),
+        json!({ "policy": { "max_file": 12 } }),
+        json!({ "policy": { "protected_paths": ["deploy/[z-"] } }),
         json!({ "triggers": { "label": 1 } }),
         json!({ "triggers": { "label": "x".repeat(60 * 1024) } }),
         json!(["not", "an", "object"]),

@@ -167,6 +167,36 @@ async fn bad_input_is_4xx_in_the_error_shape_never_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organizations_policy_is_stored_and_an_invalid_one_is_422_naming_the_field() {
+    let server = TestServer::postgres(&[]).await;
+    let (org, _, _, admin) = server.org_with_keys("acme").await;
+    let path = format!("/v1/orgs/{}", org.id);
+    let policy = json!({ "protected_paths": ["deploy/**"], "max_files": 20 });
+    let reply =
+        server.call(Method::PATCH, &path, Some(&admin), Some(json!({ "settings": { "policy": policy } }))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["settings"]["policy"], policy, "{}", reply.text);
+    for (bad, field) in [
+        (json!({ "max_file": 3 }), "settings.policy.max_file"),
+        (json!({ "max_files": "many" }), "settings.policy.max_files"),
+        (json!({ "protected_paths": "deploy/**" }), "settings.policy.protected_paths"),
+        (json!({ "protected_paths": ["bad/[z-"] }), "settings.policy.protected_paths"),
+        (json!({ "secret_patterns": ["(unclosed"] }), "settings.policy.secret_patterns"),
+        (json!(["deploy/**"]), "settings.policy"),
+    ] {
+        let body = json!({ "settings": { "policy": bad.clone() } });
+        let reply = server.call(Method::PATCH, &path, Some(&admin), Some(body)).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", reply.text);
+        assert_eq!(reply.error_code(), "invalid_input", "{bad}");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{bad}: {message}");
+    }
+    // What was refused changed nothing.
+    let reply = server.get(&path, &admin).await;
+    assert_eq!(reply.body["settings"]["policy"], policy, "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_repositories_are_refused_unless_allowed() {
     let server = TestServer::postgres(&[("AICD_ALLOW_LOCAL_REPOS", "false")]).await;
     let (org, _, _, admin) = server.org_with_keys("acme").await;
