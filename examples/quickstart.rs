@@ -19,7 +19,11 @@ async fn main() -> anyhow::Result<()> {
     // Local repositories may be registered under the directories the operator chose.
     let repos = dir.path().join("repos");
     std::fs::create_dir_all(repos.join("widgets"))?;
-    let options = CoreOptions { allow_local_repos: true, local_roots: LocalRoots::new([repos.clone()]) };
+    let options = CoreOptions {
+        allow_local_repos: true,
+        local_roots: LocalRoots::new([repos.clone()]),
+        ..CoreOptions::default()
+    };
     let core = Core::new(Arc::new(SqlStore::sqlite(&path).await?), options);
     println!("store: SQLite at {}", path.display());
 

@@ -18,4 +18,4 @@ pub mod tenancy;
 
 pub use error::{Error, Result};
 pub use ids::{ApiKeyId, JobId, OrgId, RepoId, UsageId, UserId};
-pub use service::{Core, CoreOptions, KEY_USE_RESOLUTION};
+pub use service::{Core, CoreOptions, KEY_USE_RESOLUTION, Limits};

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 
 use crate::diff::JobDiff;
 use crate::forge::Forge;
-use crate::jobs::{Job, JobEvent, JobFilter, NewJob, Page, UsageReport, UsageTotals};
+use crate::jobs::{
+    DEFAULT_MAX_COST_MICROS, DEFAULT_MAX_TOKENS, Job, JobEvent, JobFilter, NewJob, Page, UsageReport, UsageTotals,
+};
 use crate::tenancy::{Actor, Permission};
 use crate::{Core, Error, JobId, OrgId, Result};
 
@@ -13,6 +15,7 @@ impl Core {
     /// is published on the event bus, if there is one.
     pub async fn create_job(&self, actor: &Actor, org: OrgId, job: NewJob) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCreate)?;
+        let job = self.within_limits(org, job).await?;
         let (job, created) = self.store.create_job_with_event(org, job, &actor.principal.label()).await?;
         self.publish(std::slice::from_ref(&created)).await;
         self.job_queued().await;
@@ -138,6 +141,35 @@ impl Core {
 }
 
 impl Core {
+    /// `job` with its budget checked against the operator's limits (a budget not given is the
+    /// default, lowered to the limit), if the organization may queue another job.
+    async fn within_limits(&self, org: OrgId, mut job: NewJob) -> Result<NewJob> {
+        let limits = &self.options.limits;
+        if job.max_tokens.is_some_and(|n| n > limits.max_job_tokens) {
+            return Err(Error::invalid(format!(
+                "max_tokens must be at most {}, this deployment's limit per job",
+                limits.max_job_tokens
+            )));
+        }
+        if job.max_cost_micros.is_some_and(|n| n > limits.max_job_cost_micros) {
+            return Err(Error::invalid(format!(
+                "max_cost_micros must be at most {}, this deployment's limit per job",
+                limits.max_job_cost_micros
+            )));
+        }
+        job.max_tokens = Some(job.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).min(limits.max_job_tokens));
+        job.max_cost_micros =
+            Some(job.max_cost_micros.unwrap_or(DEFAULT_MAX_COST_MICROS).min(limits.max_job_cost_micros));
+        let queued = self.store.count_queued_jobs(org).await?;
+        if queued >= limits.max_queued_jobs {
+            return Err(Error::Conflict(format!(
+                "the organization has {queued} queued jobs, this deployment's limit ({}): wait for some to start",
+                limits.max_queued_jobs
+            )));
+        }
+        Ok(job)
+    }
+
     /// Starts a new job for the same issue as a failed or cancelled one, with the same budget.
     /// The old job stays as it was; [`crate::Error::Conflict`] if it has not ended that way. The
     /// new job's `created` event and the note linking it to the old one are published on the
@@ -151,6 +183,7 @@ impl Core {
                 old.state
             )));
         };
+        let new = self.within_limits(org, new).await?;
         let created = self.store.create_job(org, new, &actor.principal.label()).await?;
         let note = crate::jobs::NewEvent::retry_of(actor.principal.label(), old.id);
         self.store.append_event(org, created.id, note).await?;

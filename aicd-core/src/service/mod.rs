@@ -24,6 +24,39 @@ pub struct CoreOptions {
     /// Where local repositories may be registered (none by default): a path is registered in its
     /// canonical form, under one of these, and belongs to one organization.
     pub local_roots: crate::forge::LocalRoots,
+    /// What the deployment's operator allows every organization; tenants cannot raise these.
+    pub limits: Limits,
+}
+
+/// Limits set by the deployment's operator, not by tenants. Requests beyond them are refused
+/// with the limit named: [`crate::Error::Invalid`] for a value above one, and
+/// [`crate::Error::Conflict`] when an organization or user already has as much as allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The highest concurrency limit an organization may set (at most 1000; default 1000).
+    pub max_concurrent_jobs: u32,
+    /// The largest token budget of one job (default 20,000,000); a job asking for none gets the
+    /// default budget, lowered to this if it is lower.
+    pub max_job_tokens: u64,
+    /// The largest cost budget of one job, in micro-units (default 200,000,000: 200 units).
+    pub max_job_cost_micros: u64,
+    /// How many QUEUED jobs an organization may have (default 10,000); a job created by the API
+    /// beyond it is refused. Concurrent creations may pass it by a few.
+    pub max_queued_jobs: u64,
+    /// How many organizations a user may administer when creating another (default 20).
+    pub max_orgs_per_user: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_jobs: 1000,
+            max_job_tokens: 20_000_000,
+            max_job_cost_micros: 200_000_000,
+            max_queued_jobs: 10_000,
+            max_orgs_per_user: 20,
+        }
+    }
 }
 
 /// The core services over a [`Store`]. Cheap to clone.

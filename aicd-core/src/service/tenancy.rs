@@ -72,7 +72,28 @@ impl Core {
 
     /// Creates an organization whose first org_admin is `creator`.
     pub async fn create_org(&self, creator: UserId, org: NewOrg) -> Result<Org> {
+        let limits = &self.options.limits;
+        self.check_concurrency_limit(org.max_concurrent_jobs)?;
+        let administered =
+            self.store.list_orgs_of_user(creator).await?.iter().filter(|(_, role)| *role == Role::OrgAdmin).count();
+        if administered >= usize::try_from(limits.max_orgs_per_user).unwrap_or(usize::MAX) {
+            return Err(Error::Conflict(format!(
+                "you administer {administered} organizations, this deployment's limit ({})",
+                limits.max_orgs_per_user
+            )));
+        }
         self.store.create_org(org, Some(creator)).await
+    }
+
+    /// Refuses a concurrency limit above the operator's.
+    fn check_concurrency_limit(&self, requested: Option<u32>) -> Result<()> {
+        let cap = self.options.limits.max_concurrent_jobs;
+        match requested {
+            Some(n) if n > cap => {
+                Err(Error::invalid(format!("max_concurrent_jobs must be at most {cap}, this deployment's limit")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Creates an organization with a first org_admin API key, for a self-hoster without an
@@ -106,6 +127,7 @@ impl Core {
     /// Changes an organization's settings.
     pub async fn update_org(&self, actor: &Actor, org: OrgId, patch: OrgPatch) -> Result<Org> {
         self.authorize(actor, org, Permission::OrgUpdate)?;
+        self.check_concurrency_limit(patch.max_concurrent_jobs)?;
         self.store.update_org(org, patch).await
     }
 

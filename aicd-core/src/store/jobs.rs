@@ -242,6 +242,14 @@ impl JobStore for SqlStore {
         Ok((job, events))
     }
 
+    async fn count_queued_jobs(&self, org: OrgId) -> Result<u64> {
+        let mut tx = self.begin(Scope::Org(org)).await?;
+        let n: One<i64> =
+            tx.fetch_one(q("SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND state = 'queued'").arg(org)).await?;
+        tx.commit().await?;
+        Ok(u64::try_from(n.0).unwrap_or(0))
+    }
+
     async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()> {
         let mut tx = self.begin(Scope::Org(org)).await?;
         let current = lock_job(&mut tx, org, job).await?;

@@ -155,6 +155,8 @@ pub trait JobStore: Send + Sync {
     async fn cancel_job(&self, org: OrgId, job: JobId, actor: &str) -> Result<(Job, Vec<JobEvent>)>;
     /// Deletes a finished job and its events; [`crate::Error::Conflict`] if it is still active.
     async fn delete_job(&self, org: OrgId, job: JobId) -> Result<()>;
+    /// How many of the organization's jobs are QUEUED.
+    async fn count_queued_jobs(&self, org: OrgId) -> Result<u64>;
     /// Appends an event to a job's timeline.
     async fn append_event(&self, org: OrgId, job: JobId, event: NewEvent) -> Result<JobEvent>;
     /// Appends events to a job's timeline in order, in one transaction.

@@ -43,7 +43,11 @@ pub fn core(store: &Arc<SqlStore>, repos: &std::path::Path) -> Core {
 
 /// Options allowing local repositories under `repos`.
 pub fn local_options(repos: &std::path::Path) -> CoreOptions {
-    CoreOptions { allow_local_repos: true, local_roots: LocalRoots::new([repos.to_path_buf()]) }
+    CoreOptions {
+        allow_local_repos: true,
+        local_roots: LocalRoots::new([repos.to_path_buf()]),
+        ..CoreOptions::default()
+    }
 }
 
 impl Harness {

@@ -46,6 +46,30 @@ async fn server_for(idp: &Idp) -> TestServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_administers_at_most_the_operators_number_of_orgs() {
+    let keys = TestIssuer::new().with_rsa();
+    let idp = idp(&keys).await;
+    let server = TestServer::postgres_with(
+        &[("AICD_OIDC_ISSUER", &idp.issuer), ("AICD_OIDC_AUDIENCE", AUDIENCE), ("AICD_LIMIT_MAX_ORGS_PER_USER", "2")],
+        ServerOptions { jwks_min_refetch: Duration::ZERO },
+    )
+    .await;
+    let alice = keys.token("r1", TestIssuer::claims(&idp.issuer, AUDIENCE, "alice"));
+    for name in ["One", "Two"] {
+        let created = server.post("/v1/orgs", &alice, json!({"name": name})).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    }
+    let third = server.post("/v1/orgs", &alice, json!({"name": "Three"})).await;
+    assert_eq!(third.status, StatusCode::CONFLICT, "{}", third.text);
+    assert!(third.text.contains("you administer 2 organizations, this deployment's limit (2)"), "{}", third.text);
+    let too_busy = server.post("/v1/orgs", &alice, json!({"name": "Big", "max_concurrent_jobs": 1001})).await;
+    assert_eq!(too_busy.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", too_busy.text);
+    // Another user has their own count.
+    let bob = keys.token("r1", TestIssuer::claims(&idp.issuer, AUDIENCE, "bob"));
+    assert_eq!(server.post("/v1/orgs", &bob, json!({"name": "Bob's"})).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_jwt_subject_becomes_a_user_who_creates_an_org_and_administers_it() {
     let keys = TestIssuer::new().with_rsa();
     let idp = idp(&keys).await;

@@ -51,6 +51,58 @@ async fn callers_over_their_rate_limit_get_429_with_retry_after_shared_through_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_limits_bind_every_organization_and_name_the_limit() {
+    let server = TestServer::postgres(&[
+        ("AICD_LIMIT_MAX_CONCURRENT_JOBS", "8"),
+        ("AICD_LIMIT_MAX_JOB_TOKENS", "50000"),
+        ("AICD_LIMIT_MAX_JOB_COST_MICROS", "900000"),
+        ("AICD_LIMIT_MAX_QUEUED_JOBS", "2"),
+    ])
+    .await;
+    let (org, _, developer, admin) = server.org_with_keys("acme").await;
+    // An org admin cannot raise its own concurrency past the operator's limit.
+    let path = format!("/v1/orgs/{}", org.id);
+    let raised = server.call(Method::PATCH, &path, Some(&admin), Some(json!({"max_concurrent_jobs": 9}))).await;
+    assert_eq!(raised.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", raised.text);
+    assert!(raised.text.contains("at most 8"), "{}", raised.text);
+    let within = server.call(Method::PATCH, &path, Some(&admin), Some(json!({"max_concurrent_jobs": 8}))).await;
+    assert_eq!(within.status, StatusCode::OK, "{}", within.text);
+
+    let repo = support::git_repo();
+    let created = server
+        .post(
+            &format!("/v1/orgs/{}/repos", org.id),
+            &admin,
+            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": repo.path().display().to_string()}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let jobs = format!("/v1/orgs/{}/jobs", org.id);
+    let job = |number: u64, budget: Value| {
+        let mut body = json!({"repo_id": created.body["id"], "issue": {"number": number, "title": "Work"}});
+        if let Value::Object(extra) = budget {
+            body.as_object_mut().unwrap().extend(extra);
+        }
+        body
+    };
+    // A budget above the limit is refused, naming it; none given is the default lowered to it.
+    let greedy = server.post(&jobs, &developer, job(1, json!({"max_tokens": 50001}))).await;
+    assert_eq!(greedy.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", greedy.text);
+    assert!(greedy.text.contains("max_tokens must be at most 50000"), "{}", greedy.text);
+    let costly = server.post(&jobs, &developer, job(1, json!({"max_cost_micros": 900001}))).await;
+    assert!(costly.text.contains("max_cost_micros must be at most 900000"), "{}", costly.text);
+    let first = server.post(&jobs, &developer, job(1, json!({}))).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.body["budget"]["max_tokens"], 50000, "{}", first.text);
+    assert_eq!(first.body["budget"]["max_cost_micros"], 900000, "{}", first.text);
+    // Two queued jobs are the limit: the third is refused until one starts.
+    assert_eq!(server.post(&jobs, &developer, job(2, json!({}))).await.status, StatusCode::CREATED);
+    let third = server.post(&jobs, &developer, job(3, json!({}))).await;
+    assert_eq!(third.status, StatusCode::CONFLICT, "{}", third.text);
+    assert!(third.text.contains("2 queued jobs, this deployment's limit (2)"), "{}", third.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_organization_has_one_bucket_for_all_its_callers_beside_each_callers_own() {
     let server =
         TestServer::postgres(&[("AICD_RATE_LIMIT_PER_MINUTE", "100"), ("AICD_ORG_RATE_LIMIT_PER_MINUTE", "4")]).await;

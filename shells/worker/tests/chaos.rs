@@ -102,7 +102,8 @@ async fn every_job_reaches_pr_open_exactly_once_through_kills_and_outages() {
 
     let store = Arc::new(SqlStore::postgres(&app_url, PostgresOptions::default()).await.unwrap());
     let roots = LocalRoots::new([std::env::temp_dir()]);
-    let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true, local_roots: roots });
+    let core =
+        Core::new(store.clone(), CoreOptions { allow_local_repos: true, local_roots: roots, ..CoreOptions::default() });
     let (org, key, _) =
         core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await.unwrap();
     store.update_org(org.id, OrgPatch { max_concurrent_jobs: Some(1000), ..Default::default() }).await.unwrap();

@@ -75,7 +75,10 @@ impl World {
     ) -> World {
         let store = Arc::new(store);
         let roots = aicd_core::forge::LocalRoots::new([std::env::temp_dir()]);
-        let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true, local_roots: roots });
+        let core = Core::new(
+            store.clone(),
+            CoreOptions { allow_local_repos: true, local_roots: roots, ..CoreOptions::default() },
+        );
         let (org, key, _secret) = core
             .bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None })
             .await

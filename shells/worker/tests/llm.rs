@@ -24,7 +24,8 @@ async fn the_llm_agent_drives_a_job_to_a_pull_request_in_a_worker_process() {
     let db = TestSqlite::new();
     let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
     let roots = aicd_core::forge::LocalRoots::new([std::env::temp_dir()]);
-    let core = Core::new(store.clone(), CoreOptions { allow_local_repos: true, local_roots: roots });
+    let core =
+        Core::new(store.clone(), CoreOptions { allow_local_repos: true, local_roots: roots, ..CoreOptions::default() });
     let (org, key, _secret) =
         core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await.unwrap();
     let admin = Actor::api_key(key.id, org.id, key.role);

@@ -267,6 +267,8 @@ pub struct ServerSettings {
     /// Requests per minute to one organization's routes, all its keys and members together
     /// (`AICD_ORG_RATE_LIMIT_PER_MINUTE`).
     pub org_rate_limit_per_minute: u32,
+    /// The operator's limits on every organization (`AICD_LIMIT_*`).
+    pub limits: aicd_core::Limits,
     /// Origins allowed to call the API from a browser, exactly `scheme://host[:port]`
     /// (`AICD_CORS_ORIGINS`); empty means none.
     pub cors_origins: Vec<String>,
@@ -527,6 +529,31 @@ static VARIABLES: &[Variable] = &[
     var("AICD_REQUEST_TIMEOUT_SECS", "30", false, "Seconds a request may take (1 to 3600)"),
     var("AICD_RATE_LIMIT_PER_MINUTE", "600", false, "Requests per minute per API key or user (1 to 1000000)"),
     var("AICD_IP_RATE_LIMIT_PER_MINUTE", "1200", false, "Requests per minute per client IP address (1 to 1000000)"),
+    var(
+        "AICD_LIMIT_MAX_CONCURRENT_JOBS",
+        "1000",
+        false,
+        "The highest concurrency limit an organization may set for itself (1 to 1000)",
+    ),
+    var("AICD_LIMIT_MAX_JOB_TOKENS", "20000000", false, "The largest token budget of one job (1 to 10^12)"),
+    var(
+        "AICD_LIMIT_MAX_JOB_COST_MICROS",
+        "200000000",
+        false,
+        "The largest cost budget of one job, in micro-units of currency (1 to 10^12)",
+    ),
+    var(
+        "AICD_LIMIT_MAX_QUEUED_JOBS",
+        "10000",
+        false,
+        "QUEUED jobs an organization may have; creating one through the API beyond it is refused (1 to 10^9)",
+    ),
+    var(
+        "AICD_LIMIT_MAX_ORGS_PER_USER",
+        "20",
+        false,
+        "Organizations a user may administer when creating another (1 to 100000)",
+    ),
     var(
         "AICD_ORG_RATE_LIMIT_PER_MINUTE",
         "3000",
@@ -869,6 +896,11 @@ impl Config {
             "AICD_RATE_LIMIT_PER_MINUTE" => s.rate_limit_per_minute.to_string(),
             "AICD_IP_RATE_LIMIT_PER_MINUTE" => s.ip_rate_limit_per_minute.to_string(),
             "AICD_ORG_RATE_LIMIT_PER_MINUTE" => s.org_rate_limit_per_minute.to_string(),
+            "AICD_LIMIT_MAX_CONCURRENT_JOBS" => s.limits.max_concurrent_jobs.to_string(),
+            "AICD_LIMIT_MAX_JOB_TOKENS" => s.limits.max_job_tokens.to_string(),
+            "AICD_LIMIT_MAX_JOB_COST_MICROS" => s.limits.max_job_cost_micros.to_string(),
+            "AICD_LIMIT_MAX_QUEUED_JOBS" => s.limits.max_queued_jobs.to_string(),
+            "AICD_LIMIT_MAX_ORGS_PER_USER" => s.limits.max_orgs_per_user.to_string(),
             "AICD_CORS_ORIGINS" if !s.cors_origins.is_empty() => s.cors_origins.join(","),
             "AICD_PUBLIC_URL" => s.public_url.clone()?,
             "AICD_TRUST_FORWARDED_HEADERS" => s.trust_forwarded_headers.to_string(),
@@ -1051,6 +1083,22 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
     let rate_limit = r.number("AICD_RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000, "requests");
     let ip_rate_limit = r.number("AICD_IP_RATE_LIMIT_PER_MINUTE", 1200, 1, 1_000_000, "requests");
     let org_rate_limit = r.number("AICD_ORG_RATE_LIMIT_PER_MINUTE", 3000, 1, 1_000_000, "requests");
+    let defaults = aicd_core::Limits::default();
+    let limits = aicd_core::Limits {
+        max_concurrent_jobs: u32::try_from(r.number("AICD_LIMIT_MAX_CONCURRENT_JOBS", 1000, 1, 1000, "jobs"))
+            .unwrap_or(defaults.max_concurrent_jobs),
+        max_job_tokens: r.number("AICD_LIMIT_MAX_JOB_TOKENS", defaults.max_job_tokens, 1, 1_000_000_000_000, "tokens"),
+        max_job_cost_micros: r.number(
+            "AICD_LIMIT_MAX_JOB_COST_MICROS",
+            defaults.max_job_cost_micros,
+            1,
+            1_000_000_000_000,
+            "micro-units",
+        ),
+        max_queued_jobs: r.number("AICD_LIMIT_MAX_QUEUED_JOBS", defaults.max_queued_jobs, 1, 1_000_000_000, "jobs"),
+        max_orgs_per_user: u32::try_from(r.number("AICD_LIMIT_MAX_ORGS_PER_USER", 20, 1, 100_000, "organizations"))
+            .unwrap_or(defaults.max_orgs_per_user),
+    };
     let cors_origins = read_cors_origins(r, production);
     let public_url = r
         .http_url("AICD_PUBLIC_URL", production, "when AICD_ENV=production")
@@ -1074,6 +1122,7 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
         rate_limit_per_minute: u32::try_from(rate_limit).unwrap_or(600),
         ip_rate_limit_per_minute: u32::try_from(ip_rate_limit).unwrap_or(1200),
         org_rate_limit_per_minute: u32::try_from(org_rate_limit).unwrap_or(3000),
+        limits,
         cors_origins,
         public_url,
         trust_forwarded_headers,

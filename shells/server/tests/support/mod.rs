@@ -112,7 +112,11 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async move {
             let _ = stopped.await;
         }));
-        let options = CoreOptions { allow_local_repos: true, local_roots: LocalRoots::new([repo_root()]) };
+        let options = CoreOptions {
+            allow_local_repos: true,
+            local_roots: LocalRoots::new([repo_root()]),
+            ..CoreOptions::default()
+        };
         let core = Core::new(store.clone(), options);
         Self {
             base,
