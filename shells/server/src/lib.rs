@@ -135,6 +135,7 @@ impl Server {
             rate_limit_per_minute: config.server.rate_limit_per_minute,
             ip_rate_limit_per_minute: config.server.ip_rate_limit_per_minute,
             org_rate_limit_per_minute: config.server.org_rate_limit_per_minute,
+            stream_max: config.server.stream_max,
             trust_forwarded_headers: config.server.trust_forwarded_headers,
             hsts: config.server.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             cors_origins: config.server.cors_origins.clone(),

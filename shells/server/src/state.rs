@@ -23,6 +23,8 @@ pub(crate) struct HttpSettings {
     pub(crate) rate_limit_per_minute: u32,
     pub(crate) ip_rate_limit_per_minute: u32,
     pub(crate) org_rate_limit_per_minute: u32,
+    /// How long a live event stream stays open (`AICD_STREAM_MAX_SECS`).
+    pub(crate) stream_max: Duration,
     pub(crate) trust_forwarded_headers: bool,
     /// Send `Strict-Transport-Security` (the public URL is https).
     pub(crate) hsts: bool,

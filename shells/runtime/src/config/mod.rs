@@ -269,6 +269,9 @@ pub struct ServerSettings {
     pub org_rate_limit_per_minute: u32,
     /// The operator's limits on every organization (`AICD_LIMIT_*`).
     pub limits: aicd_core::Limits,
+    /// How long one live event stream may stay open before the server ends it; clients reconnect
+    /// with `Last-Event-ID` (`AICD_STREAM_MAX_SECS`).
+    pub stream_max: Duration,
     /// Origins allowed to call the API from a browser, exactly `scheme://host[:port]`
     /// (`AICD_CORS_ORIGINS`); empty means none.
     pub cors_origins: Vec<String>,
@@ -529,6 +532,12 @@ static VARIABLES: &[Variable] = &[
     var("AICD_REQUEST_TIMEOUT_SECS", "30", false, "Seconds a request may take (1 to 3600)"),
     var("AICD_RATE_LIMIT_PER_MINUTE", "600", false, "Requests per minute per API key or user (1 to 1000000)"),
     var("AICD_IP_RATE_LIMIT_PER_MINUTE", "1200", false, "Requests per minute per client IP address (1 to 1000000)"),
+    var(
+        "AICD_STREAM_MAX_SECS",
+        "3600",
+        false,
+        "Seconds a live event stream stays open before the server ends it (clients resume with Last-Event-ID; 1 to 86400)",
+    ),
     var(
         "AICD_LIMIT_MAX_CONCURRENT_JOBS",
         "1000",
@@ -896,6 +905,7 @@ impl Config {
             "AICD_RATE_LIMIT_PER_MINUTE" => s.rate_limit_per_minute.to_string(),
             "AICD_IP_RATE_LIMIT_PER_MINUTE" => s.ip_rate_limit_per_minute.to_string(),
             "AICD_ORG_RATE_LIMIT_PER_MINUTE" => s.org_rate_limit_per_minute.to_string(),
+            "AICD_STREAM_MAX_SECS" => s.stream_max.as_secs().to_string(),
             "AICD_LIMIT_MAX_CONCURRENT_JOBS" => s.limits.max_concurrent_jobs.to_string(),
             "AICD_LIMIT_MAX_JOB_TOKENS" => s.limits.max_job_tokens.to_string(),
             "AICD_LIMIT_MAX_JOB_COST_MICROS" => s.limits.max_job_cost_micros.to_string(),
@@ -1083,6 +1093,7 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
     let rate_limit = r.number("AICD_RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000, "requests");
     let ip_rate_limit = r.number("AICD_IP_RATE_LIMIT_PER_MINUTE", 1200, 1, 1_000_000, "requests");
     let org_rate_limit = r.number("AICD_ORG_RATE_LIMIT_PER_MINUTE", 3000, 1, 1_000_000, "requests");
+    let stream_max = r.number("AICD_STREAM_MAX_SECS", 3600, 1, 86_400, "seconds");
     let defaults = aicd_core::Limits::default();
     let limits = aicd_core::Limits {
         max_concurrent_jobs: u32::try_from(r.number("AICD_LIMIT_MAX_CONCURRENT_JOBS", 1000, 1, 1000, "jobs"))
@@ -1123,6 +1134,7 @@ fn read_server(r: &mut Reader<'_>, production: bool, database: &Database) -> Ser
         ip_rate_limit_per_minute: u32::try_from(ip_rate_limit).unwrap_or(1200),
         org_rate_limit_per_minute: u32::try_from(org_rate_limit).unwrap_or(3000),
         limits,
+        stream_max: Duration::from_secs(stream_max),
         cors_origins,
         public_url,
         trust_forwarded_headers,

@@ -10,8 +10,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
@@ -190,18 +190,21 @@ const STREAM_PAGE: u32 = 200;
 /// A job's timeline as Server-Sent Events: the events so far (after `Last-Event-ID` when
 /// reconnecting), then each new one as it happens, from any worker or replica. Each event's `id`
 /// is its timeline position and its `event` its kind; the data is the event as JSON. The stream
-/// ends after the job reaches a final state.
+/// ends once the job has settled (its pull request is open, or it reached a final state), and
+/// after `AICD_STREAM_MAX_SECS` in any case (reconnect with `Last-Event-ID`). A reconnection to a
+/// settled job with nothing after its `Last-Event-ID` answers 204, so EventSource clients stop.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/jobs/{job_id}/events/stream", tag = "jobs", security(("bearer" = [])),
     params(("org_id" = uuid::Uuid, Path, description = "Organization id"), ("job_id" = uuid::Uuid, Path, description = "Job id"),
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
     responses((status = 200, description = "text/event-stream of JobEvent", content_type = "text/event-stream"),
+        (status = 204, description = "The job has settled and nothing follows Last-Event-ID: stop reconnecting"),
         (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn stream_events(
     State(state): State<AppState>,
     scope: OrgScope,
     Path((_, job_id)): Path<(OrgId, JobId)>,
     headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ApiResult<Response> {
     let after = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -215,14 +218,28 @@ pub(crate) async fn stream_events(
     // Subscribe before reading the timeline, so nothing falls between the two.
     let live = state.bus().subscribe();
     let job = state.core().get_job(&scope.actor, scope.org, job_id).await?;
+    if let Some(after) = after
+        && settled(job.state)
+        && state.core().list_events(&scope.actor, scope.org, job.id, Some(after), 1).await?.is_empty()
+    {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(feed(state, scope, job, after, live, tx));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let until = tokio::time::Instant::now() + state.settings().stream_max;
+    tokio::spawn(feed(state, scope, job, after, live, tx, until));
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
-/// Sends the timeline after `after`, then live events, until the job is final, the client goes
-/// away or the server shuts down.
+/// Whether a stream of a job in `state` has nothing more to wait for: its pull request is open
+/// (later changes, a merge, come from GitHub, possibly days later) or it reached a final state.
+fn settled(state: JobState) -> bool {
+    state == JobState::PrOpen || state.is_terminal()
+}
+
+/// Sends the timeline after `after`, then live events, until the job has settled, the client
+/// goes away, `until` comes or the server shuts down.
 async fn feed(
     state: AppState,
     scope: OrgScope,
@@ -230,11 +247,12 @@ async fn feed(
     mut after: Option<i64>,
     mut live: broadcast::Receiver<JobEvent>,
     tx: mpsc::Sender<Event>,
+    until: tokio::time::Instant,
 ) {
     let mut shutdown = state.shutdown_signal();
     let mut resync = tokio::time::interval(STREAM_RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut finished = job.state.is_terminal();
+    let mut finished = settled(job.state);
     loop {
         if *shutdown.borrow() {
             return;
@@ -250,7 +268,7 @@ async fn feed(
             };
             let full = page.len() == STREAM_PAGE as usize;
             for event in page {
-                finished |= event.to_state.is_some_and(JobState::is_terminal);
+                finished |= event.to_state.is_some_and(settled);
                 after = Some(event.id);
                 if tx.send(sse_event(&event)).await.is_err() {
                     return;
@@ -267,7 +285,7 @@ async fn feed(
             received = live.recv() => match received {
                 Ok(event) if event.job_id == job.id && event.org_id == scope.org => {
                     if after.is_none_or(|a| event.id == a + 1) {
-                        finished |= event.to_state.is_some_and(JobState::is_terminal);
+                        finished |= event.to_state.is_some_and(settled);
                         after = Some(event.id);
                         if tx.send(sse_event(&event)).await.is_err() {
                             return;
@@ -281,6 +299,7 @@ async fn feed(
             _ = resync.tick() => {}
             _ = tx.closed() => return,
             _ = shutdown.changed() => return,
+            () = tokio::time::sleep_until(until) => return,
         }
     }
 }
