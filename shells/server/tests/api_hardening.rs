@@ -69,17 +69,10 @@ async fn the_operators_limits_bind_every_organization_and_name_the_limit() {
     assert_eq!(within.status, StatusCode::OK, "{}", within.text);
 
     let repo = support::git_repo();
-    let created = server
-        .post(
-            &format!("/v1/orgs/{}/repos", org.id),
-            &admin,
-            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": repo.path().display().to_string()}}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let repo_id = server.local_repo(&org, &admin, repo.path()).await;
     let jobs = format!("/v1/orgs/{}/jobs", org.id);
     let job = |number: u64, budget: Value| {
-        let mut body = json!({"repo_id": created.body["id"], "issue": {"number": number, "title": "Work"}});
+        let mut body = json!({"repo_id": repo_id, "issue": {"number": number, "title": "Work"}});
         if let Value::Object(extra) = budget {
             body.as_object_mut().unwrap().extend(extra);
         }

@@ -17,20 +17,13 @@ async fn a_job_run_on_one_replica_streams_on_another_and_resumes_after_last_even
     let b = a.replica(&[("AICD_EMBEDDED_WORKER", "false")]).await;
     let (org, _, developer, admin) = a.org_with_keys("acme").await;
     let repo = git_repo();
-    let created = b
-        .post(
-            &format!("/v1/orgs/{}/repos", org.id),
-            &admin,
-            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": repo.path().display().to_string()}}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let repo_id = b.local_repo(&org, &admin, repo.path()).await;
     let body = "```aicd:write notes.md\nstreamed\n```";
     let job = b
         .post(
             &format!("/v1/orgs/{}/jobs", org.id),
             &developer,
-            json!({"repo_id": created.body["id"], "issue": {"number": 3, "title": "Add notes", "body": body}}),
+            json!({"repo_id": repo_id, "issue": {"number": 3, "title": "Add notes", "body": body}}),
         )
         .await;
     assert_eq!(job.status, StatusCode::CREATED, "{}", job.text);
@@ -92,18 +85,12 @@ async fn a_stream_of_a_finished_job_replays_the_timeline_and_ends() {
     let server = TestServer::postgres(&[]).await;
     let (org, viewer, developer, admin) = server.org_with_keys("acme").await;
     let dir = support::local_dir();
-    let repo = server
-        .post(
-            &format!("/v1/orgs/{}/repos", org.id),
-            &admin,
-            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": dir.path().display().to_string()}}),
-        )
-        .await;
+    let repo_id = server.local_repo(&org, &admin, dir.path()).await;
     let job = server
         .post(
             &format!("/v1/orgs/{}/jobs", org.id),
             &developer,
-            json!({"repo_id": repo.body["id"], "issue": {"title": "Something"}}),
+            json!({"repo_id": repo_id, "issue": {"title": "Something"}}),
         )
         .await;
     let id = job.body["id"].as_str().unwrap();
@@ -120,19 +107,9 @@ async fn a_stream_ends_after_its_maximum_lifetime_and_resumes_with_last_event_id
     let server = TestServer::postgres(&[("AICD_STREAM_MAX_SECS", "1")]).await;
     let (org, viewer, developer, admin) = server.org_with_keys("acme").await;
     let dir = support::local_dir();
-    let repo = server
-        .post(
-            &format!("/v1/orgs/{}/repos", org.id),
-            &admin,
-            json!({"full_name": "acme/demo", "source": {"kind": "local", "path": dir.path().display().to_string()}}),
-        )
-        .await;
+    let repo_id = server.local_repo(&org, &admin, dir.path()).await;
     let job = server
-        .post(
-            &format!("/v1/orgs/{}/jobs", org.id),
-            &developer,
-            json!({"repo_id": repo.body["id"], "issue": {"title": "Wait"}}),
-        )
+        .post(&format!("/v1/orgs/{}/jobs", org.id), &developer, json!({"repo_id": repo_id, "issue": {"title": "Wait"}}))
         .await;
     // No worker runs here: the job stays queued, and only the lifetime ends the stream.
     let stream = format!("/v1/orgs/{}/jobs/{}/events/stream", org.id, job.body["id"].as_str().unwrap());

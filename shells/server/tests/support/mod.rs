@@ -179,6 +179,15 @@ impl TestServer {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// Registers the local repository at `path` as `acme/demo` in `org` with the org_admin key
+    /// `admin`, and returns its id.
+    pub async fn local_repo(&self, org: &Org, admin: &str, path: &std::path::Path) -> Value {
+        let body = serde_json::json!({"full_name": "acme/demo", "source": {"kind": "local", "path": path.display().to_string()}});
+        let created = self.post(&format!("/v1/orgs/{}/repos", org.id), admin, body).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        created.body["id"].clone()
+    }
+
     /// A new org with an API key of each role: (org, viewer, developer, org_admin).
     pub async fn org_with_keys(&self, name: &str) -> (Org, String, String, String) {
         let (org, _, admin) = self
