@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod billing;
 pub mod deliveries;
 pub mod diff;
 mod error;

@@ -1,0 +1,1 @@
+//! The [`super::Billing`] port on Stripe (async-stripe).
