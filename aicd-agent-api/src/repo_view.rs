@@ -5,6 +5,7 @@ mod overlay;
 
 pub use memory::MemoryRepoView;
 pub use overlay::ChangesetView;
+#[cfg(feature = "llm")]
 pub(crate) use overlay::file_contents;
 
 use serde::{Deserialize, Serialize};

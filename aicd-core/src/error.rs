@@ -64,6 +64,16 @@ pub enum Error {
         /// Why, in words a person can act on.
         message: String,
     },
+    /// The organization may not start new work until it pays or its period renews: its free
+    /// allowance or its spend cap is used up (`code` `quota_exceeded`), or a payment failed and
+    /// its grace period is over (`payment_required`). The message says where to fix it.
+    #[error("{message}")]
+    PaymentRequired {
+        /// `quota_exceeded` or `payment_required`.
+        code: &'static str,
+        /// What was reached, and where to fix it.
+        message: String,
+    },
     /// The database refused to start safely (for example, row-level security is not enforced).
     #[error("unsafe database configuration: {0}")]
     UnsafeDatabase(String),

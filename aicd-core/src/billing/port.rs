@@ -101,7 +101,12 @@ impl MemoryBilling {
 
     /// The sum of the values received on `event_name` for `customer`.
     pub fn total(&self, event_name: &str, customer: &str) -> i64 {
-        self.lock().events.iter().filter(|e| e.event_name == event_name && e.customer == customer).map(|e| e.value).sum()
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| e.event_name == event_name && e.customer == customer)
+            .map(|e| e.value)
+            .sum()
     }
 
     /// How many `send_meter_event` calls were made, duplicates and failures included.

@@ -283,6 +283,13 @@ impl GithubIntake {
         sender: &str,
     ) -> Result<StartOutcome> {
         let label = actor_label(sender)?;
+        // An issue already being worked on is answered as such, whatever the entitlement.
+        if let Some(number) = issue.number
+            && let Some(active) = self.core.store.active_issue_job(org, repo_id, number).await?
+        {
+            return Ok(StartOutcome::AlreadyActive(active));
+        }
+        self.core.check_entitlement(org).await?;
         let job = NewJob { repo_id, issue, trigger, max_tokens: None, max_cost_micros: None };
         let outcome = self.core.store.start_issue_job(org, job, &label).await?;
         if let StartOutcome::Created(job) = &outcome {
@@ -403,6 +410,7 @@ impl GithubIntake {
         }
         let Some(old) = store.latest_issue_job(org, repo_id, issue_number).await? else { return Ok(None) };
         let Some(new) = old.retry() else { return Ok(None) };
+        self.core.check_entitlement(org).await?;
         let outcome = store.start_issue_job(org, new, &label).await?;
         if let StartOutcome::Created(created) = &outcome {
             store.append_event(org, created.id, NewEvent::retry_of(label.clone(), old.id)).await?;

@@ -775,6 +775,10 @@ impl GithubStore for SqlStore {
             .with_data(serde_json::json!({ "pull_request": pr_number, "merged": merged }));
         event.message = format!("{} -> {}: pull request #{pr_number} {verb}", current.state, to);
         let event = insert_event(&mut tx, org, job, event).await?;
+        if merged {
+            crate::billing::enqueue_pull_request(&mut tx, org, job, crate::billing::Meter::MergedPullRequests, at)
+                .await?;
+        }
         let job = fetch_job(&mut tx, org, job).await?;
         tx.commit().await?;
         Ok(Some((job, event)))

@@ -16,6 +16,7 @@ impl Core {
     pub async fn create_job(&self, actor: &Actor, org: OrgId, job: NewJob) -> Result<Job> {
         self.authorize(actor, org, Permission::JobCreate)?;
         let job = self.within_limits(org, job).await?;
+        self.check_entitlement(org).await?;
         let (job, created) = self.store.create_job_with_event(org, job, &actor.principal.label()).await?;
         self.publish(std::slice::from_ref(&created)).await;
         self.job_queued().await;
@@ -184,6 +185,7 @@ impl Core {
             )));
         };
         let new = self.within_limits(org, new).await?;
+        self.check_entitlement(org).await?;
         let created = self.store.create_job(org, new, &actor.principal.label()).await?;
         let note = crate::jobs::NewEvent::retry_of(actor.principal.label(), old.id);
         self.store.append_event(org, created.id, note).await?;

@@ -26,6 +26,8 @@ pub struct CoreOptions {
     pub local_roots: crate::forge::LocalRoots,
     /// What the deployment's operator allows every organization; tenants cannot raise these.
     pub limits: Limits,
+    /// How the deployment bills; `None`: nothing is metered or refused for payment.
+    pub billing: Option<crate::billing::BillingOptions>,
 }
 
 /// Limits set by the deployment's operator, not by tenants. Requests beyond them are refused
@@ -67,6 +69,7 @@ pub struct Core {
     doorbell: Option<Arc<dyn Doorbell>>,
     pub(crate) bus: Option<Arc<dyn EventBus>>,
     pub(crate) key_uses: Arc<tenancy::KeyUses>,
+    pub(crate) billing: Option<Arc<dyn crate::billing::Billing>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -78,7 +81,7 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Core services over `store`.
     pub fn new(store: Arc<dyn Store>, options: CoreOptions) -> Self {
-        Self { store, options, doorbell: None, bus: None, key_uses: Arc::default() }
+        Self { store, options, doorbell: None, bus: None, key_uses: Arc::default(), billing: None }
     }
 
     /// Rings `doorbell` whenever a job is queued, so idle workers start at once instead of at

@@ -314,6 +314,9 @@ impl DispatchStore for SqlStore {
             // stored again; it cannot have been added to the job's counters by this write.
             insert_usage(&mut tx, org, Some(job), Some(written.repo_id), spent).await?;
         }
+        if update.state == Some(JobState::PrOpen) {
+            crate::billing::enqueue_pull_request(&mut tx, org, job, crate::billing::Meter::PullRequests, at).await?;
+        }
         tx.commit().await?;
         Ok((written, appended))
     }

@@ -506,8 +506,9 @@ pub(crate) async fn insert_events(tx: &mut Tx, org: OrgId, job: JobId, events: V
     Ok(appended)
 }
 
-/// Inserts a usage record (of `job` in repository `repo`, if any), leaving the job's spent
-/// counters to the caller; `None` if a record with its id is already stored.
+/// Inserts a usage record (of `job` in repository `repo`, if any) and its billable facts (the
+/// billing outbox), leaving the job's spent counters to the caller; `None` if a record with its id
+/// is already stored.
 pub(crate) async fn insert_usage(
     tx: &mut Tx,
     org: OrgId,
@@ -535,5 +536,8 @@ pub(crate) async fn insert_usage(
             .arg(now()),
         )
         .await?;
-    row.map(UsageRecord::try_from).transpose()
+    let Some(record) = row.map(UsageRecord::try_from).transpose()? else { return Ok(None) };
+    let amounts = (record.input_tokens, record.output_tokens, record.cost_micros);
+    crate::billing::enqueue_usage(tx, org, job, record.id, amounts, record.at).await?;
+    Ok(Some(record))
 }

@@ -18,6 +18,7 @@ mod tenancy;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use crate::billing::BillingStore;
 pub use crate::github::GithubStore;
 pub use connect::{PoolStats, PostgresOptions, SqlStore};
 
@@ -270,8 +271,11 @@ pub struct QueueStats {
 }
 
 /// The whole storage port.
-pub trait Store: TenancyStore + RepoStore + JobStore + DeliveryStore + DispatchStore + GithubStore {}
-impl<T: TenancyStore + RepoStore + JobStore + DeliveryStore + DispatchStore + GithubStore> Store for T {}
+pub trait Store:
+    TenancyStore + RepoStore + JobStore + DeliveryStore + DispatchStore + GithubStore + BillingStore
+{
+}
+impl<T: TenancyStore + RepoStore + JobStore + DeliveryStore + DispatchStore + GithubStore + BillingStore> Store for T {}
 
 /// Now, at the microsecond precision both databases keep, so values read back compare equal.
 pub(crate) fn now() -> DateTime<Utc> {

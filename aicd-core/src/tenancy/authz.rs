@@ -91,6 +91,8 @@ pub enum Permission {
     JobDelete,
     /// Read usage and cost.
     UsageRead,
+    /// See and manage the organization's billing: plan, spend cap, the provider's portal.
+    BillingManage,
     /// Link and unlink GitHub App installations (which decide whose repositories and events the
     /// organization receives).
     IntegrationManage,
@@ -111,6 +113,7 @@ pub const PERMISSIONS: &[(Permission, Role)] = &[
     (Permission::OrgUpdate, Role::OrgAdmin),
     (Permission::OrgDelete, Role::OrgAdmin),
     (Permission::MemberManage, Role::OrgAdmin),
+    (Permission::BillingManage, Role::OrgAdmin),
     (Permission::ApiKeyRead, Role::OrgAdmin),
     (Permission::ApiKeyManage, Role::OrgAdmin),
     (Permission::RepoManage, Role::OrgAdmin),
@@ -142,6 +145,7 @@ impl Permission {
             Permission::JobRetry => "job_retry",
             Permission::JobDelete => "job_delete",
             Permission::UsageRead => "usage_read",
+            Permission::BillingManage => "billing_manage",
             Permission::IntegrationManage => "integration_manage",
         }
     }
