@@ -40,7 +40,7 @@ fn options() -> BillingOptions {
         default_mode: PricingMode::Tokens,
         free_jobs_per_month: Some(3),
         free_cost_micros_per_month: None,
-        grace_period: chrono::Duration::days(3),
+        grace_period: Duration::from_secs(3 * 24 * 3600),
         plan_spend_cap_micros: Some(50_000_000),
         ..BillingOptions::default()
     }
@@ -139,6 +139,7 @@ impl World {
             .apply_billing_event(
                 event,
                 "customer.subscription.updated",
+                chrono::Utc::now(),
                 &customer,
                 AccountChange::Subscription(subscription),
             )
@@ -334,6 +335,7 @@ async fn provider_events_apply_once_and_unknown_customers_change_nothing(w: Worl
         .apply_billing_event(
             "evt_2",
             "invoice.payment_failed",
+            chrono::Utc::now(),
             &w.customer().await,
             AccountChange::PaymentFailed { at: chrono::Utc::now() },
         )
@@ -344,9 +346,31 @@ async fn provider_events_apply_once_and_unknown_customers_change_nothing(w: Worl
     assert_eq!(again.subscription.as_ref().map(|s| s.status.as_str()), Some("active"));
     assert!(again.payment_failed_at.is_some());
 
+    // An older subscription event delivered late does not undo a newer one.
+    let stale = Subscription {
+        id: "sub_1MowQVLkdIwHu7ixeRlqHVzs".into(),
+        status: "incomplete".into(),
+        current_period_end: None,
+    };
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let customer = w.customer().await;
+    let late = AccountChange::Subscription(stale);
+    w.h.store
+        .apply_billing_event("evt_old", "customer.subscription.created", an_hour_ago, &customer, late)
+        .await
+        .unwrap();
+    let account = w.h.store.billing_account(w.org).await.unwrap().unwrap();
+    assert_eq!(account.subscription.as_ref().map(|s| s.status.as_str()), Some("active"));
+
     let unknown =
         w.h.store
-            .apply_billing_event("evt_3", "customer.deleted", "cus_nobody", AccountChange::CustomerDeleted)
+            .apply_billing_event(
+                "evt_3",
+                "customer.deleted",
+                chrono::Utc::now(),
+                "cus_nobody",
+                AccountChange::CustomerDeleted,
+            )
             .await
             .unwrap();
     assert_eq!(unknown, EventOutcome::UnknownCustomer);
@@ -355,7 +379,13 @@ async fn provider_events_apply_once_and_unknown_customers_change_nothing(w: Worl
 
     let deleted =
         w.h.store
-            .apply_billing_event("evt_5", "customer.deleted", &w.customer().await, AccountChange::CustomerDeleted)
+            .apply_billing_event(
+                "evt_5",
+                "customer.deleted",
+                chrono::Utc::now(),
+                &w.customer().await,
+                AccountChange::CustomerDeleted,
+            )
             .await
             .unwrap();
     assert_eq!(deleted, EventOutcome::Applied { org: w.org });
@@ -411,6 +441,7 @@ async fn a_failed_payment_refuses_new_jobs_after_the_grace_period_until_paid(w: 
         .apply_billing_event(
             "evt_failed",
             "invoice.payment_failed",
+            chrono::Utc::now(),
             &customer,
             AccountChange::PaymentFailed { at: recently },
         )
@@ -443,6 +474,7 @@ async fn a_failed_payment_refuses_new_jobs_after_the_grace_period_until_paid(w: 
         .apply_billing_event(
             "evt_failed_2",
             "invoice.payment_failed",
+            chrono::Utc::now(),
             &customer,
             AccountChange::PaymentFailed { at: long_ago },
         )
@@ -450,7 +482,7 @@ async fn a_failed_payment_refuses_new_jobs_after_the_grace_period_until_paid(w: 
         .unwrap();
     assert_eq!(refusal_code(w.job(1).await), "payment_required");
     w.h.store
-        .apply_billing_event("evt_paid", "invoice.paid", &customer, AccountChange::PaymentSucceeded)
+        .apply_billing_event("evt_paid", "invoice.paid", chrono::Utc::now(), &customer, AccountChange::PaymentSucceeded)
         .await
         .unwrap();
     w.job(1).await.expect("accepted once paid");

@@ -1,7 +1,9 @@
 -- AI-CD: billing (PostgreSQL).
 --
 -- billing_accounts  one row per organization that is billed: how it is priced, its customer and
---                   subscription at the payment provider (as the provider's webhooks last said),
+--                   subscription at the payment provider (as the provider's latest event about it
+--                   said: `subscription_at` is that event's time, so an older event delivered
+--                   late changes nothing),
 --                   a failed payment not yet settled, and the monthly spend cap its admin set.
 -- billing_outbox    every billable fact, one row per meter event to send, written in the same
 --                   transaction as the usage record or state change it counts. A dispatcher
@@ -22,6 +24,7 @@ CREATE TABLE billing_accounts (
     subscription_id     text,
     subscription_status text,
     current_period_end  timestamptz,
+    subscription_at     timestamptz,
     payment_failed_at   timestamptz,
     spend_cap_micros    bigint CHECK (spend_cap_micros >= 0),
     created_at          timestamptz NOT NULL,

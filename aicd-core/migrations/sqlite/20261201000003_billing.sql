@@ -8,6 +8,7 @@ CREATE TABLE billing_accounts (
     subscription_id     TEXT,
     subscription_status TEXT,
     current_period_end  TEXT,
+    subscription_at     TEXT,
     payment_failed_at   TEXT,
     spend_cap_micros    INTEGER CHECK (spend_cap_micros >= 0),
     created_at          TEXT NOT NULL,

@@ -22,7 +22,7 @@ pub struct BillingOptions {
     /// micro-units; `None`: no limit on cost.
     pub free_cost_micros_per_month: Option<u64>,
     /// How long after a failed payment new jobs are still accepted.
-    pub grace_period: chrono::Duration,
+    pub grace_period: std::time::Duration,
     /// The highest monthly spend cap of any organization, in micro-units (an org admin may set a
     /// lower one); `None`: none.
     pub plan_spend_cap_micros: Option<u64>,
@@ -36,7 +36,7 @@ impl Default for BillingOptions {
             default_mode: PricingMode::Tokens,
             free_jobs_per_month: Some(20),
             free_cost_micros_per_month: Some(5_000_000),
-            grace_period: chrono::Duration::days(7),
+            grace_period: std::time::Duration::from_secs(7 * 24 * 3600),
             plan_spend_cap_micros: None,
             meters: MeterNames::default(),
         }
@@ -131,7 +131,8 @@ impl Core {
     ) -> Option<(&'static str, String)> {
         let options = self.options.billing.as_ref()?;
         let fix = format!("an org admin can fix it on the organization's billing page (/v1/orgs/{org}/billing)");
-        if let Some(failed) = account.payment_failed_at.filter(|at| *at + options.grace_period <= now) {
+        let grace = chrono::Duration::from_std(options.grace_period).unwrap_or(chrono::Duration::days(7));
+        if let Some(failed) = account.payment_failed_at.filter(|at| *at + grace <= now) {
             return Some((
                 "payment_required",
                 format!(
@@ -245,6 +246,37 @@ impl Core {
         let provider = self.billing.clone().ok_or(Error::not_found("billing"))?;
         let customer = self.billing_customer(org).await?;
         provider.portal_session(&customer, return_url).await.map_err(provider_error)
+    }
+}
+
+impl Core {
+    /// Applies a verified provider webhook event once (see [`super::BillingStore::apply_billing_event`]):
+    /// subscription changes, settled and failed payments, and deleted customers change the
+    /// account they name; other events are recorded and ignored. Works whether or not this
+    /// replica bills (the event is the provider's truth either way).
+    pub async fn apply_billing_webhook(&self, event: &super::webhook::StripeEvent) -> Result<super::EventOutcome> {
+        use super::AccountChange;
+        use super::webhook::BillingChange;
+        let (customer, change) = match &event.change {
+            BillingChange::Subscription { customer, subscription, status, current_period_end, .. } => (
+                customer,
+                AccountChange::Subscription(Subscription {
+                    id: subscription.clone(),
+                    status: status.as_str().to_owned(),
+                    current_period_end: *current_period_end,
+                }),
+            ),
+            BillingChange::InvoicePaid { customer, .. } => (customer, AccountChange::PaymentSucceeded),
+            BillingChange::InvoicePaymentFailed { customer, .. } => {
+                (customer, AccountChange::PaymentFailed { at: event.created })
+            }
+            BillingChange::CustomerDeleted { customer } => (customer, AccountChange::CustomerDeleted),
+            _ => {
+                let new = self.store.record_billing_event(&event.id, &event.kind).await?;
+                return Ok(if new { super::EventOutcome::Ignored } else { super::EventOutcome::Duplicate });
+            }
+        };
+        self.store.apply_billing_event(&event.id, &event.kind, event.created, customer, change).await
     }
 }
 

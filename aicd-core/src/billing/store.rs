@@ -67,6 +67,8 @@ pub enum EventOutcome {
     Duplicate,
     /// No account has the event's customer: recorded, nothing changed.
     UnknownCustomer,
+    /// An event billing does not act on: recorded, nothing changed.
+    Ignored,
 }
 
 /// Billing's storage.
@@ -96,13 +98,16 @@ pub trait BillingStore: Send + Sync {
     async fn list_outbox(&self, org: OrgId) -> Result<Vec<OutboxEntry>>;
     /// What is not acknowledged yet, per organization, meter and status, across organizations.
     async fn reconcile_outbox(&self) -> Result<Vec<ReconcileLine>>;
-    /// Applies a provider event about `customer`'s account once: an event id seen before is a
-    /// [`EventOutcome::Duplicate`] and changes nothing. The dedup record and the change are one
+    /// Applies a provider event (`event_id`, of type `kind`, created at `created`) about
+    /// `customer`'s account once: an event id seen before is a [`EventOutcome::Duplicate`] and
+    /// changes nothing, and a subscription change older than the one applied last is recorded but
+    /// not applied (deliveries arrive out of order). The dedup record and the change are one
     /// transaction.
     async fn apply_billing_event(
         &self,
         event_id: &str,
         kind: &str,
+        created: DateTime<Utc>,
         customer: &str,
         change: AccountChange,
     ) -> Result<EventOutcome>;
@@ -459,6 +464,7 @@ impl BillingStore for SqlStore {
         &self,
         event_id: &str,
         kind: &str,
+        created: DateTime<Utc>,
         customer: &str,
         change: AccountChange,
     ) -> Result<EventOutcome> {
@@ -487,12 +493,14 @@ impl BillingStore for SqlStore {
         let update = match change {
             AccountChange::Subscription(s) => {
                 q("UPDATE billing_accounts SET subscription_id = $2, subscription_status = $3, \
-                   current_period_end = $4, updated_at = $5 WHERE org_id = $1")
+                   current_period_end = $4, subscription_at = $6, updated_at = $5 \
+                   WHERE org_id = $1 AND (subscription_at IS NULL OR subscription_at <= $6)")
                 .arg(org)
                 .arg(s.id)
                 .arg(s.status)
                 .arg(s.current_period_end)
                 .arg(at)
+                .arg(created)
             }
             AccountChange::PaymentSucceeded => {
                 q("UPDATE billing_accounts SET payment_failed_at = NULL, updated_at = $2 WHERE org_id = $1")

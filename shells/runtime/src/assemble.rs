@@ -145,6 +145,7 @@ pub fn build_core(config: &Config, store: Arc<SqlStore>, signals: &SignalSet) ->
         allow_local_repos: config.server.allow_local_repos,
         local_roots: LocalRoots::new(config.server.local_repo_roots.iter().cloned()),
         limits: config.server.limits,
+        billing: config.billing.as_ref().map(|billing| billing.options.clone()),
     };
     Core::new(store, options).with_doorbell(signals.doorbell.clone()).with_event_bus(signals.bus.clone())
 }

@@ -123,6 +123,7 @@ impl From<aicd_core::Error> for ApiError {
                 let error = Self::unavailable(format!("{service} is unavailable; try again shortly"));
                 error.with_retry_after(retry_after.unwrap_or(Duration::from_secs(5)))
             }
+            E::PaymentRequired { code, message } => Self::new(StatusCode::PAYMENT_REQUIRED, code, message),
             E::Rejected { service, message } => {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream_rejected", format!("{service} refused: {message}"))
             }

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use crate::error::ApiError;
-use crate::state::{AppState, GithubHooks, HttpSettings, Inner};
+use crate::state::{AppState, BillingHooks, GithubHooks, HttpSettings, Inner};
 
 /// Knobs that are not configuration variables, for embedding and tests.
 #[derive(Clone, Debug)]
@@ -165,6 +165,19 @@ impl Server {
             limits: config.server.webhooks.clone(),
             tokens,
         };
+        let billing = config
+            .billing
+            .as_ref()
+            .map(|billing| BillingHooks {
+                webhook_secrets: billing
+                    .webhook_secret
+                    .iter()
+                    .chain(&billing.previous_webhook_secret)
+                    .cloned()
+                    .collect(),
+                portal_return_url: billing.portal_return_url.clone().or_else(|| config.server.public_url.clone()),
+            })
+            .unwrap_or_default();
         let state = AppState::new(Inner {
             core,
             store: store.clone(),
@@ -176,6 +189,7 @@ impl Server {
             auth: auth::Authenticator::new(jwt),
             settings,
             github,
+            billing,
             started: Instant::now(),
             shutdown: stopping,
             draining: draining.clone(),

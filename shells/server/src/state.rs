@@ -55,6 +55,16 @@ pub(crate) struct GithubHooks {
     pub(crate) tokens: Option<aicd_github::InstallationTokens>,
 }
 
+/// What the billing routes need beyond the core.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BillingHooks {
+    /// The secrets Stripe webhook events may be signed with (the current one first, then the
+    /// previous one while it is rolled); empty: the route answers 503.
+    pub(crate) webhook_secrets: Vec<aicd_runtime::config::Secret>,
+    /// Where the customer portal returns to.
+    pub(crate) portal_return_url: Option<String>,
+}
+
 /// Shared state of the HTTP handlers. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Inner>);
@@ -70,6 +80,7 @@ pub(crate) struct Inner {
     pub(crate) auth: Authenticator,
     pub(crate) settings: HttpSettings,
     pub(crate) github: GithubHooks,
+    pub(crate) billing: BillingHooks,
     pub(crate) started: Instant,
     /// Flips to `true` when the server stops accepting connections; live streams end on it.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -121,6 +132,10 @@ impl AppState {
 
     pub(crate) fn github(&self) -> &GithubHooks {
         &self.0.github
+    }
+
+    pub(crate) fn billing(&self) -> &BillingHooks {
+        &self.0.billing
     }
 
     pub(crate) fn uptime(&self) -> Duration {

@@ -5,6 +5,7 @@
 //!
 //! [`variables`] lists every variable read, with its default and what it does.
 
+mod billing;
 mod llm;
 mod reader;
 mod secret;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use aicd_core::orchestrator::{OrchestratorConfig, StepTimeouts};
 
+pub use billing::BillingSettings;
 pub use llm::{LlmModel, LlmSettings};
 pub use secret::Secret;
 
@@ -345,6 +347,8 @@ pub struct Config {
     /// The bearer token `/metrics` requires (`AICD_METRICS_TOKEN`); unset: `/metrics` is open
     /// (keep it off the public edge).
     pub metrics_token: Option<Secret>,
+    /// Billing through Stripe (`AICD_STRIPE_*`, `AICD_BILLING_*`); `None`: billing is off.
+    pub billing: Option<BillingSettings>,
 }
 
 /// Every problem found in the configuration, each starting with its variable's name.
@@ -671,6 +675,62 @@ static VARIABLES: &[Variable] = &[
          your GitHub Enterprise Server's): never turned away before their signature is checked",
     ),
     var(
+        "AICD_STRIPE_SECRET_KEY",
+        "",
+        true,
+        "Stripe API key (sk_live_/rk_live_; sk_test_/rk_test_ outside production); unset: billing is off, nothing \
+         is metered or refused for payment",
+    ),
+    var(
+        "AICD_STRIPE_WEBHOOK_SECRET",
+        "",
+        true,
+        "Signing secret of the Stripe webhook endpoint /webhooks/stripe (whsec_...); unset: that route answers 503",
+    ),
+    var(
+        "AICD_STRIPE_WEBHOOK_SECRET_PREVIOUS",
+        "",
+        true,
+        "While rolling the Stripe webhook secret: the old one, still accepted beside AICD_STRIPE_WEBHOOK_SECRET",
+    ),
+    var("AICD_STRIPE_API_URL", "https://api.stripe.com", false, "Stripe API base URL (tests and proxies)"),
+    var("AICD_STRIPE_METER_INPUT_TOKENS", "aicd_input_tokens", false, "Stripe meter event name of input tokens"),
+    var("AICD_STRIPE_METER_OUTPUT_TOKENS", "aicd_output_tokens", false, "Stripe meter event name of output tokens"),
+    var("AICD_STRIPE_METER_COST", "aicd_cost_micros", false, "Stripe meter event name of agent cost (micro-units)"),
+    var("AICD_STRIPE_METER_PRS", "aicd_pull_requests", false, "Stripe meter event name of pull requests opened"),
+    var(
+        "AICD_STRIPE_METER_MERGED_PRS",
+        "aicd_merged_pull_requests",
+        false,
+        "Stripe meter event name of pull requests merged",
+    ),
+    var(
+        "AICD_BILLING_MODE",
+        "tokens",
+        false,
+        "Pricing mode of a new billing account: tokens, cost, pull_requests or merged_pull_requests",
+    ),
+    var(
+        "AICD_BILLING_FREE_JOBS",
+        "20",
+        false,
+        "Jobs an organization without an active subscription may create per month (UTC), or `unlimited`",
+    ),
+    var(
+        "AICD_BILLING_FREE_COST_MICROS",
+        "5000000",
+        false,
+        "Agent cost (micro-units) an organization without an active subscription may spend per month, or `unlimited`",
+    ),
+    var("AICD_BILLING_GRACE_DAYS", "7", false, "Days new jobs are still accepted after a failed payment (0 to 365)"),
+    var(
+        "AICD_BILLING_MAX_MONTHLY_COST_MICROS",
+        "",
+        false,
+        "The highest monthly spend cap (micro-units) of every organization; an org admin may set a lower one",
+    ),
+    var("AICD_BILLING_PORTAL_RETURN_URL", "AICD_PUBLIC_URL", false, "Where Stripe's customer portal returns to"),
+    var(
         "AICD_LOCAL_REPO_ROOTS",
         "the data directory with SQLite",
         false,
@@ -756,6 +816,7 @@ impl Config {
                 r.problem("AICD_METRICS_TOKEN is a placeholder; generate a random one (`openssl rand -hex 32`)");
             }
         }
+        let billing = billing::read(&mut r, production);
         if !r.problems.is_empty() {
             return Err(Problems(r.problems));
         }
@@ -772,6 +833,7 @@ impl Config {
             otlp_endpoint,
             service_name,
             metrics_token: metrics_token.map(Secret::new),
+            billing,
         })
     }
 
@@ -824,6 +886,9 @@ impl Config {
         if let AgentKind::Llm(llm) = &self.agent {
             secrets.extend(llm.secrets());
         }
+        if let Some(billing) = &self.billing {
+            secrets.extend(billing.secrets());
+        }
         secrets
     }
 
@@ -855,6 +920,9 @@ impl Config {
             && (name.starts_with("AICD_LLM_") || name == "AICD_AGENT_PROMPTS_DIR")
         {
             return llm.effective(name);
+        }
+        if name.starts_with("AICD_STRIPE_") || name.starts_with("AICD_BILLING_") {
+            return self.billing.as_ref()?.effective(name);
         }
         let oidc = s.oidc.as_ref();
         let github = &s.github;

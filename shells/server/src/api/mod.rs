@@ -2,6 +2,7 @@
 //! the caller's [`aicd_core::tenancy::Actor`], and maps the result; the OpenAPI document is
 //! generated from the same handlers, so every route is in it.
 
+mod billing;
 pub(crate) mod github;
 mod jobs;
 mod orgs;
@@ -37,6 +38,7 @@ use crate::state::AppState;
         (name = "jobs", description = "Jobs: from an issue to a pull request"),
         (name = "usage", description = "Tokens, cost and pull requests"),
         (name = "github", description = "The GitHub App: webhook deliveries, its setup flow and linked installations"),
+        (name = "billing", description = "Plans, usage against allowances and caps, the payment portal, Stripe's webhook"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -75,6 +77,9 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::stream_events))
         .routes(routes!(jobs::job_diff))
         .routes(routes!(jobs::usage))
+        .routes(routes!(billing::get_billing, billing::update_billing))
+        .routes(routes!(billing::billing_portal))
+        .routes(routes!(billing::stripe_webhook))
         .routes(routes!(github::list_installations))
         .routes(routes!(github::unlink_installation))
         .routes(routes!(github::start_install))
