@@ -170,7 +170,19 @@ impl CommandProcessor {
                 return Ok(Decision { status: CommandStatus::Refused, reply, repo, error: Some(error) });
             }
         }
-        let outcome = intake.execute_command(command).await?;
+        let outcome = match intake.execute_command(command).await {
+            Ok(outcome) => outcome,
+            // The organization may not start new work: say why, once, where it was asked for.
+            Err(aicd_core::Error::PaymentRequired { code, message }) => {
+                let reply = Some(format!(
+                    "@{login}, AI-CD did not start: {message}.",
+                    login = command.login,
+                    message = message.trim_end_matches('.')
+                ));
+                return Ok(Decision { status: CommandStatus::Refused, reply, repo, error: Some(code.to_owned()) });
+            }
+            Err(error) => return Err(error),
+        };
         let reply = reply_to(command, &outcome);
         Ok(Decision { status: CommandStatus::Done, reply, repo, error: None })
     }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use aicd_agent_api::testing::SlowAgent;
 use aicd_agent_api::{Agent, ScriptedAgent};
+use aicd_core::billing::MeterDispatcher;
+use aicd_core::billing::stripe::StripeBilling;
 use aicd_core::forge::{Forge, LocalGitForge, LocalRoots, RoutingForge};
 use aicd_core::orchestrator::Orchestrator;
 use aicd_core::signals::{Doorbell, EventBus, LocalDoorbell, LocalEventBus, RedisSignals};
@@ -139,15 +141,37 @@ pub fn build_forge(config: &Config, store: Arc<SqlStore>, tokens: Option<&Instal
     Arc::new(forge)
 }
 
-/// The core services over the store, ringing the doorbell and publishing on the bus of `signals`.
-pub fn build_core(config: &Config, store: Arc<SqlStore>, signals: &SignalSet) -> Core {
+/// The core services over the store, ringing the doorbell and publishing on the bus of `signals`,
+/// billing through Stripe when it is configured. Errors name the variable and never carry the key.
+pub fn build_core(config: &Config, store: Arc<SqlStore>, signals: &SignalSet) -> anyhow::Result<Core> {
     let options = CoreOptions {
         allow_local_repos: config.server.allow_local_repos,
         local_roots: LocalRoots::new(config.server.local_repo_roots.iter().cloned()),
         limits: config.server.limits,
         billing: config.billing.as_ref().map(|billing| billing.options.clone()),
     };
-    Core::new(store, options).with_doorbell(signals.doorbell.clone()).with_event_bus(signals.bus.clone())
+    let core = Core::new(store, options).with_doorbell(signals.doorbell.clone()).with_event_bus(signals.bus.clone());
+    Ok(match &config.billing {
+        Some(billing) => {
+            let stripe = StripeBilling::new(billing.secret_key.expose(), Some(&billing.api_url))
+                .map_err(|e| anyhow::anyhow!("AICD_STRIPE_SECRET_KEY / AICD_STRIPE_API_URL: {e}"))?;
+            core.with_billing(Arc::new(stripe))
+        }
+        None => core,
+    })
+}
+
+/// The billing meter dispatcher of a worker (standalone or embedded), when billing is configured.
+pub fn build_meter_dispatcher(config: &Config, core: &Core) -> Option<MeterDispatcher> {
+    config.billing.as_ref()?;
+    let worker = format!("{}-billing", config.worker.worker_id);
+    match MeterDispatcher::new(core.clone(), worker) {
+        Ok(dispatcher) => Some(dispatcher),
+        Err(error) => {
+            tracing::error!(%error, "billing is configured but its meter dispatcher cannot start");
+            None
+        }
+    }
 }
 
 /// The GitHub App's installation-token cache, when the App is configured (`AICD_GITHUB_APP_ID`

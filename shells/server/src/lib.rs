@@ -64,6 +64,7 @@ pub struct Server {
     worker: Option<WorkerHandle>,
     /// The embedded worker's comment command processor (with the GitHub App configured).
     commands: Option<tokio::task::JoinHandle<()>>,
+    meters: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     /// Set when the shutdown signal arrives: `/ready` answers 503 from then on.
     draining: Arc<AtomicBool>,
@@ -90,7 +91,7 @@ impl Server {
         let metrics = Metrics::new();
         let store = assemble::open_store(config).await?;
         let signals = assemble::open_signals(config).await?;
-        let core = assemble::build_core(config, store.clone(), &signals);
+        let core = assemble::build_core(config, store.clone(), &signals)?;
         let limiter = match &config.signals {
             Signals::Redis { url, namespace } => ratelimit::RateLimiter::redis(url.expose(), namespace.clone())
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
@@ -126,6 +127,11 @@ impl Server {
         let draining = Arc::new(AtomicBool::new(false));
         let commands = if config.server.embedded_worker {
             assemble::build_command_processor(config, core.clone(), tokens.as_ref()).map(|p| p.spawn(stop.subscribe()))
+        } else {
+            None
+        };
+        let meters = if config.server.embedded_worker {
+            assemble::build_meter_dispatcher(config, &core).map(|d| d.spawn(stop.subscribe()))
         } else {
             None
         };
@@ -208,6 +214,7 @@ impl Server {
             store,
             worker,
             commands,
+            meters,
             stop,
             draining,
             drain_delay: config.server.drain_delay,
@@ -258,6 +265,11 @@ impl Server {
                 && tokio::time::timeout(self.grace, commands).await.is_err()
             {
                 tracing::warn!("the comment command processor did not stop in time (its claim lapses)");
+            }
+            if let Some(meters) = self.meters
+                && tokio::time::timeout(self.grace, meters).await.is_err()
+            {
+                tracing::warn!("the billing meter dispatcher did not stop in time (its claim lapses)");
             }
         };
         let drained = async {

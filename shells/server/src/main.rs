@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Billing tasks of the operator.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
     /// The policy engine, outside a job.
     Policy {
         #[command(subcommand)]
@@ -74,6 +79,27 @@ enum PolicyCommand {
     /// finds any, 0 when none, 2 for bad arguments or when git or a file cannot be read. Reads no
     /// configuration.
     Scan(scan::ScanArgs),
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// List what the payment provider has not acknowledged yet, per organization and meter:
+    /// pending rows (still being sent) and parked ones (refused, with the reason), with their
+    /// totals and oldest fact. Prints nothing else when everything is acknowledged.
+    Reconcile {
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set how an organization is billed from now on (facts already recorded keep their meter).
+    SetMode {
+        /// The organization's id.
+        #[arg(long)]
+        org: aicd_core::OrgId,
+        /// `tokens`, `cost`, `pull_requests` or `merged_pull_requests`.
+        #[arg(long)]
+        mode: aicd_core::billing::PricingMode,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +191,8 @@ fn main() -> ExitCode {
             Command::Admin { command: AdminCommand::LinkInstallation { org, installation, account } } => {
                 link_installation(&config, org, installation, account).await
             }
+            Command::Billing { command: BillingCommand::Reconcile { json } } => reconcile(&config, json).await,
+            Command::Billing { command: BillingCommand::SetMode { org, mode } } => set_mode(&config, org, mode).await,
             Command::Config { .. } | Command::Run(_) | Command::Policy { .. } => Ok(()),
         };
         result.map_err(Some)
@@ -254,6 +282,53 @@ async fn link_installation(
         None => println!("No GitHub App is configured here: its repositories follow its webhook events."),
     }
     store.close().await;
+    Ok(())
+}
+
+/// `billing reconcile`: what the payment provider has not acknowledged, per org and meter.
+async fn reconcile(config: &Config, json: bool) -> anyhow::Result<()> {
+    use aicd_core::store::BillingStore;
+    let store = aicd_runtime::assemble::open_store(config).await?;
+    let lines = store.reconcile_outbox().await?;
+    store.close().await;
+    if json {
+        for line in &lines {
+            println!("{}", serde_json::to_string(line)?);
+        }
+        return Ok(());
+    }
+    if lines.is_empty() {
+        println!("every billable fact is acknowledged by the payment provider");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<20}  {:<7}  {:>6}  {:>14}  {:<20}  last error",
+        "org", "meter", "status", "rows", "total", "oldest"
+    );
+    for l in &lines {
+        println!(
+            "{:<36}  {:<20}  {:<7}  {:>6}  {:>14}  {:<20}  {}",
+            l.org_id.to_string(),
+            l.meter.as_str(),
+            l.status.as_str(),
+            l.rows,
+            l.total,
+            l.oldest.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            l.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// `billing set-mode`: how an organization is billed from now on.
+async fn set_mode(config: &Config, org: aicd_core::OrgId, mode: aicd_core::billing::PricingMode) -> anyhow::Result<()> {
+    use aicd_core::store::{BillingStore, TenancyStore};
+    let store = aicd_runtime::assemble::open_store(config).await?;
+    store.get_org(org).await.map_err(|e| anyhow::anyhow!("organization {org}: {e}"))?;
+    store.open_billing_account(org, mode).await?;
+    let account = store.set_pricing_mode(org, mode).await?;
+    store.close().await;
+    println!("organization {org} is billed by {} from now on", account.mode);
     Ok(())
 }
 

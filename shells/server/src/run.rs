@@ -260,7 +260,7 @@ async fn run_job(
     signals: &mut shutdown::Signals,
 ) -> anyhow::Result<ExitCode> {
     let signal_set = assemble::open_signals(config).await?;
-    let core = assemble::build_core(config, store.clone(), &signal_set);
+    let core = assemble::build_core(config, store.clone(), &signal_set)?;
     let forge = assemble::build_forge(config, store.clone(), None);
     let orchestrator =
         assemble::build_orchestrator(config, store.clone(), &signal_set, &Metrics::new(), forge.clone())?;

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 async fn run(config: &Config) -> anyhow::Result<()> {
     let mut signals = shutdown::Signals::install()?;
     let metrics = Metrics::new();
-    let Parts { store, orchestrator, readiness, commands } = tokio::select! {
+    let Parts { store, orchestrator, readiness, commands, meters } = tokio::select! {
         built = build(config, &metrics) => built?,
         signal = signals.next() => {
             tracing::info!(signal, "stopped while starting");
@@ -89,6 +89,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
 
     let worker = orchestrator.spawn_worker();
     let (stop_commands, commands_stopping) = tokio::sync::watch::channel(false);
+    let meters = meters.map(|dispatcher| dispatcher.spawn(commands_stopping.clone()));
     let commands = commands.map(|processor| processor.spawn(commands_stopping));
     let mut ops_failed = None;
     let signal = tokio::select! {
@@ -118,6 +119,11 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     {
         tracing::warn!("the comment command processor did not stop in time (its claim lapses)");
     }
+    if let Some(meters) = meters
+        && tokio::time::timeout(config.shutdown_grace.max(OPS_STOP_TIMEOUT), meters).await.is_err()
+    {
+        tracing::warn!("the billing meter dispatcher did not stop in time (its claim lapses)");
+    }
     if ops_failed.is_none() {
         let _ = stop_ops.send(());
         match tokio::time::timeout(OPS_STOP_TIMEOUT, ops_server).await {
@@ -142,6 +148,7 @@ struct Parts {
     readiness: Readiness,
     /// The `/aicd` comment command processor, when the GitHub App is configured.
     commands: Option<CommandProcessor>,
+    meters: Option<aicd_core::billing::MeterDispatcher>,
 }
 
 /// Opens the store and the signals and assembles the orchestrator (reporting to `metrics`), the
@@ -153,7 +160,8 @@ async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Parts> {
     let tokens = assemble::github_tokens(config)?;
     let forge = assemble::build_forge(config, store.clone(), tokens.as_ref());
     let orchestrator = assemble::build_orchestrator(config, store.clone(), &signals, metrics, forge)?;
-    let core = assemble::build_core(config, store.clone(), &signals);
+    let core = assemble::build_core(config, store.clone(), &signals)?;
+    let meters = assemble::build_meter_dispatcher(config, &core);
     let commands = assemble::build_command_processor(config, core, tokens.as_ref());
     tracing::info!(
         worker_id = %config.worker.worker_id,
@@ -164,10 +172,11 @@ async fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Parts> {
         concurrency = config.worker.concurrency,
         lease_secs = config.worker.lease.as_secs(),
         github_commands = commands.is_some(),
+        billing = meters.is_some(),
         "worker ready"
     );
     let readiness = Readiness::new(store.clone(), signals.redis.clone());
-    Ok(Parts { store, orchestrator, readiness, commands })
+    Ok(Parts { store, orchestrator, readiness, commands, meters })
 }
 
 /// The error and its causes on one line, each said once (core errors repeat their source).
