@@ -161,12 +161,14 @@ pub fn build_core(config: &Config, store: Arc<SqlStore>, signals: &SignalSet) ->
     })
 }
 
-/// The billing meter dispatcher of a worker (standalone or embedded), when billing is configured.
+/// The billing meter dispatcher of a worker (standalone or embedded), when billing is configured:
+/// its claims last `AICD_LEASE_SECS`, and it polls every `AICD_POLL_INTERVAL_MS` when nothing is due.
 pub fn build_meter_dispatcher(config: &Config, core: &Core) -> Option<MeterDispatcher> {
     config.billing.as_ref()?;
     let worker = format!("{}-billing", config.worker.worker_id);
     match MeterDispatcher::new(core.clone(), worker) {
-        Ok(dispatcher) => Some(dispatcher),
+        // The job lease and poll interval serve the outbox's claims too.
+        Ok(dispatcher) => Some(dispatcher.with_lease(config.worker.lease).with_poll_interval(config.worker.poll_interval)),
         Err(error) => {
             tracing::error!(%error, "billing is configured but its meter dispatcher cannot start");
             None

@@ -701,7 +701,10 @@ fn variables_lists_every_variable_read() {
             "AICD_GITHUB_PRIVATE_KEY",
             "AICD_GITHUB_WEBHOOK_SECRET",
             "AICD_GITHUB_WEBHOOK_SECRET_PREVIOUS",
-            "AICD_GITHUB_CLIENT_SECRET"
+            "AICD_GITHUB_CLIENT_SECRET",
+            "AICD_STRIPE_SECRET_KEY",
+            "AICD_STRIPE_WEBHOOK_SECRET",
+            "AICD_STRIPE_WEBHOOK_SECRET_PREVIOUS",
         ]
     );
 }
@@ -846,4 +849,67 @@ fn the_attempt_limit_reaches_the_orchestrator_and_is_range_checked() {
     assert_eq!(config(&[("AICD_MAX_ATTEMPTS", "12")]).unwrap().orchestrator().max_attempts, 12);
     assert!(problems(&[("AICD_MAX_ATTEMPTS", "0")]).contains("AICD_MAX_ATTEMPTS"));
     assert!(problems(&[("AICD_MAX_ATTEMPTS", "101")]).contains("AICD_MAX_ATTEMPTS"));
+}
+
+#[test]
+fn billing_is_off_without_a_stripe_key_and_checked_with_one() {
+    assert!(config(&[]).unwrap().billing.is_none());
+    let half = problems(&[("AICD_BILLING_FREE_JOBS", "5")]);
+    assert!(half.contains("AICD_BILLING_FREE_JOBS is set but AICD_STRIPE_SECRET_KEY is not"), "{half}");
+
+    let key = "sk_test_51MzQ2aLkdIwHu7ix0123456789abcdef";
+    let billing = config(&[
+        ("AICD_STRIPE_SECRET_KEY", key),
+        ("AICD_STRIPE_WEBHOOK_SECRET", "whsec_5f8a1c2d3e4b5a6978c1d2e3"),
+        ("AICD_BILLING_MODE", "merged_pull_requests"),
+        ("AICD_BILLING_FREE_JOBS", "unlimited"),
+        ("AICD_BILLING_FREE_COST_MICROS", "0"),
+        ("AICD_BILLING_GRACE_DAYS", "2"),
+        ("AICD_STRIPE_METER_PRS", "prs.opened"),
+    ])
+    .unwrap();
+    let settings = billing.billing.as_ref().expect("billing is on");
+    assert_eq!(settings.api_url, "https://api.stripe.com");
+    let options = &settings.options;
+    assert_eq!(options.default_mode, aicd_core::billing::PricingMode::MergedPullRequests);
+    assert_eq!((options.free_jobs_per_month, options.free_cost_micros_per_month), (None, Some(0)));
+    assert_eq!(options.grace_period, Duration::from_secs(2 * 24 * 3600));
+    assert_eq!(options.meters.pull_requests, "prs.opened");
+    assert_eq!(options.meters.input_tokens, "aicd_input_tokens");
+    // Secrets are hidden from the summary and scrubbed from messages.
+    let summary = billing.summary();
+    assert!(summary.contains(&("AICD_STRIPE_SECRET_KEY", "[secret]".to_owned())), "{summary:?}");
+    assert!(summary.contains(&("AICD_BILLING_FREE_JOBS", "unlimited".to_owned())), "{summary:?}");
+    assert!(!billing.scrub(&format!("failed with {key}")).contains(key));
+
+    let bad = problems(&[
+        ("AICD_STRIPE_SECRET_KEY", "pk_test_123"),
+        ("AICD_STRIPE_WEBHOOK_SECRET", "not-a-secret"),
+        ("AICD_BILLING_MODE", "per-seat"),
+        ("AICD_BILLING_FREE_JOBS", "-1"),
+        ("AICD_STRIPE_METER_COST", "has spaces"),
+    ]);
+    for name in [
+        "AICD_STRIPE_SECRET_KEY must be a Stripe secret or restricted key",
+        "AICD_STRIPE_WEBHOOK_SECRET must be",
+        "AICD_BILLING_MODE must be",
+        "AICD_BILLING_FREE_JOBS",
+        "AICD_STRIPE_METER_COST must be a Stripe meter event name",
+    ] {
+        assert!(bad.contains(name), "{name} in {bad}");
+    }
+    assert!(!bad.contains("pk_test_123"), "the key is never echoed: {bad}");
+}
+
+#[test]
+fn production_bills_with_live_keys_only_over_https() {
+    let test_key = problems(&with(production(), &[("AICD_STRIPE_SECRET_KEY", "sk_test_51MzQ2aLkdIwHu7ix0123")]));
+    assert!(test_key.contains("AICD_STRIPE_SECRET_KEY is a test-mode key; production needs a live key"), "{test_key}");
+    let plain = problems(&with(
+        production(),
+        &[("AICD_STRIPE_SECRET_KEY", "sk_live_51MzQ2aLkdIwHu7ix0123"), ("AICD_STRIPE_API_URL", "http://stripe.internal")],
+    ));
+    assert!(plain.contains("AICD_STRIPE_API_URL"), "{plain}");
+    let live = config(&with(production(), &[("AICD_STRIPE_SECRET_KEY", "rk_live_51MzQ2aLkdIwHu7ix0123")])).unwrap();
+    assert!(live.billing.is_some());
 }
