@@ -168,7 +168,9 @@ pub fn build_meter_dispatcher(config: &Config, core: &Core) -> Option<MeterDispa
     let worker = format!("{}-billing", config.worker.worker_id);
     match MeterDispatcher::new(core.clone(), worker) {
         // The job lease and poll interval serve the outbox's claims too.
-        Ok(dispatcher) => Some(dispatcher.with_lease(config.worker.lease).with_poll_interval(config.worker.poll_interval)),
+        Ok(dispatcher) => {
+            Some(dispatcher.with_lease(config.worker.lease).with_poll_interval(config.worker.poll_interval))
+        }
         Err(error) => {
             tracing::error!(%error, "billing is configured but its meter dispatcher cannot start");
             None

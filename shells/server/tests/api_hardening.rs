@@ -395,6 +395,10 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
         ("post", "/v1/orgs/{org_id}/github/setup"),
         ("get", "/github/setup"),
         ("post", "/webhooks/github"),
+        ("get", "/v1/orgs/{org_id}/billing"),
+        ("patch", "/v1/orgs/{org_id}/billing"),
+        ("post", "/v1/orgs/{org_id}/billing/portal"),
+        ("post", "/webhooks/stripe"),
     ];
     let mut documented = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {

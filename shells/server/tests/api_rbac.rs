@@ -181,6 +181,16 @@ fn routes() -> Vec<Route> {
         // No changeset yet: an authorized caller gets past the role check to 409.
         r(Method::GET, "/v1/orgs/{org}/jobs/{job}/diff", None, Some(Viewer), StatusCode::CONFLICT),
         r(Method::GET, "/v1/orgs/{org}/usage", None, Some(Viewer), StatusCode::OK),
+        // This deployment does not bill: an authorized caller gets past the role check to 404.
+        r(Method::GET, "/v1/orgs/{org}/billing", None, Some(Admin), StatusCode::NOT_FOUND),
+        r(
+            Method::PATCH,
+            "/v1/orgs/{org}/billing",
+            Some(|_| json!({"spend_cap_micros": 1})),
+            Some(Admin),
+            StatusCode::NOT_FOUND,
+        ),
+        r(Method::POST, "/v1/orgs/{org}/billing/portal", None, Some(Admin), StatusCode::NOT_FOUND),
         r(Method::GET, "/v1/orgs/{org}/github/installations", None, Some(Viewer), StatusCode::OK),
         r(Method::POST, "/v1/orgs/{org}/github/install", None, Some(Admin), StatusCode::CREATED),
         // A state that is not the caller's: an authorized caller gets past the role check to 400.

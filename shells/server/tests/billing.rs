@@ -168,10 +168,16 @@ async fn stripe_webhooks_are_verified_over_the_raw_body_and_applied_once() {
     }))
     .unwrap();
     let ignored = deliver(&server, &other, &sign(OLD_WEBHOOK_SECRET, now(), &other)).await;
-    assert_eq!((ignored.status, ignored.body["status"].as_str()), (StatusCode::OK, Some("ignored")), "{}", ignored.text);
+    assert_eq!(
+        (ignored.status, ignored.body["status"].as_str()),
+        (StatusCode::OK, Some("ignored")),
+        "{}",
+        ignored.text
+    );
 
     // A deletion (a new event) cancels it.
-    let deleted = subscription_event("evt_1NG8Du2eZvKYlo2CUI79vXWz", "customer.subscription.deleted", "canceled", now() + 1);
+    let deleted =
+        subscription_event("evt_1NG8Du2eZvKYlo2CUI79vXWz", "customer.subscription.deleted", "canceled", now() + 1);
     assert_eq!(deliver(&server, &deleted, &sign(WEBHOOK_SECRET, now(), &deleted)).await.body["status"], "applied");
     assert_eq!(billing(&server, &org, &admin).await["subscription_status"], "canceled");
 }
@@ -205,7 +211,8 @@ async fn beyond_the_free_allowance_new_jobs_are_refused_with_402_until_a_subscri
 
     // A spend cap above the deployment's is refused; the admin may set a lower one.
     let path = format!("/v1/orgs/{}/billing", org.id);
-    let too_high = server.call(Method::PATCH, &path, Some(&admin), Some(json!({"spend_cap_micros": 200_000_000}))).await;
+    let too_high =
+        server.call(Method::PATCH, &path, Some(&admin), Some(json!({"spend_cap_micros": 200_000_000}))).await;
     assert_eq!((too_high.status, too_high.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"));
     let capped = server.call(Method::PATCH, &path, Some(&admin), Some(json!({"spend_cap_micros": 0}))).await;
     assert_eq!((capped.status, capped.body["spend_cap_micros"].as_u64()), (StatusCode::OK, Some(0)), "{}", capped.text);
@@ -214,7 +221,8 @@ async fn beyond_the_free_allowance_new_jobs_are_refused_with_402_until_a_subscri
     let uncapped = server.call(Method::PATCH, &path, Some(&admin), Some(json!({"spend_cap_micros": null}))).await;
     assert_eq!(uncapped.body["spend_cap_micros"], Value::Null, "{}", uncapped.text);
     assert_eq!(server.post(&jobs, &developer, job("third")).await.status, StatusCode::CREATED);
-    let developer_patch = server.call(Method::PATCH, &path, Some(&developer), Some(json!({"spend_cap_micros": 1}))).await;
+    let developer_patch =
+        server.call(Method::PATCH, &path, Some(&developer), Some(json!({"spend_cap_micros": 1}))).await;
     assert_eq!(developer_patch.status, StatusCode::FORBIDDEN);
 }
 
@@ -231,6 +239,9 @@ async fn without_stripe_nothing_is_billed_or_refused_and_the_routes_say_so() {
     let repo_id = server.local_repo(&org, &admin, repo.path()).await;
     for n in 0..3 {
         let job = json!({"repo_id": repo_id, "issue": {"title": format!("job {n}"), "body": "Please."}});
-        assert_eq!(server.post(&format!("/v1/orgs/{}/jobs", org.id), &developer, job).await.status, StatusCode::CREATED);
+        assert_eq!(
+            server.post(&format!("/v1/orgs/{}/jobs", org.id), &developer, job).await.status,
+            StatusCode::CREATED
+        );
     }
 }

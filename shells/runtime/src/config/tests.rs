@@ -907,7 +907,10 @@ fn production_bills_with_live_keys_only_over_https() {
     assert!(test_key.contains("AICD_STRIPE_SECRET_KEY is a test-mode key; production needs a live key"), "{test_key}");
     let plain = problems(&with(
         production(),
-        &[("AICD_STRIPE_SECRET_KEY", "sk_live_51MzQ2aLkdIwHu7ix0123"), ("AICD_STRIPE_API_URL", "http://stripe.internal")],
+        &[
+            ("AICD_STRIPE_SECRET_KEY", "sk_live_51MzQ2aLkdIwHu7ix0123"),
+            ("AICD_STRIPE_API_URL", "http://stripe.internal"),
+        ],
     ));
     assert!(plain.contains("AICD_STRIPE_API_URL"), "{plain}");
     let live = config(&with(production(), &[("AICD_STRIPE_SECRET_KEY", "rk_live_51MzQ2aLkdIwHu7ix0123")])).unwrap();
