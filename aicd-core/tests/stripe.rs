@@ -2,6 +2,10 @@
 //! with Stripe's documented response shapes: what goes on the wire, and how each answer maps to
 //! a [`BillingError`].
 
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aicd_core::OrgId;
@@ -426,4 +430,96 @@ fn a_bad_url_is_a_configuration_error_without_the_key() {
     let err = StripeBilling::new(KEY, Some("not a url")).expect_err("refused");
     assert!(matches!(&err, BillingError::Permanent { .. }), "{err:?}");
     assert!(!format!("{err:?}").contains("DoNotLeak"));
+}
+
+/// The whole path of a billable fact: a usage record writes its outbox rows, the dispatcher sends
+/// them through this adapter, and a send that timed out (after Stripe received it) goes again
+/// under the same identifier, so Stripe counts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_reaches_stripe_and_a_timed_out_send_is_retried_with_the_same_identifier() {
+    use aicd_core::billing::{BillingOptions, BillingStore, MeterDispatcher, OutboxStatus};
+    use aicd_core::jobs::{IssueRef, NewJob, Trigger};
+    use aicd_core::repos::{NewRepo, RepoSource};
+    use aicd_core::store::{JobStore, NewUsage};
+    use aicd_core::{Core, CoreOptions};
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(customer_json("cus_NffrFeUfNV2Hib", "Acme", "org")))
+        .mount(&server)
+        .await;
+    let accepted = |request: &Request| {
+        let fields: std::collections::HashMap<_, _> = form(request).into_iter().collect();
+        ResponseTemplate::new(200).set_body_json(meter_event_json(&MeterEvent {
+            event_name: fields["event_name"].clone(),
+            customer: fields["payload[stripe_customer_id]"].clone(),
+            value: fields["payload[value]"].parse().unwrap(),
+            identifier: fields["identifier"].clone(),
+            timestamp: Utc.timestamp_opt(fields["timestamp"].parse().unwrap(), 0).unwrap(),
+        }))
+    };
+    // The first meter event is received but answered too late; later ones at once.
+    Mock::given(method("POST"))
+        .and(path("/v1/billing/meter_events"))
+        .respond_with(move |request: &Request| accepted(request).set_delay(Duration::from_secs(3)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).and(path("/v1/billing/meter_events")).respond_with(accepted).mount(&server).await;
+
+    let h = support::sqlite().await;
+    let stripe = StripeBilling::new(KEY, Some(&server.uri())).unwrap().with_timeout(Duration::from_millis(500));
+    let options = CoreOptions { billing: Some(BillingOptions::default()), ..support::local_options(h.repos.path()) };
+    let core = Core::new(h.store.clone(), options).with_billing(Arc::new(stripe));
+    let (org, _, admin) = h.org_with_admin("Acme").await;
+    let repo = NewRepo {
+        full_name: "local/widgets".into(),
+        source: RepoSource::Local { path: h.local_path("widgets") },
+        default_branch: None,
+        settings: None,
+    };
+    let repo = core.create_repo(&admin, org.id, repo).await.unwrap();
+    let issue = IssueRef { number: None, title: "Greet".into(), body: "Please.".into(), url: None, author: None };
+    let job = NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None };
+    let job = core.create_job(&admin, org.id, job).await.unwrap();
+    let usage = NewUsage {
+        id: None,
+        job_id: Some(job.id),
+        step: "coding".into(),
+        model: "gpt-4.1-mini".into(),
+        input_tokens: 1200,
+        output_tokens: 340,
+        cost_micros: 900,
+    };
+    h.store.record_usage(org.id, usage).await.unwrap();
+
+    let dispatcher = MeterDispatcher::new(core.clone(), "worker-1").unwrap();
+    let first = dispatcher.run_once().await.unwrap();
+    assert_eq!((first.claimed, first.sent, first.retried), (2, 1, 1), "{first:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.store.list_outbox(org.id).await.unwrap().iter().any(|e| e.status != OutboxStatus::Sent) {
+        assert!(Instant::now() < deadline, "the timed-out row was not sent again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        dispatcher.run_once().await.unwrap();
+    }
+
+    let sends: Vec<_> =
+        received(&server).await.iter().filter(|r| r.url.path() == "/v1/billing/meter_events").map(form).collect();
+    assert_eq!(sends.len(), 3, "two facts, one of them sent twice");
+    let mut distinct: Vec<_> = sends.iter().map(|f| sorted(f.clone())).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "the repeat is the same event, field for field: {sends:?}");
+    let expected_at = job.created_at.timestamp();
+    for (name, value) in [("aicd_input_tokens", "1200"), ("aicd_output_tokens", "340")] {
+        let event = distinct.iter().find(|f| f.contains(&("event_name".into(), name.into()))).expect(name);
+        let field = |key: &str| event.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(field("payload[value]"), value);
+        assert_eq!(field("payload[stripe_customer_id]"), "cus_NffrFeUfNV2Hib");
+        assert!(field("identifier").starts_with("aicd_"), "{event:?}");
+        let at: i64 = field("timestamp").parse().unwrap();
+        assert!((at - expected_at).abs() < 60, "the fact's time: {at} vs {expected_at}");
+    }
 }

@@ -32,12 +32,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(CoreOptions::default()).await
+}
+
+async fn setup_with(options: CoreOptions) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let keys = aicd_testkit::rsa_key_pair();
     let github = FakeGitHub::start(&keys.public_pem).await;
     let db = TestSqlite::new();
     let store = Arc::new(SqlStore::sqlite(db.path()).await.unwrap());
-    let core = Core::new(store.clone(), CoreOptions::default());
+    let core = Core::new(store.clone(), options);
     let (org, _, secret) =
         core.bootstrap_org(NewOrg { name: "Acme".into(), max_concurrent_jobs: None, settings: None }).await.unwrap();
     let admin = core.authenticate_api_key(&secret).await.unwrap();
@@ -253,4 +257,30 @@ async fn github_unavailable_defers_and_an_unlinked_installation_fails_without_a_
     assert!(error.contains("detached"), "{command:?}");
     assert_eq!(s.github.token_requests().await, before, "no token for an unlinked installation");
     assert!(s.jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_trigger_beyond_the_free_allowance_is_refused_with_one_reply_and_no_job() {
+    let billing = aicd_core::billing::BillingOptions { free_jobs_per_month: Some(1), ..Default::default() };
+    let s = setup_with(CoreOptions { billing: Some(billing), ..CoreOptions::default() }).await;
+    s.github.set_permission("monalisa", "write");
+    s.label("monalisa", None, "delivery-1").await;
+    assert_eq!(s.finished().await.status, CommandStatus::Done);
+    assert_eq!(s.jobs().await.len(), 1, "the allowance's one job");
+    let first = s.jobs().await.remove(0);
+    s.core.cancel_job(&s.admin, s.org, first.id).await.unwrap();
+
+    // The allowance is used up: the next trigger is refused once, with the reason, and no job.
+    s.label("monalisa", None, "delivery-2").await;
+    let refused = s.finished().await;
+    assert_eq!((refused.status, refused.error.as_deref()), (CommandStatus::Refused, Some("quota_exceeded")));
+    assert_eq!(s.jobs().await.len(), 1, "nothing was started");
+    let replies = s.replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].starts_with("@monalisa, AI-CD did not start: the free allowance of 1 jobs"), "{}", replies[0]);
+    assert!(replies[0].contains(&format!("/v1/orgs/{}/billing", s.org)), "{}", replies[0]);
+    // The same delivery again is the same command: no second reply.
+    s.label("monalisa", None, "delivery-2").await;
+    assert!(s.processor.process_next().await.unwrap().is_none(), "nothing left to do");
+    assert_eq!(s.replies().len(), 1);
 }
