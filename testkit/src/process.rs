@@ -101,6 +101,15 @@ impl Process {
         assert!(status.success(), "kill -TERM {pid} failed");
     }
 
+    /// Sends SIGKILL and reaps it: a crash, with no chance to finish or record anything. Returns
+    /// its exit status (that of the earlier exit if it had already exited).
+    pub fn kill(&self) -> ExitStatus {
+        let mut child = self.child();
+        // An error only means it has exited already; `wait` then returns that status.
+        let _ = child.kill();
+        child.wait().expect("the child can be waited for")
+    }
+
     /// Waits for it to exit, at most `within`; `None` if it is still running.
     pub async fn wait(&self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;

@@ -2,6 +2,9 @@
 //! GitHub, and the real `aicd-server` and `aicd-worker` processes configured as a GitHub App
 //! deployment, with helpers to call the API and deliver signed webhooks.
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
 pub(crate) mod payloads;
 
 use std::process::Output;
@@ -44,12 +47,17 @@ pub(crate) struct Processes {
     pub(crate) server: Process,
     /// `aicd-worker`.
     pub(crate) worker: Process,
+    /// Workers replaced by [`World::replace_worker`], kept for their logs.
+    retired: Vec<Process>,
 }
 
 impl Processes {
-    /// Both logs.
+    /// Every log: the server's, the retired workers' and the worker's.
     pub(crate) fn logs(&self) -> String {
-        format!("{}\n{}", self.server.log(), self.worker.log())
+        let mut logs = vec![self.server.log()];
+        logs.extend(self.retired.iter().map(Process::log));
+        logs.push(self.worker.log());
+        logs.join("\n")
     }
 }
 
@@ -75,7 +83,10 @@ pub(crate) struct World {
     base: String,
     http: reqwest::Client,
     secret: WebhookSecret,
-    _logs: tempfile::TempDir,
+    /// The processes' environment (as the application role), without their listen addresses.
+    env: Vec<(String, String)>,
+    owner_url: String,
+    logs: tempfile::TempDir,
     _redis: TestRedis,
     _postgres: TestPostgres,
 }
@@ -85,6 +96,12 @@ impl World {
     /// GitHub, an organization from `aicd-server admin bootstrap`, and the server (without an
     /// embedded worker) and a worker, both ready.
     pub(crate) async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`World::start`] with `extra` added to (or replacing) the environment of the processes
+    /// and of every `aicd-server` command, migrations and bootstrap included.
+    pub(crate) async fn start_with(extra: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (private_key, public_key) = app_key_pair();
         let github = FakeGitHub::start(public_key).await;
@@ -114,6 +131,9 @@ impl World {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        for (name, value) in extra {
+            set(&mut env, name, value);
+        }
 
         // The schema, as its owner; then the application role the processes use.
         run_server_command(&["migrate"], &env);
@@ -133,12 +153,13 @@ impl World {
         // The test polls the API often; keep it clear of the rate limits.
         set(&mut server_env, "AICD_RATE_LIMIT_PER_MINUTE", "100000");
         set(&mut server_env, "AICD_IP_RATE_LIMIT_PER_MINUTE", "100000");
-        let mut worker_env = env;
+        let mut worker_env = env.clone();
         set(&mut worker_env, "AICD_WORKER_LISTEN_ADDR", &format!("127.0.0.1:{worker_port}"));
         set(&mut worker_env, "AICD_WORKER_ID", "e2e-worker");
         let processes = Processes {
             server: Process::spawn("aicd-server", &binary("aicd-server"), &server_env, &logs.path().join("server.log")),
             worker: Process::spawn("aicd-worker", &binary("aicd-worker"), &worker_env, &logs.path().join("worker.log")),
+            retired: Vec::new(),
         };
 
         let world = Self {
@@ -149,13 +170,47 @@ impl World {
             base: format!("http://127.0.0.1:{server_port}"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client"),
             secret,
-            _logs: logs,
+            env,
+            owner_url,
+            logs,
             _redis: redis,
             _postgres: postgres,
         };
         world.wait_ready(&format!("{}/ready", world.base), "the server").await;
         world.wait_ready(&format!("http://127.0.0.1:{worker_port}/ready"), "the worker").await;
         world
+    }
+
+    /// Starts another `aicd-worker` named `worker_id` (its own ops port and log) in place of the
+    /// current one, which is kept for its log and must have exited already (see
+    /// [`Process::kill`]); returns once the new one is ready.
+    pub(crate) async fn replace_worker(&mut self, worker_id: &str) {
+        assert!(self.processes.worker.exit_status().is_some(), "the worker being replaced is still running");
+        let port = free_port();
+        let mut env = self.env.clone();
+        set(&mut env, "AICD_WORKER_LISTEN_ADDR", &format!("127.0.0.1:{port}"));
+        set(&mut env, "AICD_WORKER_ID", worker_id);
+        let log = self.logs.path().join(format!("{worker_id}.log"));
+        let worker = Process::spawn(worker_id, &binary("aicd-worker"), &env, &log);
+        let old = std::mem::replace(&mut self.processes.worker, worker);
+        self.processes.retired.push(old);
+        self.wait_ready(&format!("http://127.0.0.1:{port}/ready"), worker_id).await;
+    }
+
+    /// Runs `aicd-server <args>` to completion with the processes' environment; panics with its
+    /// output if it fails.
+    pub(crate) fn server_command(&self, args: &[&str]) -> Output {
+        run_server_command(args, &self.env)
+    }
+
+    /// The test database's URL as its owner (a superuser: row-level security does not apply).
+    pub(crate) fn owner_database_url(&self) -> &str {
+        &self.owner_url
+    }
+
+    /// The test database's URL as the application role the processes use.
+    pub(crate) fn app_database_url(&self) -> &str {
+        self.env.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.as_str()).expect("DATABASE_URL is set")
     }
 
     async fn wait_ready(&self, url: &str, what: &str) {
@@ -224,6 +279,25 @@ impl World {
         self.deliver_raw(event, delivery, body, Some(&signature)).await
     }
 
+    /// [`World::deliver`], also returning the server's answer (`status`: `processed`, `ignored`
+    /// or `duplicate`, and its `detail`).
+    pub(crate) async fn deliver_for_reply(&self, event: &str, delivery: &str, payload: &Value) -> (StatusCode, Value) {
+        let body = serde_json::to_vec(payload).expect("the payload serializes");
+        let signature = self.sign(&body);
+        let request = self.webhook_request(event, delivery, body).header("x-hub-signature-256", signature);
+        read(request.send().await.expect("the server answers")).await
+    }
+
+    /// `POST {path}` without credentials, with `headers` and `body` as they are (a provider's
+    /// webhook): the status and the body as JSON.
+    pub(crate) async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.expect("the server answers")).await
+    }
+
     /// Delivers a webhook with `signature` as its `X-Hub-Signature-256` (none if `None`).
     pub(crate) async fn deliver_raw(
         &self,
@@ -232,17 +306,7 @@ impl World {
         body: Vec<u8>,
         signature: Option<&str>,
     ) -> StatusCode {
-        let mut request = self
-            .http
-            .post(format!("{}/webhooks/github", self.base))
-            .header("content-type", "application/json")
-            .header("user-agent", "GitHub-Hookshot/8f2b4e1")
-            .header("x-github-event", event)
-            .header("x-github-delivery", delivery)
-            .header("x-github-hook-id", "500000001")
-            .header("x-github-hook-installation-target-id", APP_ID.to_string())
-            .header("x-github-hook-installation-target-type", "integration")
-            .body(body);
+        let mut request = self.webhook_request(event, delivery, body);
         if let Some(signature) = signature {
             request = request.header("x-hub-signature-256", signature);
         }
@@ -253,6 +317,20 @@ impl World {
             eprintln!("webhook {event} {delivery}: {status} {text}");
         }
         status
+    }
+
+    /// A delivery of `event` to `/webhooks/github` with GitHub's headers, unsigned.
+    fn webhook_request(&self, event: &str, delivery: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/webhooks/github", self.base))
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/8f2b4e1")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-github-hook-id", "500000001")
+            .header("x-github-hook-installation-target-id", APP_ID.to_string())
+            .header("x-github-hook-installation-target-type", "integration")
+            .body(body)
     }
 
     /// The organization's jobs for issue `number` of any repository, newest first.

@@ -53,6 +53,17 @@ pub(crate) fn pull_request_merged(pull: &Pull) -> Value {
     payload
 }
 
+/// `pull_request.closed` with `merged: false`: `monalisa` closed `pull` without merging it (GitHub
+/// then sends no `merged_at` nor `merged_by`).
+pub(crate) fn pull_request_closed_unmerged(pull: &Pull) -> Value {
+    let mut payload = pull_request_merged(pull);
+    let pr = &mut payload["pull_request"];
+    pr["merged"] = json!(false);
+    pr["merged_at"] = Value::Null;
+    pr["merged_by"] = Value::Null;
+    payload
+}
+
 /// `issue_comment.created`: `login` commented `body` (comment `comment_id`) on issue `number`,
 /// titled `title`.
 pub(crate) fn issue_comment_created(number: u64, title: &str, comment_id: u64, login: &str, body: &str) -> Value {
