@@ -294,6 +294,8 @@ async fn the_dispatcher_sends_every_fact_once_across_retries_and_a_crashed_dispa
     assert_eq!(w.provider.calls(), 4 + 4 + 1, "every row sent twice, the failed one three times");
     assert_eq!(w.provider.customer(w.org).as_deref(), Some(customer.as_str()));
     assert!(w.h.store.reconcile_outbox().await.unwrap().is_empty());
+    // Each row's first send is recorded (the provider's deduplication window counts from it).
+    assert!(w.h.store.list_outbox(w.org).await.unwrap().iter().all(|e| e.first_sent_at.is_some()));
 }
 
 async fn refused_events_are_parked_with_their_reason_and_reconciled(w: World) {

@@ -277,7 +277,7 @@ async fn a_trigger_beyond_the_free_allowance_is_refused_with_one_reply_and_no_jo
     assert_eq!(s.jobs().await.len(), 1, "nothing was started");
     let replies = s.replies();
     assert_eq!(replies.len(), 1, "{replies:?}");
-    assert!(replies[0].starts_with("@monalisa, AI-CD did not start: the free allowance of 1 jobs"), "{}", replies[0]);
+    assert!(replies[0].starts_with("@monalisa, AI-CD did not start: the free allowance of 1 job"), "{}", replies[0]);
     assert!(replies[0].contains(&format!("/v1/orgs/{}/billing", s.org)), "{}", replies[0]);
     // The same delivery again is the same command: no second reply.
     s.label("monalisa", None, "delivery-2").await;

@@ -21,7 +21,8 @@ use crate::{Core, Error, OrgId, Result};
 
 /// How long the provider recognises an identifier sent before (Stripe: at least 24 hours). A row
 /// first sent longer ago than this that still fails is parked rather than sent again, since a
-/// repeat could no longer be told apart from a new event.
+/// repeat could no longer be told apart from a new event. Attempts that failed before sending
+/// (creating the customer) do not start the window.
 pub const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(23 * 3600);
 
 /// The longest wait between two attempts of a row.
@@ -122,6 +123,8 @@ impl MeterDispatcher {
                 Err(err) => settlements.push(settle(entry, Err(err))),
             }
         }
+        let sending: Vec<OutboxEntry> = ready.iter().map(|(entry, _)| entry.clone()).collect();
+        self.core.store.begin_outbox_sends(&self.worker, &sending).await?;
         for chunk in ready.chunks(self.concurrency.max(1)) {
             let mut sends = JoinSet::new();
             for (entry, customer) in chunk {

@@ -157,7 +157,10 @@ impl Core {
         if let Some(jobs) = options.free_jobs_per_month.filter(|n| usage.jobs >= *n) {
             return Some((
                 "quota_exceeded",
-                format!("the free allowance of {jobs} jobs this month is used up; subscribe to continue: {fix}"),
+                format!(
+                    "the free allowance of {jobs} {} this month is used up; subscribe to continue: {fix}",
+                    if jobs == 1 { "job" } else { "jobs" }
+                ),
             ));
         }
         if let Some(cost) = options.free_cost_micros_per_month.filter(|n| usage.cost_micros >= *n) {

@@ -91,6 +91,10 @@ pub trait BillingStore: Send + Sync {
     /// Claims up to `max` due, pending outbox rows of any organization for `worker`, for
     /// `lease`: each claim raises the row's epoch, which fences its settlement.
     async fn claim_outbox(&self, worker: &str, lease: chrono::Duration, max: usize) -> Result<Vec<OutboxEntry>>;
+    /// Records that the meter events of these claimed rows are about to be sent (the first time
+    /// starts the provider's deduplication window, [`crate::billing::DEDUPLICATION_WINDOW`]), for
+    /// the rows `worker` still holds under the epoch it claimed them with.
+    async fn begin_outbox_sends(&self, worker: &str, entries: &[OutboxEntry]) -> Result<()>;
     /// Settles claimed rows, each only if `worker` still holds it under the epoch it was claimed
     /// with; returns how many were settled.
     async fn settle_outbox(&self, worker: &str, settlements: &[(OutboxEntry, Settlement)]) -> Result<u64>;
@@ -272,7 +276,7 @@ pub(crate) async fn enqueue_pull_request(
 
 const CLAIM_POSTGRES_SQL: &str = concat!(
     "UPDATE billing_outbox SET lease_owner = $1, lease_expires_at = $2, epoch = epoch + 1, \
-     attempts = attempts + 1, first_sent_at = COALESCE(first_sent_at, $3) \
+     attempts = attempts + 1 \
      WHERE id IN (SELECT id FROM billing_outbox WHERE status = 'pending' AND run_after <= $3 \
      AND (lease_expires_at IS NULL OR lease_expires_at < $3) ORDER BY run_after, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING ",
@@ -281,7 +285,7 @@ const CLAIM_POSTGRES_SQL: &str = concat!(
 
 const CLAIM_SQLITE_SQL: &str = concat!(
     "UPDATE billing_outbox SET lease_owner = $1, lease_expires_at = $2, epoch = epoch + 1, \
-     attempts = attempts + 1, first_sent_at = COALESCE(first_sent_at, $3) \
+     attempts = attempts + 1 \
      WHERE id IN (SELECT id FROM billing_outbox WHERE status = 'pending' AND run_after <= $3 \
      AND (lease_expires_at IS NULL OR lease_expires_at < $3) ORDER BY run_after, id LIMIT $4) \
      RETURNING ",
@@ -390,6 +394,24 @@ impl BillingStore for SqlStore {
         let mut claimed = rows.into_iter().map(OutboxEntry::try_from).collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|e| (e.occurred_at, e.id));
         Ok(claimed)
+    }
+
+    async fn begin_outbox_sends(&self, worker: &str, entries: &[OutboxEntry]) -> Result<()> {
+        let at = crate::store::now();
+        let mut tx = self.begin(Scope::System).await?;
+        for entry in entries.iter().filter(|e| e.first_sent_at.is_none()) {
+            tx.execute(
+                q("UPDATE billing_outbox SET first_sent_at = COALESCE(first_sent_at, $4) \
+                   WHERE id = $1 AND epoch = $2 AND lease_owner = $3")
+                .arg(entry.id)
+                .arg(entry.epoch)
+                .arg(worker)
+                .arg(at),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn settle_outbox(&self, worker: &str, settlements: &[(OutboxEntry, Settlement)]) -> Result<u64> {

@@ -196,7 +196,7 @@ async fn beyond_the_free_allowance_new_jobs_are_refused_with_402_until_a_subscri
     let refused = server.post(&jobs, &developer, job("second")).await;
     assert_eq!((refused.status, refused.error_code()), (StatusCode::PAYMENT_REQUIRED, "quota_exceeded"));
     let message = refused.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("free allowance of 1 jobs") && message.contains("/billing"), "{message}");
+    assert!(message.contains("free allowance of 1 job") && message.contains("/billing"), "{message}");
     let listed = server.get(&jobs, &developer).await;
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "nothing was enqueued: {}", listed.text);
 
