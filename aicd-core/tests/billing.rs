@@ -131,8 +131,12 @@ impl World {
     }
 
     async fn subscribe(&self, event: &str, status: &str) -> EventOutcome {
-        let subscription =
-            Subscription { id: "sub_1MowQVLkdIwHu7ixeRlqHVzs".into(), status: status.into(), current_period_end: None };
+        let subscription = Subscription {
+            id: "sub_1MowQVLkdIwHu7ixeRlqHVzs".into(),
+            status: status.into(),
+            current_period_end: None,
+            prices: vec![],
+        };
         let customer = self.customer().await;
         self.h
             .store
@@ -353,6 +357,7 @@ async fn provider_events_apply_once_and_unknown_customers_change_nothing(w: Worl
         id: "sub_1MowQVLkdIwHu7ixeRlqHVzs".into(),
         status: "incomplete".into(),
         current_period_end: None,
+        prices: vec![],
     };
     let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
     let customer = w.customer().await;

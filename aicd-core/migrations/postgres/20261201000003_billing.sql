@@ -3,7 +3,7 @@
 -- billing_accounts  one row per organization that is billed: how it is priced, its customer and
 --                   subscription at the payment provider (as the provider's latest event about it
 --                   said: `subscription_at` is that event's time, so an older event delivered
---                   late changes nothing),
+--                   late changes nothing; `subscription_prices`: its price ids, comma-separated),
 --                   a failed payment not yet settled, and the monthly spend cap its admin set.
 -- billing_outbox    every billable fact, one row per meter event to send, written in the same
 --                   transaction as the usage record or state change it counts. A dispatcher
@@ -23,6 +23,7 @@ CREATE TABLE billing_accounts (
     customer_id         text UNIQUE,
     subscription_id     text,
     subscription_status text,
+    subscription_prices text,
     current_period_end  timestamptz,
     subscription_at     timestamptz,
     payment_failed_at   timestamptz,

@@ -7,6 +7,7 @@ CREATE TABLE billing_accounts (
     customer_id         TEXT UNIQUE,
     subscription_id     TEXT,
     subscription_status TEXT,
+    subscription_prices TEXT,
     current_period_end  TEXT,
     subscription_at     TEXT,
     payment_failed_at   TEXT,

@@ -197,6 +197,8 @@ pub struct Subscription {
     pub status: String,
     /// When the current period ends.
     pub current_period_end: Option<DateTime<Utc>>,
+    /// The ids of the prices subscribed to (`price_...`): the plan.
+    pub prices: Vec<String>,
 }
 
 /// Where an outbox row is.

@@ -53,6 +53,8 @@ pub struct BillingStatus {
     pub has_customer: bool,
     /// Its subscription's status (`active`, `trialing`, `past_due`, `canceled`, ...), if any.
     pub subscription_status: Option<String>,
+    /// The plan: the ids of the prices its subscription is to (empty without one).
+    pub plan: Vec<String>,
     /// When the subscription's current period ends.
     pub current_period_end: Option<DateTime<Utc>>,
     /// When a payment failed that has not been settled since.
@@ -185,15 +187,18 @@ impl Core {
         let free = |allowance: Option<u64>, used: u64| {
             allowance.filter(|_| !account.subscribed()).map(|n| n.saturating_sub(used))
         };
-        let Subscription { status, current_period_end, .. } = account.subscription.clone().unwrap_or(Subscription {
-            id: String::new(),
-            status: String::new(),
-            current_period_end: None,
-        });
+        let Subscription { status, current_period_end, prices, .. } =
+            account.subscription.clone().unwrap_or(Subscription {
+                id: String::new(),
+                status: String::new(),
+                current_period_end: None,
+                prices: Vec::new(),
+            });
         Ok(BillingStatus {
             mode: account.mode,
             has_customer: account.customer_id.is_some(),
             subscription_status: (!status.is_empty()).then_some(status),
+            plan: prices,
             current_period_end,
             payment_failed_at: account.payment_failed_at,
             period_start,
@@ -261,12 +266,13 @@ impl Core {
         use super::AccountChange;
         use super::webhook::BillingChange;
         let (customer, change) = match &event.change {
-            BillingChange::Subscription { customer, subscription, status, current_period_end, .. } => (
+            BillingChange::Subscription { customer, subscription, status, current_period_end, price_ids } => (
                 customer,
                 AccountChange::Subscription(Subscription {
                     id: subscription.clone(),
                     status: status.as_str().to_owned(),
                     current_period_end: *current_period_end,
+                    prices: price_ids.clone(),
                 }),
             ),
             BillingChange::InvoicePaid { customer, .. } => (customer, AccountChange::PaymentSucceeded),

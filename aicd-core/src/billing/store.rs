@@ -127,6 +127,7 @@ struct AccountRow {
     customer_id: Option<String>,
     subscription_id: Option<String>,
     subscription_status: Option<String>,
+    subscription_prices: Option<String>,
     current_period_end: Option<DateTime<Utc>>,
     payment_failed_at: Option<DateTime<Utc>>,
     spend_cap_micros: Option<i64>,
@@ -136,7 +137,7 @@ struct AccountRow {
 
 macro_rules! account_columns {
     () => {
-        "org_id, mode, customer_id, subscription_id, subscription_status, current_period_end, \
+        "org_id, mode, customer_id, subscription_id, subscription_status, subscription_prices, current_period_end, \
          payment_failed_at, spend_cap_micros, created_at, updated_at"
     };
 }
@@ -145,7 +146,19 @@ impl TryFrom<AccountRow> for BillingAccount {
     type Error = Error;
     fn try_from(r: AccountRow) -> Result<Self> {
         let subscription = match (r.subscription_id, r.subscription_status) {
-            (Some(id), Some(status)) => Some(Subscription { id, status, current_period_end: r.current_period_end }),
+            (Some(id), Some(status)) => Some(Subscription {
+                id,
+                status,
+                current_period_end: r.current_period_end,
+                prices: r
+                    .subscription_prices
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            }),
             _ => None,
         };
         Ok(Self {
@@ -515,7 +528,7 @@ impl BillingStore for SqlStore {
         let update = match change {
             AccountChange::Subscription(s) => {
                 q("UPDATE billing_accounts SET subscription_id = $2, subscription_status = $3, \
-                   current_period_end = $4, subscription_at = $6, updated_at = $5 \
+                   current_period_end = $4, subscription_at = $6, subscription_prices = $7, updated_at = $5 \
                    WHERE org_id = $1 AND (subscription_at IS NULL OR subscription_at <= $6)")
                 .arg(org)
                 .arg(s.id)
@@ -523,6 +536,7 @@ impl BillingStore for SqlStore {
                 .arg(s.current_period_end)
                 .arg(at)
                 .arg(created)
+                .arg(s.prices.join(","))
             }
             AccountChange::PaymentSucceeded => {
                 q("UPDATE billing_accounts SET payment_failed_at = NULL, updated_at = $2 WHERE org_id = $1")
@@ -538,7 +552,8 @@ impl BillingStore for SqlStore {
             }
             AccountChange::CustomerDeleted => {
                 q("UPDATE billing_accounts SET customer_id = NULL, subscription_id = NULL, \
-                   subscription_status = NULL, current_period_end = NULL, updated_at = $2 WHERE org_id = $1")
+                   subscription_status = NULL, subscription_prices = NULL, current_period_end = NULL, \
+                   updated_at = $2 WHERE org_id = $1")
                 .arg(org)
                 .arg(at)
             }

@@ -150,6 +150,7 @@ async fn stripe_webhooks_are_verified_over_the_raw_body_and_applied_once() {
     assert_eq!(applied.body, json!({"event_id": "evt_1NG8Du2eZvKYlo2CUI79vXWy", "status": "applied"}));
     let status = billing(&server, &org, &admin).await;
     assert_eq!(status["subscription_status"], "active");
+    assert_eq!(status["plan"], json!(["price_1Mr6rdLkdIwHu7ixwPmiybbR"]));
     assert!(status["current_period_end"].is_string());
 
     // The same event id again, even with another body, is a duplicate: nothing changes.
