@@ -9,12 +9,12 @@ use aicd_core::github::{CommandKind, CommandSource, NewCommand};
 use aicd_core::github::{GithubRepoId, InstallationId};
 use aicd_core::jobs::{IssueRef, NewJob, Trigger};
 use aicd_core::repos::{NewRepo, RepoSource};
-use aicd_core::store::{GithubStore, JobStore, PostgresOptions, RepoStore, SqlStore, TenancyStore};
+use aicd_core::store::{BillingStore, GithubStore, JobStore, PostgresOptions, RepoStore, SqlStore, TenancyStore};
 use aicd_core::tenancy::{NewApiKey, Role};
 use aicd_core::{JobId, OrgId};
 use sqlx::{Connection, PgConnection, Row};
 
-const TENANT_TABLES: [&str; 10] = [
+const TENANT_TABLES: [&str; 12] = [
     "orgs",
     "memberships",
     "repositories",
@@ -25,7 +25,13 @@ const TENANT_TABLES: [&str; 10] = [
     "github_installations",
     "github_commands",
     "github_install_states",
+    "billing_accounts",
+    "billing_outbox",
 ];
+
+/// Tables with an org id whose rows only the system scope sees (not tenant data: a provider's
+/// event arrives before its organization is known).
+const SYSTEM_TABLES: [&str; 1] = ["stripe_events"];
 
 struct Fixture {
     harness: support::Harness,
@@ -66,6 +72,16 @@ async fn fixture() -> Fixture {
         let issue = IssueRef { number: Some(1), title: "t".into(), body: String::new(), url: None, author: None };
         let job = NewJob { repo_id: repo.id, issue, trigger: Trigger::Api, max_tokens: None, max_cost_micros: None };
         let job = harness.store.create_job(org.id, job, "test").await.unwrap();
+        // A billing account, so that the usage below is metered into the outbox.
+        let customer = format!("cus_{name}");
+        harness.store.open_billing_account(org.id, aicd_core::billing::PricingMode::Tokens).await.unwrap();
+        harness.store.set_billing_customer(org.id, &customer).await.unwrap();
+        let paid = aicd_core::billing::AccountChange::PaymentSucceeded;
+        harness
+            .store
+            .apply_billing_event(&format!("evt_{name}"), "invoice.paid", chrono::Utc::now(), &customer, paid)
+            .await
+            .unwrap();
         let usage = aicd_core::store::NewUsage {
             id: None,
             job_id: Some(job.id),
@@ -124,7 +140,7 @@ async fn rls_is_enabled_and_forced_on_every_table_with_an_org_id() {
     .unwrap();
     let mut names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     names.sort();
-    let mut expected: Vec<String> = TENANT_TABLES.iter().map(|t| t.to_string()).collect();
+    let mut expected: Vec<String> = TENANT_TABLES.iter().chain(&SYSTEM_TABLES).map(|t| t.to_string()).collect();
     expected.sort();
     assert_eq!(names, expected);
     for row in rows {
@@ -153,7 +169,7 @@ async fn the_application_role_owns_nothing_and_cannot_bypass_rls() {
 async fn with_no_org_set_nothing_is_visible() {
     let f = fixture().await;
     let mut conn = app_connection(&f).await;
-    for table in TENANT_TABLES {
+    for table in TENANT_TABLES.iter().chain(&SYSTEM_TABLES) {
         assert_eq!(count(&mut conn, table).await, 0, "{table}");
     }
 }
@@ -175,6 +191,9 @@ async fn raw_sql_as_the_application_role_sees_only_the_current_org() {
             .get(0);
         assert!(total > 0, "{table} shows org A's rows");
         assert_eq!(total, own, "{table} shows only org A's rows");
+    }
+    for table in SYSTEM_TABLES {
+        assert_eq!(count(&mut tx, table).await, 0, "{table} is not visible in an org's scope");
     }
     // B's rows can be neither read, changed nor deleted, even by id.
     let seen =
