@@ -149,22 +149,17 @@ impl MeterDispatcher {
                 }
             }
         }
-        for (_, settlement) in &settlements {
-            match settlement {
-                Settlement::Sent => report.sent += 1,
-                Settlement::Retry { .. } => report.retried += 1,
-                Settlement::Park { .. } => report.parked += 1,
-            }
-        }
         for (entry, settlement) in &settlements {
             match settlement {
-                Settlement::Park { reason } => {
-                    tracing::warn!(outbox = %entry.id, org = %entry.org_id, meter = %entry.meter, reason, "meter event parked");
-                }
+                Settlement::Sent => report.sent += 1,
                 Settlement::Retry { error, .. } => {
+                    report.retried += 1;
                     tracing::info!(outbox = %entry.id, attempts = entry.attempts, error, "meter event deferred");
                 }
-                Settlement::Sent => {}
+                Settlement::Park { reason } => {
+                    report.parked += 1;
+                    tracing::warn!(outbox = %entry.id, org = %entry.org_id, meter = %entry.meter, reason, "meter event parked");
+                }
             }
         }
         self.core.store.settle_outbox(&self.worker, &settlements).await?;

@@ -187,19 +187,13 @@ impl Core {
         let free = |allowance: Option<u64>, used: u64| {
             allowance.filter(|_| !account.subscribed()).map(|n| n.saturating_sub(used))
         };
-        let Subscription { status, current_period_end, prices, .. } =
-            account.subscription.clone().unwrap_or(Subscription {
-                id: String::new(),
-                status: String::new(),
-                current_period_end: None,
-                prices: Vec::new(),
-            });
+        let subscription = account.subscription.clone();
         Ok(BillingStatus {
             mode: account.mode,
             has_customer: account.customer_id.is_some(),
-            subscription_status: (!status.is_empty()).then_some(status),
-            plan: prices,
-            current_period_end,
+            current_period_end: subscription.as_ref().and_then(|s| s.current_period_end),
+            plan: subscription.as_ref().map(|s| s.prices.clone()).unwrap_or_default(),
+            subscription_status: subscription.map(|s| s.status),
             payment_failed_at: account.payment_failed_at,
             period_start,
             period_jobs: usage.jobs,

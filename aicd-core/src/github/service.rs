@@ -283,13 +283,16 @@ impl GithubIntake {
         sender: &str,
     ) -> Result<StartOutcome> {
         let label = actor_label(sender)?;
-        // An issue already being worked on is answered as such, whatever the entitlement.
-        if let Some(number) = issue.number
-            && let Some(active) = self.core.store.active_issue_job(org, repo_id, number).await?
-        {
-            return Ok(StartOutcome::AlreadyActive(active));
+        if self.core.options.billing.is_some() {
+            // An issue already being worked on is answered as such, whatever the entitlement
+            // (without billing, the store's start says so itself).
+            if let Some(number) = issue.number
+                && let Some(active) = self.core.store.active_issue_job(org, repo_id, number).await?
+            {
+                return Ok(StartOutcome::AlreadyActive(active));
+            }
+            self.core.check_entitlement(org).await?;
         }
-        self.core.check_entitlement(org).await?;
         let job = NewJob { repo_id, issue, trigger, max_tokens: None, max_cost_micros: None };
         let outcome = self.core.store.start_issue_job(org, job, &label).await?;
         if let StartOutcome::Created(job) = &outcome {
