@@ -5,6 +5,7 @@ mod budget;
 mod changeset;
 mod context;
 mod error;
+pub mod host;
 #[cfg(feature = "llm")]
 pub mod llm;
 mod plan;

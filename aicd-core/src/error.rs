@@ -89,6 +89,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable, machine-readable name of the error's kind, for the bindings' error codes and
+    /// exception classes: `not_found`, `forbidden`, `unauthenticated`, `invalid_input`,
+    /// `conflict`, `lease_lost`, `unavailable`, `rejected`, `quota_exceeded` or
+    /// `payment_required`, `unsafe_database`, or `internal` (database, migration and stored
+    /// data errors, which are not the caller's to fix).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::Conflict(_) | Self::IllegalTransition { .. } => "conflict",
+            Self::LeaseLost { .. } => "lease_lost",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Rejected { .. } => "rejected",
+            Self::PaymentRequired { code, .. } => code,
+            Self::UnsafeDatabase(_) => "unsafe_database",
+            Self::Database(_) | Self::Migration(_) | Self::Corrupt(_) => "internal",
+        }
+    }
+
     pub(crate) fn not_found(kind: &'static str) -> Self {
         Self::NotFound { kind }
     }

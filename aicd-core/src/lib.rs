@@ -3,6 +3,7 @@
 pub mod billing;
 pub mod deliveries;
 pub mod diff;
+pub mod embed;
 mod error;
 pub mod forge;
 pub mod github;

@@ -67,6 +67,7 @@ pub struct Repository {
 /// What is needed to register a repository.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewRepo {
     /// `owner/name` (1 to 200 characters).
     pub full_name: String,

@@ -243,6 +243,59 @@ pub struct NewJob {
     pub max_cost_micros: Option<u64>,
 }
 
+/// The issue of a [`CreateJob`], as the HTTP API and the bindings take it.
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    /// 1 to 500 characters.
+    pub title: String,
+    /// The issue text (at most 256 KiB).
+    #[serde(default)]
+    pub body: String,
+    /// The issue's number on the forge, if any.
+    pub number: Option<u64>,
+    /// The issue's web address, if any.
+    pub url: Option<String>,
+}
+
+/// A job to start, as the HTTP API and the bindings take it (unknown fields are refused).
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// The repository to work on.
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
+    pub repo_id: RepoId,
+    /// The issue to turn into a pull request.
+    pub issue: IssueBody,
+    /// Token budget (default 2,000,000).
+    pub max_tokens: Option<u64>,
+    /// Cost budget in micro-units of currency (default 20,000,000).
+    pub max_cost_micros: Option<u64>,
+}
+
+impl CreateJob {
+    /// The job to create, started by `trigger` (the issue has no author: the caller is the
+    /// job's actor).
+    pub fn into_new_job(self, trigger: Trigger) -> NewJob {
+        let issue = IssueRef {
+            number: self.issue.number,
+            title: self.issue.title,
+            body: self.issue.body,
+            url: self.issue.url,
+            author: None,
+        };
+        NewJob {
+            repo_id: self.repo_id,
+            issue,
+            trigger,
+            max_tokens: self.max_tokens,
+            max_cost_micros: self.max_cost_micros,
+        }
+    }
+}
+
 /// Which of an organization's jobs to list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobFilter {

@@ -190,6 +190,33 @@ impl Orchestrator {
         tracing::info!("worker stopped");
     }
 
+    /// Runs a worker until there is nothing left to do: no job running here and none active in
+    /// the store (queued, planning, coding or reviewing, in any organization; a job waiting for
+    /// its next attempt counts). Then stops it as [`WorkerHandle::shutdown`] does. For scripts and
+    /// tests; a service runs [`Orchestrator::run_worker`] until it is told to stop. Fails only if
+    /// the store cannot say how many jobs are active (the worker is stopped first).
+    pub async fn run_until_idle(&self) -> crate::Result<()> {
+        /// How often the store is asked whether anything is left.
+        const CHECK_EVERY: Duration = Duration::from_millis(50);
+        let (stop, rx) = watch::channel(false);
+        let this = self.clone();
+        let worker = tokio::spawn(async move { this.run_worker(rx).await });
+        let outcome = loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            if self.running.get() > 0 {
+                continue;
+            }
+            match self.store.queue_stats().await {
+                Ok(stats) if stats.queued + stats.planning + stats.coding + stats.reviewing == 0 => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = stop.send(true);
+        let _ = worker.await;
+        outcome
+    }
+
     async fn reap(&self) {
         match self.store.reap_expired_leases().await {
             Ok(events) if !events.is_empty() => {

@@ -104,9 +104,51 @@ pub fn check(diffs: &[FileDiff<'_>], policy: &Policy) -> Result<(), PolicyBlocke
     if violations.is_empty() { Ok(()) } else { Err(PolicyBlocked::new(violations)) }
 }
 
+/// Checks a changeset on its own, without the repository it applies to, against `config`
+/// compiled over the built-in defaults: every write counts as an added file and every delete as
+/// the deletion of a file whose contents are unknown (so the rules on deleted tests still apply
+/// to its path). For scripts that vet changes before submitting them; the orchestrator checks
+/// against the base commit. [`PolicyError`] if `config` does not compile.
+pub fn check_changeset(
+    changeset: &aicd_agent_api::Changeset,
+    config: &PolicyConfig,
+) -> Result<Vec<Violation>, PolicyError> {
+    let policy = Policy::from_config(config)?;
+    let diffs: Vec<FileDiff<'_>> = changeset
+        .changes
+        .iter()
+        .map(|change| match change.content() {
+            Some(after) => FileDiff::added(&change.path, after),
+            None => FileDiff::deleted(&change.path, b""),
+        })
+        .collect();
+    Ok(evaluate(&diffs, &policy))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changeset_is_checked_on_its_own() {
+        use aicd_agent_api::{Changeset, FileChange};
+        let changeset = Changeset {
+            summary: "ci".into(),
+            changes: vec![
+                FileChange::write(".github/workflows/ci.yml", "on: push\n"),
+                FileChange::write("src/lib.rs", "pub fn ok() {}\n"),
+                FileChange::delete("tests/api.rs"),
+            ],
+        };
+        let violations = check_changeset(&changeset, &PolicyConfig::default()).unwrap();
+        let rules: Vec<(Option<&str>, RuleId)> = violations.iter().map(|v| (v.path.as_deref(), v.rule)).collect();
+        assert_eq!(
+            rules,
+            [(Some(".github/workflows/ci.yml"), RuleId::ProtectedPath), (Some("tests/api.rs"), RuleId::DeletedTest)]
+        );
+        let bad = PolicyConfig { secret_patterns: Some(vec!["(".into()]), ..PolicyConfig::default() };
+        assert!(check_changeset(&changeset, &bad).is_err());
+    }
 
     #[test]
     fn clean_change_passes() {

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use aicd_core::diff::JobDiff;
-use aicd_core::jobs::{IssueRef, Job, JobEvent, JobFilter, JobState, NewJob, Page, Trigger, UsageReport};
+use aicd_core::jobs::{CreateJob, Job, JobEvent, JobFilter, JobState, Page, Trigger, UsageReport};
 use aicd_core::{JobId, OrgId, RepoId};
 use axum::Json;
 use axum::extract::State;
@@ -14,43 +14,13 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::Items;
 use crate::auth::OrgScope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
-
-/// The issue a job works on.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct IssueBody {
-    /// 1 to 500 characters.
-    title: String,
-    /// The issue text (at most 256 KiB).
-    #[serde(default)]
-    body: String,
-    /// The issue's number on the forge, if any.
-    number: Option<u64>,
-    /// The issue's web address, if any.
-    url: Option<String>,
-}
-
-/// A job to start.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateJob {
-    /// The repository to work on.
-    #[schema(value_type = uuid::Uuid)]
-    repo_id: RepoId,
-    /// The issue to turn into a pull request.
-    issue: IssueBody,
-    /// Token budget (default 2,000,000).
-    max_tokens: Option<u64>,
-    /// Cost budget in micro-units of currency (default 20,000,000).
-    max_cost_micros: Option<u64>,
-}
 
 /// Starts a job: it is queued at once and a worker picks it up (developer).
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/jobs", tag = "jobs", security(("bearer" = [])), request_body = CreateJob,
@@ -62,20 +32,7 @@ pub(crate) async fn create_job(
     scope: OrgScope,
     Body(body): Body<CreateJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let issue = IssueRef {
-        number: body.issue.number,
-        title: body.issue.title,
-        body: body.issue.body,
-        url: body.issue.url,
-        author: None,
-    };
-    let job = NewJob {
-        repo_id: body.repo_id,
-        issue,
-        trigger: Trigger::Api,
-        max_tokens: body.max_tokens,
-        max_cost_micros: body.max_cost_micros,
-    };
+    let job = body.into_new_job(Trigger::Api);
     Ok((StatusCode::CREATED, Json(state.core().create_job(&scope.actor, scope.org, job).await?)))
 }
 
