@@ -248,3 +248,19 @@ fn a_delivery_keeps_its_action_and_installation_even_when_not_handled() {
     assert_eq!((odd.action, odd.installation_id), (None, None));
     assert!(parse_delivery("issues", b"{not json").is_err());
 }
+
+#[test]
+fn events_serialize_as_one_object_named_by_kind_with_githubs_action_names() {
+    let opened = serde_json::to_value(parse("issues", "issues_opened.json")).unwrap();
+    assert_eq!(opened["kind"], "issues");
+    assert_eq!(opened["action"], "opened");
+    assert_eq!(opened["repository"]["full_name"], "octo-org/hello-world");
+    assert!(opened["issue"]["number"].is_u64());
+    let pinned = serde_json::to_value(parse("issues", "issues_pinned.json")).unwrap();
+    assert_eq!(pinned["action"], "pinned", "an action AI-CD does not act on keeps its name");
+    let ping = serde_json::to_value(parse("ping", "ping.json")).unwrap();
+    assert_eq!(ping, serde_json::json!({"kind": "ping", "zen": "Keep it logically awesome.", "hook_id": 109948940}));
+    let ignored = serde_json::to_value(parse_event("star", b"{\"action\": \"created\"}").unwrap()).unwrap();
+    assert_eq!(ignored["kind"], "ignored");
+    assert_eq!(ignored["event"], "star");
+}

@@ -6,12 +6,18 @@
 //! lacks something AI-CD cannot do without (the repository of an `issues` event, the installation
 //! of an `installation` event) becomes [`WebhookEvent::Ignored`] with the reason.
 
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::{Error, Result};
 
 /// A webhook delivery, by its `X-GitHub-Event` header and body.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It serializes (for the bindings) as one object: `kind` names the variant (`ping`,
+/// `installation`, `installation_repositories`, `issues`, `issue_comment`, `pull_request`,
+/// `ignored`) beside the variant's fields; actions are their GitHub names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WebhookEvent {
     /// `ping`: sent when the webhook is set up.
@@ -31,7 +37,7 @@ pub enum WebhookEvent {
 }
 
 /// A `ping` event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Ping {
     /// GitHub's random piece of wisdom.
     pub zen: Option<String>,
@@ -55,7 +61,7 @@ pub enum InstallationAction {
 }
 
 /// A repository as installation events list it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RepoSummary {
     /// GitHub's numeric id (stable across renames).
     pub id: u64,
@@ -64,7 +70,7 @@ pub struct RepoSummary {
 }
 
 /// An `installation` event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstallationEvent {
     /// What happened.
     pub action: InstallationAction,
@@ -88,7 +94,7 @@ pub enum RepositoriesAction {
 }
 
 /// An `installation_repositories` event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstallationRepositoriesEvent {
     /// What happened.
     pub action: RepositoriesAction,
@@ -105,7 +111,7 @@ pub struct InstallationRepositoriesEvent {
 }
 
 /// The repository an event is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RepoInfo {
     /// GitHub's numeric id (stable across renames).
     pub id: u64,
@@ -116,7 +122,7 @@ pub struct RepoInfo {
 }
 
 /// An issue (or a pull request seen as an issue) as events carry it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct IssueInfo {
     /// Its number in the repository.
     pub number: u64,
@@ -152,7 +158,7 @@ pub enum IssuesAction {
 }
 
 /// An `issues` event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IssuesEvent {
     /// What happened.
     pub action: IssuesAction,
@@ -180,7 +186,7 @@ pub enum CommentAction {
 }
 
 /// A comment on an issue.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CommentInfo {
     /// Its id.
     pub id: u64,
@@ -194,7 +200,7 @@ pub struct CommentInfo {
 }
 
 /// An `issue_comment` event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IssueCommentEvent {
     /// What happened.
     pub action: CommentAction,
@@ -224,7 +230,7 @@ pub enum PullRequestAction {
 }
 
 /// A `pull_request` event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PullRequestEvent {
     /// What happened.
     pub action: PullRequestAction,
@@ -245,7 +251,7 @@ pub struct PullRequestEvent {
 }
 
 /// An event AI-CD does not act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Ignored {
     /// The `X-GitHub-Event` name.
     pub event: String,
@@ -502,6 +508,28 @@ pub fn parse_command(comment_body: &str) -> Option<Command> {
         return Some(command);
     }
     None
+}
+
+/// Serializes action enums as GitHub's names for them (an `Other` as the name it carries).
+macro_rules! action_names {
+    ($($ty:ident { $($variant:ident => $name:literal),* $(,)? } $(, $other:ident)?;)*) => {$(
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str(match self {
+                    $(Self::$variant => $name,)*
+                    $(Self::$other(name) => name,)?
+                })
+            }
+        }
+    )*};
+}
+
+action_names! {
+    InstallationAction { Created => "created", Deleted => "deleted", Suspend => "suspend", Unsuspend => "unsuspend" }, Other;
+    RepositoriesAction { Added => "added", Removed => "removed" };
+    IssuesAction { Opened => "opened", Labeled => "labeled", Assigned => "assigned", Closed => "closed" }, Other;
+    CommentAction { Created => "created" }, Other;
+    PullRequestAction { Opened => "opened", Closed => "closed", Reopened => "reopened" }, Other;
 }
 
 #[cfg(test)]
