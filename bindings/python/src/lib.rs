@@ -318,7 +318,8 @@ impl HostAgent for PyAgent {
 #[pyclass(frozen, module = "aicd._aicd")]
 struct Worker {
     engine: embed::Engine,
-    bridge: Py<PyAny>,
+    /// The agent's bridge; `None` runs the built-in scripted agent (for comparisons).
+    bridge: Option<Py<PyAny>>,
     name: String,
     options: WorkerOptions,
     running: Mutex<Option<WorkerHandle>>,
@@ -327,9 +328,14 @@ struct Worker {
 impl Worker {
     /// The orchestrator, calling the agent on the event loop running now.
     fn orchestrator(&self, py: Python<'_>) -> PyResult<aicd_core::orchestrator::Orchestrator> {
-        let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-        let agent = PyAgent { bridge: self.bridge.clone_ref(py), locals, name: self.name.clone() };
-        Ok(self.engine.orchestrator(Arc::new(HostAdapter(agent)), self.options.clone()))
+        let agent: Arc<dyn aicd_agent_api::Agent> = match &self.bridge {
+            Some(bridge) => {
+                let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
+                Arc::new(HostAdapter(PyAgent { bridge: bridge.clone_ref(py), locals, name: self.name.clone() }))
+            }
+            None => Arc::new(aicd_agent_api::ScriptedAgent::default()),
+        };
+        Ok(self.engine.orchestrator(agent, self.options.clone()))
     }
 }
 
@@ -340,7 +346,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn new(
         engine: &Engine,
-        bridge: Py<PyAny>,
+        bridge: Option<Py<PyAny>>,
         name: String,
         concurrency: usize,
         poll_interval_ms: u64,

@@ -213,3 +213,17 @@ def test_the_policy_engine_names_its_violations() -> None:
     aicd.enforce_policy(clean)
     with pytest.raises(aicd.InvalidInput):
         aicd.check_policy(changeset, {"max_filez": 3})
+
+
+def test_the_built_in_scripted_agent_runs_from_python(store: Store, repo: Path) -> None:
+    async def main() -> None:
+        client, session, created = await setup(store, repo)
+        body = "```aicd:write hello.txt\nHello, world!\n```"
+        job = await session.jobs.create({"repo_id": created["id"], "issue": {"title": "Greet", "body": body}})
+        await aicd.Worker(client, "scripted", **FAST).run_until_idle()
+        assert (await session.jobs.get(job["id"]))["state"] == "pr_open"
+        with pytest.raises(aicd.InvalidInput):
+            aicd.Worker(client, "gpt-9")
+        await client.close()
+
+    run(main())

@@ -266,12 +266,14 @@ class Jobs:
 
 
 class Worker:
-    """Runs the Rust orchestrator with ``agent`` (see :class:`Agent`) on ``client``'s store."""
+    """Runs the Rust orchestrator with ``agent`` (see :class:`Agent`) on ``client``'s store.
+    ``agent="scripted"`` runs the engine's built-in scripted agent instead (which follows
+    ``aicd:write`` directives in the issue's text), for comparisons and smoke tests."""
 
     def __init__(
         self,
         client: Client,
-        agent: Agent,
+        agent: Union[Agent, str],
         *,
         concurrency: int = 4,
         poll_interval: float = 2.0,
@@ -279,10 +281,12 @@ class Worker:
         max_attempts: int = 5,
         retry_delay: float = 2.0,
     ) -> None:
-        name = getattr(agent, "name", None) or type(agent).__name__
+        if isinstance(agent, str) and agent != "scripted":
+            raise InvalidInput(f"unknown built-in agent {agent!r}; the built-in one is 'scripted'")
+        name = agent if isinstance(agent, str) else getattr(agent, "name", None) or type(agent).__name__
         self._worker = _aicd.Worker(
             client._engine,
-            _Bridge(agent),
+            None if isinstance(agent, str) else _Bridge(agent),
             str(name),
             concurrency,
             int(poll_interval * 1000),

@@ -73,7 +73,7 @@ class Worker:
     def __new__(
         cls,
         engine: Engine,
-        bridge: Any,
+        bridge: Optional[Any],
         name: str,
         concurrency: int = 4,
         poll_interval_ms: int = 2000,
