@@ -202,7 +202,7 @@ function dispatcher(agent) {
         throw new PermanentAgentError(`the agent has no ${method}() method`);
       }
       const ctx = args[0];
-      ctx.repo = repoOf(view);
+      ctx.repo = Object.assign(ctx.repo ?? {}, repoOf(view));
       answer = await agent[method](...args);
     } catch (e) {
       const kind =

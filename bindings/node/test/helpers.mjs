@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { AicdError, Client } from '../lib/sdk.mjs';
+import { AicdError, Client, PermanentAgentError } from '../lib/sdk.mjs';
 
 const PG_SERVER = process.env.AICD_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const APP_LOGIN = 'aicd_test_app';
@@ -125,6 +125,14 @@ export function toyAgent(hooks = {}) {
       const files = await ctx.repo.listFiles();
       const readme = await ctx.repo.readFile('README.md');
       const missing = await ctx.repo.readFile('nope.txt');
+      const prefixed = await ctx.repo.listFiles('READ');
+      // What the context must hold; a permanent failure would show in the tests' job states.
+      if (typeof ctx.repo.full_name !== 'string' || typeof ctx.job_id !== 'string' || readme !== '# Widgets\n') {
+        throw new PermanentAgentError(`unexpected context: ${JSON.stringify(ctx)}`);
+      }
+      if (missing !== null || JSON.stringify(prefixed) !== '["README.md"]' || ctx.budget.remaining_tokens <= 0) {
+        throw new PermanentAgentError(`unexpected repository view: ${missing} ${prefixed}`);
+      }
       return {
         value: {
           summary: `greet (${files.length} files, readme ${readme.length} bytes, missing ${missing})`,
