@@ -56,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
 
     let done = session.call("jobs.get", json!({"job_id": job["id"]})).await?;
     let branch = done["checkpoints"]["pull_request"]["branch"].as_str().unwrap_or_default();
-    println!("job is {}; {branch}: hello.txt = {:?}", done["state"], git(&repo, &["show", &format!("{branch}:hello.txt")])?);
+    println!(
+        "job is {}; {branch}: hello.txt = {:?}",
+        done["state"],
+        git(&repo, &["show", &format!("{branch}:hello.txt")])?
+    );
     anyhow::ensure!(done["state"] == "pr_open", "the job did not reach PR_OPEN");
     Ok(())
 }

@@ -399,6 +399,28 @@ impl Worker {
     }
 }
 
+/// Resolves to the seconds `calls` calls of `bridge`'s `plan` take from Rust, one after the other,
+/// through the same path the orchestrator uses (for measuring the boundary's cost).
+#[pyfunction]
+fn time_agent_calls(py: Python<'_>, bridge: Py<PyAny>, calls: u32) -> PyResult<Bound<'_, PyAny>> {
+    let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
+    let agent = HostAdapter(PyAgent { bridge, locals, name: "timed".into() });
+    awaitable(py, async move {
+        let ctx = TaskContext::new(
+            "timing",
+            aicd_agent_api::Issue::new("time the boundary", ""),
+            aicd_agent_api::RepoRef::new("bench/repo", "main"),
+            aicd_agent_api::Budget::new(1_000_000, 1_000_000),
+            Arc::new(aicd_agent_api::MemoryRepoView::new()),
+        );
+        let started = std::time::Instant::now();
+        for _ in 0..calls {
+            aicd_agent_api::Agent::plan(&agent, &ctx).await.map_err(|e| AicdError::new_err(e.to_string()))?;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    })
+}
+
 /// Whether `signature_header` (`X-Hub-Signature-256`) signs `body` with `secret`.
 /// `InvalidInput` for an empty secret.
 #[pyfunction]
@@ -443,6 +465,7 @@ fn _aicd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;
     m.add_function(wrap_pyfunction!(parse_webhook, m)?)?;
     m.add_function(wrap_pyfunction!(check_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(time_agent_calls, m)?)?;
     py.import("atexit")?.call_method1("register", (wrap_pyfunction!(quiesce, m)?,))?;
     let errors = [
         ("AicdError", py.get_type::<AicdError>(), "internal"),
