@@ -61,6 +61,33 @@ fn parse_json(what: &str, text: &str) -> PyResult<Value> {
 static ENTERING: AtomicUsize = AtomicUsize::new(0);
 static EXITING: AtomicBool = AtomicBool::new(false);
 
+/// The Tokio runtime of this process, made on first use. A process forked from one that had a
+/// runtime gets its own (the parent's threads do not exist in the child; its runtime is left
+/// alone, never dropped), so `aicd` keeps working after `fork()` (multiprocessing, preforking
+/// servers). Objects opened before the fork belong to the parent: open new ones in the child.
+fn runtime() -> Arc<tokio::runtime::Runtime> {
+    static RUNTIME: Mutex<Option<(u32, Arc<tokio::runtime::Runtime>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut current = RUNTIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((owner, runtime)) = current.as_ref()
+        && *owner == pid
+    {
+        return runtime.clone();
+    }
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("aicd")
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime can be started"),
+    );
+    if let Some(inherited) = current.replace((pid, runtime.clone())) {
+        // The parent's runtime: its threads are gone here, and dropping it would wait for them.
+        std::mem::forget(inherited);
+    }
+    runtime
+}
+
 /// Runs `f` attached to the interpreter, unless it is exiting (then `None`).
 fn enter<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
     ENTERING.fetch_add(1, Ordering::SeqCst);
@@ -106,7 +133,7 @@ where
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
     let (target, event_loop) = (future.clone().unbind(), event_loop.unbind());
-    pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+    runtime().spawn(async move {
         let outcome = fut.await;
         let _ = tokio::task::spawn_blocking(move || {
             enter(|py| {
@@ -380,7 +407,8 @@ impl Worker {
         if running.is_some() {
             return Err(Conflict::new_err("the worker is already running"));
         }
-        let _runtime = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let runtime = runtime();
+        let _entered = runtime.enter();
         *running = Some(orchestrator.spawn_worker());
         Ok(())
     }

@@ -227,3 +227,29 @@ def test_the_built_in_scripted_agent_runs_from_python(store: Store, repo: Path) 
         await client.close()
 
     run(main())
+
+
+def test_a_forked_child_opens_its_own_client(tmp_path: Path) -> None:
+    async def bootstrap(path: Path) -> str:
+        client = await aicd.Client.open(f"sqlite:{path}")
+        boot = await client.bootstrap("Forked")
+        await client.close()
+        return boot["org_id"]
+
+    assert run(bootstrap(tmp_path / "parent.db")), "the parent's runtime is running"
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh runtime, its own client
+        try:
+            ok = bool(run(bootstrap(tmp_path / "child.db")))
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child hung using aicd after fork()")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(ended[1]) == 0, "the child could use aicd after fork()"
+    assert run(bootstrap(tmp_path / "parent-again.db")), "the parent still works"
