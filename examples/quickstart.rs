@@ -17,8 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("aicd.db");
     // Local repositories may be registered under the directories the operator chose.
-    let repos = dir.path().join("repos");
+    let repos = dir.path().canonicalize()?.join("repos");
     std::fs::create_dir_all(repos.join("widgets"))?;
+    let init = std::process::Command::new("git")
+        .args(["init", "-q", "-b", "main"])
+        .current_dir(repos.join("widgets"))
+        .status()?;
+    anyhow::ensure!(init.success(), "git init failed");
     let options = CoreOptions {
         allow_local_repos: true,
         local_roots: LocalRoots::new([repos.clone()]),
