@@ -185,6 +185,7 @@ both!(
     an_exhausted_budget_fails_the_job,
     cancelling_a_running_job_stops_it_at_its_next_checkpoint,
     each_policy_rule_family_blocks_before_the_forge,
+    a_secret_in_the_plan_or_review_text_blocks_the_pull_request,
     binary_content_is_blocked,
     an_organizations_protected_path_blocks_a_change_even_if_the_repository_removes_it,
     a_new_job_wakes_an_idle_worker_through_the_doorbell,
@@ -399,6 +400,58 @@ async fn each_policy_rule_family_blocks_before_the_forge(w: World) {
     assert_eq!(w.forge.call_count(ForgeCall::CreateBranch), 0, "nothing reached the forge");
     assert_eq!(w.forge.call_count(ForgeCall::CommitChanges), 0);
     worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An agent whose files are clean but whose plan or review text repeats a secret: the text would
+/// reach the pull request's body.
+struct Leaky {
+    plan: String,
+    review: String,
+}
+
+#[async_trait]
+impl Agent for Leaky {
+    fn name(&self) -> &str {
+        "leaky"
+    }
+
+    async fn plan(&self, _: &TaskContext) -> AgentResult<Output<Plan>> {
+        let step = aicd_agent_api::PlanStep::new("write a.txt");
+        Ok(Output::new(Plan::new(self.plan.clone(), vec![step]), aicd_agent_api::Usage::zero("leaky")))
+    }
+
+    async fn code(&self, _: &TaskContext, _: &Plan, _: Option<&Feedback>) -> AgentResult<Output<Changeset>> {
+        let changes = vec![aicd_agent_api::FileChange::write("a.txt", "fine\n")];
+        Ok(Output::new(Changeset { summary: "Add a.txt".into(), changes }, aicd_agent_api::Usage::zero("leaky")))
+    }
+
+    async fn review(&self, _: &TaskContext, _: &Plan, _: &Changeset) -> AgentResult<Output<Review>> {
+        Ok(Output::new(Review::approve(self.review.clone()), aicd_agent_api::Usage::zero("leaky")))
+    }
+}
+
+async fn a_secret_in_the_plan_or_review_text_blocks_the_pull_request(w: World) {
+    let token = format!("ghp_{}", "Zq8rT2mW5xY7bN4kL1vC9dF3gH6jP0sA2eR5");
+    let leaks = [
+        Leaky { plan: format!("Call the API with {token} as the bearer"), review: "Looks right".into() },
+        Leaky { plan: "Write a.txt".into(), review: format!("Approved; the token\n{token}\nworks") },
+    ];
+    for (n, agent) in leaks.into_iter().enumerate() {
+        let worker = w.worker(agent);
+        let job = w.settled(w.job(n as u64 + 1, "please").await.id).await;
+        worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(job.state, JobState::Failed, "{job:#?}");
+        let reason = job.failure_reason.as_deref().unwrap();
+        assert!(reason.contains("policy engine blocked"), "{reason}");
+        assert!(reason.contains("pull request body"), "{reason}");
+        assert!(!reason.contains(&token), "the secret is redacted: {reason}");
+        let events = w.h.store.list_events(w.org, job.id, None, 1000).await.unwrap();
+        let blocked = events.iter().find(|e| e.kind == EventKind::PolicyBlocked).expect("a policy event");
+        assert_eq!(blocked.data["violations"][0]["rule"], "secret");
+        assert!(!blocked.message.contains(&token));
+    }
+    assert_eq!(w.forge.call_count(ForgeCall::CreateBranch), 0, "nothing was pushed");
+    assert!(w.forge.pull_requests(REPO).is_empty());
 }
 
 async fn an_organizations_protected_path_blocks_a_change_even_if_the_repository_removes_it(w: World) {

@@ -50,16 +50,15 @@ impl PolicyCache {
     }
 }
 
-/// The violations of `changeset` under the effective policy: `defaults` (the deployment's) ←
-/// the organization's settings ← the repository's settings ← its `.aicd.toml`.
-pub(crate) async fn check(
+/// The effective policy: `defaults` (the deployment's) ← the organization's settings ← the
+/// repository's settings ← its `.aicd.toml`, compiled (and cached).
+pub(crate) async fn effective(
     cache: &PolicyCache,
     defaults: &PolicyConfig,
     org: &OrgSettings,
     repo: &Repository,
     view: &dyn RepoView,
-    changeset: &Changeset,
-) -> Result<Vec<Violation>, GateError> {
+) -> Result<Arc<Policy>, GateError> {
     let mut config = defaults.clone();
     if org.policy_unreadable {
         return Err(GateError::Config(
@@ -82,7 +81,19 @@ pub(crate) async fn check(
             .map_err(|e| GateError::Config(format!("{REPO_POLICY_FILE} is invalid: {e}")))?;
         config = PolicyConfig::merge(&config, &from_file);
     }
-    let policy = cache.get(&config)?;
+    cache.get(&config)
+}
+
+/// The violations of `changeset` under the [`effective`] policy.
+pub(crate) async fn check(
+    cache: &PolicyCache,
+    defaults: &PolicyConfig,
+    org: &OrgSettings,
+    repo: &Repository,
+    view: &dyn RepoView,
+    changeset: &Changeset,
+) -> Result<Vec<Violation>, GateError> {
+    let policy = effective(cache, defaults, org, repo, view).await?;
 
     let mut before = Vec::with_capacity(changeset.changes.len());
     for change in &changeset.changes {

@@ -361,13 +361,18 @@ impl JobRun {
         let title = progress::pull_request_title(&self.job);
         let message = format!("{title}\n\n{}\n\nAI-CD job {}", changeset.summary, self.job.id);
         let message = progress::fit_commit_message(&message);
+        let body = progress::pull_request_body(&self.job, &plan, &review);
+        self.check_published_texts(
+            &repo,
+            &[("commit message", &message), ("pull request title", &title), ("pull request body", &body)],
+        )
+        .await?;
         self.forge_call("creating the branch", forge.create_branch(&repo, &branch)).await?;
         let published = async {
             self.checkpoint_reached()?;
             let commit = forge.commit_changes(&repo, &branch, &changeset, &message);
             let head = self.forge_call("committing", commit).await?;
             self.checkpoint_reached()?;
-            let body = progress::pull_request_body(&self.job, &plan, &review);
             let pr = NewPullRequest { branch: branch.clone(), title, body, issue_number: self.job.issue.number };
             let pr = self.forge_call("opening the pull request", forge.open_pull_request(&repo, &pr)).await?;
             Ok::<_, Stop>((head, pr))
@@ -398,6 +403,32 @@ impl JobRun {
             ..Default::default()
         })
         .await
+    }
+
+    /// The secret rule over what publishing writes besides the files (the commit message, the
+    /// pull request's title and body, which carry the plan's and the review's text), under the
+    /// same effective policy as the changeset: a secret there fails the job before anything is
+    /// pushed, with the finding redacted.
+    async fn check_published_texts(&mut self, repo: &Repository, texts: &[(&str, &str)]) -> StepResult<()> {
+        let view = self.view().await?;
+        let org = self.orch.store.get_org(self.job.org_id).await?;
+        let cache = &self.orch.policies;
+        let policy =
+            match policy_gate::effective(cache, &self.orch.config.policy, &org.settings, repo, view.as_ref()).await {
+                Ok(policy) => policy,
+                Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
+                Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
+            };
+        let violations = crate::policy::evaluate_texts(texts, &policy);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        self.blocked = true;
+        let blocked = PolicyBlocked::new(violations);
+        let data = serde_json::json!({ "violations": blocked.violations() });
+        let event = self.step_event(EventKind::PolicyBlocked, blocked.to_string()).with_data(data);
+        self.write(JobUpdate { events: vec![event], ..Default::default() }).await?;
+        Err(Stop::Permanent(format!("the policy engine blocked the pull request's text:\n{blocked}")))
     }
 
     async fn send_back(&mut self, review: Review, changeset: Changeset) -> StepResult<()> {

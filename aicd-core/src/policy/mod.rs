@@ -104,6 +104,20 @@ pub fn check(diffs: &[FileDiff<'_>], policy: &Policy) -> Result<(), PolicyBlocke
     if violations.is_empty() { Ok(()) } else { Err(PolicyBlocked::new(violations)) }
 }
 
+/// The `secret` rule over the texts a change publishes besides its files — `(label, text)`
+/// pairs such as the commit message and the pull request's title and body — under `policy`'s
+/// detectors (built-in and configured). Every line counts (these texts have no base to compare
+/// with) and no path allowlist applies. Sorted like [`evaluate`]'s result; empty if clean.
+pub fn evaluate_texts(texts: &[(&str, &str)], policy: &Policy) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (label, text) in texts {
+        secrets::check_text(label, text, policy, &mut out);
+    }
+    out.sort_by(|a, b| (&a.path, a.rule, a.line, &a.message).cmp(&(&b.path, b.rule, b.line, &b.message)));
+    out.dedup();
+    out
+}
+
 /// Checks a changeset on its own, without the repository it applies to, against `config`
 /// compiled over the built-in defaults: every write counts as an added file and every delete as
 /// the deletion of a file whose contents are unknown (so the rules on deleted tests still apply
@@ -128,6 +142,20 @@ pub fn check_changeset(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_are_scanned_line_by_line_without_path_allowlists() {
+        let key = format!("AKIA{}", "QWERTYUIOPASDFGH");
+        let everything = PolicyConfig { secret_allow: Some(vec!["**".into()]), ..PolicyConfig::default() };
+        let policy = Policy::from_config(&everything).unwrap();
+        let body = format!("## Plan\nUse the key\n{key}\n");
+        let found = evaluate_texts(&[("commit message", "Add a.txt"), ("pull request body", &body)], &policy);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].rule, found[0].path.as_deref(), found[0].line), (RuleId::Secret, None, Some(3)));
+        assert!(found[0].message.starts_with("the pull request body, line 3: possible AWS access key id"));
+        assert!(!found[0].message.contains(&key), "redacted: {}", found[0].message);
+        assert!(evaluate_texts(&[("commit message", "Add a.txt\n\nAI-CD job 1")], &policy).is_empty());
+    }
 
     #[test]
     fn a_changeset_is_checked_on_its_own() {

@@ -147,6 +147,32 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
     }
 }
 
+/// The `secret` rule over a text the change publishes besides its files (the commit message,
+/// the pull request's title and body): every line is scanned, and no path allowlist applies, as
+/// the text is not a file. Violations carry no path; their message names `label`.
+pub(super) fn check_text(label: &str, text: &str, policy: &Policy, out: &mut Vec<Violation>) {
+    let lines = split_lines(text.as_bytes());
+    let mut listed = 0usize;
+    for index in 0..lines.len() {
+        for finding in policy.secrets.scan_line(&lines, index) {
+            if listed == MAX_PER_FILE {
+                let message = format!("the {label}: more possible secrets not listed");
+                out.push(Violation::new(RuleId::Secret, None, None, message));
+                return;
+            }
+            listed += 1;
+            let line = line_number(index);
+            let message = format!(
+                "the {label}, line {line}: possible {} ({}); the agent must not repeat a secret in \
+                 what it writes about the change",
+                finding.label,
+                redact(finding.value)
+            );
+            out.push(Violation::new(RuleId::Secret, None, Some(line), message));
+        }
+    }
+}
+
 /// A safe description of a secret: at most its first 4 characters, then `…` and its length.
 pub(super) fn redact(value: &[u8]) -> String {
     let text = String::from_utf8_lossy(value);
