@@ -144,6 +144,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_secret_split_across_two_string_literals_is_found() {
+        let policy = Policy::default();
+        let (head, tail) = ("ghp_Zq8rT2mW5xY7bN4k", "L1vC9dF3gH6jP0sA2eR5");
+        let secrets = |text: &str| -> Vec<(u32, String)> {
+            evaluate(&[FileDiff::added("src/client.py", text.as_bytes())], &policy)
+                .into_iter()
+                .filter(|v| v.rule == RuleId::Secret)
+                .map(|v| (v.line.unwrap_or(0), v.message))
+                .collect()
+        };
+        for split in [
+            format!("token = (\"{head}\"\n         \"{tail}\")\n"),
+            format!("const token = '{head}' +\n  '{tail}';\n"),
+            format!("$token = \"{head}\" .\n    \"{tail}\";\n"),
+        ] {
+            let found = secrets(&split);
+            let joined = "lines 1-2: possible GitHub token split across two lines";
+            assert!(found.iter().any(|(line, m)| *line == 1 && m.contains(joined)), "{split}: {found:?}");
+            assert!(found.iter().all(|(_, m)| !m.contains(tail)), "redacted: {found:?}");
+        }
+        // Adjacent literals that do not make a secret, and list items, are left alone.
+        assert!(secrets("names = [\n  \"ghp_\",\n  \"Zq8rT2mW5xY7bN4kL1vC9dF3gH6jP0sA2eR5\",\n]\n").len() <= 1);
+        assert!(secrets("greeting = \"Hello, \" +\n    \"world\"\n").is_empty());
+    }
+
+    #[test]
     fn texts_are_scanned_line_by_line_without_path_allowlists() {
         let key = format!("AKIA{}", "QWERTYUIOPASDFGH");
         let everything = PolicyConfig { secret_allow: Some(vec!["**".into()]), ..PolicyConfig::default() };

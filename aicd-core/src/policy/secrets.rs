@@ -141,6 +141,35 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
             out.push(Violation::new(RuleId::Secret, Some(diff.path), Some(line), message));
         }
     }
+    // A value split into two string literals on adjacent lines (`"ghp_abc" +` / `"def"`), found
+    // only when the halves are joined: reported when the finding spans the join.
+    for index in 0..lines.len().saturating_sub(1) {
+        if !(added[index] || added[index + 1]) {
+            continue;
+        }
+        let Some((joined, at)) = joined_literal(lines[index], lines[index + 1]) else { continue };
+        let joined_lines = [joined.as_slice()];
+        for finding in policy.secrets.scan_line(&joined_lines, 0) {
+            let start = (finding.value.as_ptr() as usize).saturating_sub(joined.as_ptr() as usize);
+            if !(start < at && at < start + finding.value.len()) {
+                continue;
+            }
+            if listed == MAX_PER_FILE {
+                unlisted += 1;
+                continue;
+            }
+            listed += 1;
+            let line = line_number(index);
+            let message = format!(
+                "`{path}` lines {line}-{}: possible {} split across two lines ({}); remove it from the \
+                 change and read the value from the environment or a secret store instead",
+                line.saturating_add(1),
+                finding.label,
+                redact(finding.value)
+            );
+            out.push(Violation::new(RuleId::Secret, Some(diff.path), Some(line), message));
+        }
+    }
     if unlisted > 0 {
         let message = format!("`{path}`: {unlisted} more possible secrets not listed");
         out.push(Violation::new(RuleId::Secret, Some(diff.path), None, message));
@@ -171,6 +200,29 @@ pub(super) fn check_text(label: &str, text: &str, policy: &Policy, out: &mut Vec
             out.push(Violation::new(RuleId::Secret, None, Some(line), message));
         }
     }
+}
+
+/// The string literal that `first` ends and `second` continues, joined: `first` without its
+/// closing quote and the operator after it (`+`, `.`, `..`, `&`, `\`), `second` without a leading
+/// operator and its opening quote. Returns the joined bytes and where the join is; `None` unless
+/// `first` ends a quoted literal and `second` starts one.
+fn joined_literal(first: &[u8], second: &[u8]) -> Option<(Vec<u8>, usize)> {
+    const OPERATORS: &[u8] = b"+.&\\";
+    let first = first.trim_ascii_end();
+    let mut end = first.len();
+    while end > 0 && OPERATORS.contains(&first[end - 1]) {
+        end -= 1;
+    }
+    let first = first[..end].trim_ascii_end();
+    let first = first.strip_suffix(b"\"").or_else(|| first.strip_suffix(b"'"))?;
+    let second = second.trim_ascii_start();
+    let start = second.iter().take_while(|b| OPERATORS.contains(b)).count();
+    let second = second[start..].trim_ascii_start();
+    let second = second.strip_prefix(b"\"").or_else(|| second.strip_prefix(b"'"))?;
+    let mut joined = first.to_vec();
+    let at = joined.len();
+    joined.extend_from_slice(second);
+    Some((joined, at))
 }
 
 /// A safe description of a secret: at most its first 4 characters, then `…` and its length.
