@@ -84,7 +84,9 @@ pub(crate) async fn effective(
     cache.get(&config)
 }
 
-/// The violations of `changeset` under the [`effective`] policy.
+/// The violations of `changeset` under the [`effective`] policy (the orchestrator keeps the
+/// policy, so it calls the two halves itself).
+#[cfg(test)]
 pub(crate) async fn check(
     cache: &PolicyCache,
     defaults: &PolicyConfig,
@@ -94,7 +96,16 @@ pub(crate) async fn check(
     changeset: &Changeset,
 ) -> Result<Vec<Violation>, GateError> {
     let policy = effective(cache, defaults, org, repo, view).await?;
+    evaluate_changeset(&policy, view, changeset).await
+}
 
+/// The violations of `changeset` under `policy`, each changed file compared with its contents in
+/// `view` (the base).
+pub(crate) async fn evaluate_changeset(
+    policy: &Policy,
+    view: &dyn RepoView,
+    changeset: &Changeset,
+) -> Result<Vec<Violation>, GateError> {
     let mut before = Vec::with_capacity(changeset.changes.len());
     for change in &changeset.changes {
         // Unsafe paths are not read; the engine reports them.
@@ -118,7 +129,7 @@ pub(crate) async fn check(
             },
         })
         .collect();
-    Ok(evaluate(&diffs, &policy))
+    Ok(evaluate(&diffs, policy))
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ pub(crate) struct JobRun {
     interrupt: watch::Receiver<Interrupt>,
     repo: Option<Repository>,
     view: Option<Arc<dyn RepoView>>,
+    /// The effective policy the coding step checked the changeset under, reused for the texts
+    /// publishing writes in the same run (a resumed run computes it again).
+    policy: Option<Arc<crate::policy::Policy>>,
     /// What the current attempt's agent call spent, for the observer.
     usage: Option<Usage>,
     /// The progress sink of the agent call being prepared ([`JobRun::context`] makes it,
@@ -123,6 +126,7 @@ impl JobRun {
             fence,
             interrupt,
             repo: None,
+            policy: None,
             view: None,
             usage: None,
             activity: None,
@@ -255,16 +259,18 @@ impl JobRun {
         let view = self.view().await?;
         // Read at every check, so a policy the organization just tightened applies at once.
         let org = self.orch.store.get_org(self.job.org_id).await?;
-        let gate = policy_gate::check(
-            &self.orch.policies,
-            &self.orch.config.policy,
-            &org.settings,
-            &repo,
-            view.as_ref(),
-            &changeset,
-        );
+        let cache = &self.orch.policies;
+        let gate = async {
+            let policy =
+                policy_gate::effective(cache, &self.orch.config.policy, &org.settings, &repo, view.as_ref()).await?;
+            let violations = policy_gate::evaluate_changeset(&policy, view.as_ref(), &changeset).await?;
+            Ok::<_, GateError>((policy, violations))
+        };
         let violations = match gate.await {
-            Ok(v) => v,
+            Ok((policy, violations)) => {
+                self.policy = Some(policy);
+                violations
+            }
             Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
             Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
         };
@@ -407,18 +413,22 @@ impl JobRun {
 
     /// The secret rule over what publishing writes besides the files (the commit message, the
     /// pull request's title and body, which carry the plan's and the review's text), under the
-    /// same effective policy as the changeset: a secret there fails the job before anything is
-    /// pushed, with the finding redacted.
+    /// same effective policy as the changeset (the one the coding step used, when it ran in this
+    /// run): a secret there fails the job before anything is pushed, with the finding redacted.
     async fn check_published_texts(&mut self, repo: &Repository, texts: &[(&str, &str)]) -> StepResult<()> {
-        let view = self.view().await?;
-        let org = self.orch.store.get_org(self.job.org_id).await?;
-        let cache = &self.orch.policies;
-        let policy =
-            match policy_gate::effective(cache, &self.orch.config.policy, &org.settings, repo, view.as_ref()).await {
-                Ok(policy) => policy,
-                Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
-                Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
-            };
+        let policy = match self.policy.clone() {
+            Some(policy) => policy,
+            None => {
+                let view = self.view().await?;
+                let org = self.orch.store.get_org(self.job.org_id).await?;
+                let defaults = &self.orch.config.policy;
+                match policy_gate::effective(&self.orch.policies, defaults, &org.settings, repo, view.as_ref()).await {
+                    Ok(policy) => policy,
+                    Err(GateError::Config(message)) => return Err(Stop::Permanent(format!("policy: {message}"))),
+                    Err(GateError::Read(e)) => return Err(AgentError::from(e).into()),
+                }
+            }
+        };
         let violations = crate::policy::evaluate_texts(texts, &policy);
         if violations.is_empty() {
             return Ok(());
