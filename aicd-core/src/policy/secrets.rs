@@ -121,24 +121,25 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
     let path = show_path(diff.path);
     let mut listed = 0usize;
     let mut unlisted = 0usize;
+    let mut report = |line: u32, what: String| {
+        if listed == MAX_PER_FILE {
+            unlisted += 1;
+            return;
+        }
+        listed += 1;
+        let message = format!(
+            "`{path}` {what}; remove it from the change and read the value from the environment or a \
+             secret store instead"
+        );
+        out.push(Violation::new(RuleId::Secret, Some(diff.path), Some(line), message));
+    };
     for (index, is_added) in added.iter().enumerate() {
         if !is_added {
             continue;
         }
         for finding in policy.secrets.scan_line(&lines, index) {
-            if listed == MAX_PER_FILE {
-                unlisted += 1;
-                continue;
-            }
-            listed += 1;
             let line = line_number(index);
-            let message = format!(
-                "`{path}` line {line}: possible {} ({}); remove it from the change and read the \
-                 value from the environment or a secret store instead",
-                finding.label,
-                redact(finding.value)
-            );
-            out.push(Violation::new(RuleId::Secret, Some(diff.path), Some(line), message));
+            report(line, format!("line {line}: possible {} ({})", finding.label, redact(finding.value)));
         }
     }
     // A value split into two string literals on adjacent lines (`"ghp_abc" +` / `"def"`), found
@@ -154,20 +155,12 @@ pub(super) fn check(diff: &FileDiff<'_>, policy: &Policy, out: &mut Vec<Violatio
             if !(start < at && at < start + finding.value.len()) {
                 continue;
             }
-            if listed == MAX_PER_FILE {
-                unlisted += 1;
-                continue;
-            }
-            listed += 1;
             let line = line_number(index);
-            let message = format!(
-                "`{path}` lines {line}-{}: possible {} split across two lines ({}); remove it from the \
-                 change and read the value from the environment or a secret store instead",
-                line.saturating_add(1),
-                finding.label,
-                redact(finding.value)
+            let (label, value) = (finding.label, redact(finding.value));
+            report(
+                line,
+                format!("lines {line}-{}: possible {label} split across two lines ({value})", line.saturating_add(1)),
             );
-            out.push(Violation::new(RuleId::Secret, Some(diff.path), Some(line), message));
         }
     }
     if unlisted > 0 {
